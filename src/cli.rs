@@ -1,0 +1,70 @@
+//! The command line (DESIGN §1).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-agent",
+    version,
+    about = "Keeps this machine's podman containers equal to the desired state in its registry",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Opts {
+    /// Agent config file.
+    #[arg(long, global = true, env = "MCP_AGENT_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Log format (overrides [log].format); auto = journald when started by systemd.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log level or filter directive (overrides [log].level), e.g. debug.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+
+    /// One full reconcile pass, a summary, an exit code (same as `recover`).
+    #[arg(long)]
+    pub once: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reconciliation daemon (the default).
+    Run,
+    /// One full reconcile pass, a summary, an exit code.
+    Recover,
+    /// Validate service files (or every *.toml in a directory) and write them to the
+    /// registry in one transaction. Touches no container.
+    Apply {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Desired vs actual per component.
+    Status {
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set desired_state = "stopped" for SERVICE or SERVICE/COMPONENT.
+    Stop { target: String },
+    /// Set desired_state = "running" for SERVICE or SERVICE/COMPONENT.
+    Start { target: String },
+    /// Delete a service from the registry; the daemon then removes its containers.
+    Remove { service: String },
+    /// Print service files back from the registry.
+    Export {
+        service: Option<String>,
+        /// Write one SERVICE.toml per service into this directory instead of stdout.
+        #[arg(long, short = 'o')]
+        output_dir: Option<PathBuf>,
+    },
+    /// Load and validate the config, print the effective values.
+    CheckConfig,
+}

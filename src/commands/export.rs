@@ -1,0 +1,52 @@
+//! `mcp-agent export [SERVICE] [-o DIR]`: service files back from the registry. Env values
+//! are printed here, to stdout or the files asked for, and nowhere else.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::anyhow;
+
+use crate::config::Config;
+use crate::error::{exit, Failure};
+use crate::registry::ChangeError;
+
+pub fn run(config: &Config, service: Option<&str>, dir: Option<&Path>) -> Result<u8, Failure> {
+    let mut reg = super::open_registry(config)?;
+    let services = match service {
+        Some(name) => vec![reg
+            .service(name)?
+            .ok_or_else(|| ChangeError::NoService(name.into()))?],
+        None => reg.services()?,
+    };
+    match dir {
+        Some(dir) => {
+            for s in &services {
+                let path = dir.join(format!("{}.toml", s.name));
+                // 0600: the files hold env values, which may be secrets.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(s.to_toml().as_bytes()))
+                    .map_err(|e| Failure::new(exit::FAILED, anyhow!("{}: {e}", path.display())))?;
+                println!("{}", path.display());
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            for (i, s) in services.iter().enumerate() {
+                if services.len() > 1 {
+                    if i > 0 {
+                        let _ = writeln!(out);
+                    }
+                    let _ = writeln!(out, "# ---- {}.toml ----", s.name);
+                }
+                let _ = write!(out, "{}", s.to_toml());
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,75 @@
+//! One module per command; `dispatch` loads the config, sets up logging and runs one.
+
+use crate::cli::{Command, Opts};
+use crate::config::Config;
+use crate::error::Failure;
+use crate::registry::{ChangeError, Registry};
+
+mod apply;
+mod export;
+mod recover;
+mod state;
+mod status;
+
+pub use recover::recover;
+
+/// Runs the command `opts` names and returns its exit code.
+pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
+    let command = match (opts.once, opts.command) {
+        (_, Some(c)) => c,
+        (true, None) => Command::Recover,
+        (false, None) => Command::Run,
+    };
+    let config = Config::load(&opts.config)?;
+    let level = opts
+        .log_level
+        .clone()
+        .unwrap_or_else(|| config.log.level.0.clone());
+    crate::logging::init(opts.log_format.unwrap_or(config.log.format), &level)
+        .map_err(|e| Failure::config(anyhow::anyhow!("log level {level:?}: {e}")))?;
+    match command {
+        Command::Run => Err(Failure::usage(anyhow::anyhow!(
+            "the daemon is not built yet; use --once"
+        ))),
+        Command::Recover => recover::run(&config),
+        Command::Apply { paths } => apply::run(&config, &paths),
+        Command::Status { service, json } => status::run(&config, service.as_deref(), json),
+        Command::Stop { target } => {
+            state::set(&config, &target, crate::spec::DesiredState::Stopped)
+        }
+        Command::Start { target } => {
+            state::set(&config, &target, crate::spec::DesiredState::Running)
+        }
+        Command::Remove { service } => state::remove(&config, &service),
+        Command::Export {
+            service,
+            output_dir,
+        } => export::run(&config, service.as_deref(), output_dir.as_deref()),
+        Command::CheckConfig => {
+            print!("{}", config.to_toml());
+            Ok(crate::error::exit::OK)
+        }
+    }
+}
+
+fn open_registry(config: &Config) -> Result<Registry, Failure> {
+    Ok(Registry::open(&config.database.path)?)
+}
+
+impl From<ChangeError> for Failure {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Registry(r) => Failure::unavailable(r),
+            other => Failure::data(other),
+        }
+    }
+}
+
+/// A tokio runtime for commands that talk to podman.
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::unavailable(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}

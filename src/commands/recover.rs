@@ -1,0 +1,67 @@
+//! `mcp-agent --once` / `recover`: one full reconcile pass, a line per action, a summary,
+//! an exit code.
+
+use anyhow::anyhow;
+
+use crate::config::Config;
+use crate::error::{exit, Failure};
+use crate::plan::Book;
+use crate::reconcile::{self, PassReport};
+use crate::runtime::podman::Podman;
+use crate::runtime::{Runtime, RuntimeError};
+
+pub fn run(config: &Config) -> Result<u8, Failure> {
+    let mut reg = super::open_registry(config)?;
+    let services = reg.services()?;
+    let rt = super::tokio_runtime()?;
+    let report = rt.block_on(recover(config, &services))?;
+    for line in report.action_lines() {
+        println!("{line}");
+    }
+    if let Err(e) = reg
+        .record(&report.statuses())
+        .and_then(|_| reg.prune_statuses())
+    {
+        tracing::warn!(error = %e, "could not record component status");
+    }
+    let summary = report.summary();
+    println!("{summary}");
+    for c in report.components.iter().filter(|c| c.status.is_failure()) {
+        println!(
+            "{} {} ({}): {}",
+            if c.status == reconcile::Status::ImageMissing {
+                "skipped"
+            } else {
+                "failed"
+            },
+            c.key,
+            c.container,
+            c.detail.as_deref().unwrap_or(c.status.as_str())
+        );
+    }
+    Ok(if summary.failed + summary.skipped > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Connects to podman and runs one pass over `services`.
+pub async fn recover(
+    config: &Config,
+    services: &[crate::spec::Service],
+) -> Result<PassReport, Failure> {
+    let unavailable = |e: RuntimeError| Failure::unavailable(anyhow!("{e}"));
+    let podman =
+        Podman::new(&config.podman.socket.0, config.podman.cli.0.clone()).map_err(unavailable)?;
+    podman.ping().await.map_err(unavailable)?;
+    reconcile::pass(
+        &podman,
+        services,
+        &config.agent.node,
+        &Book::default(),
+        config.reconcile.concurrency.0,
+    )
+    .await
+    .map_err(unavailable)
+}

@@ -1,0 +1,177 @@
+//! `mcp-agent status [SERVICE] [--json]`: desired vs actual per component, from the
+//! registry and one live list of podman's containers.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
+use crate::error::{exit, Failure};
+use crate::registry::{now_ms, ChangeError};
+use crate::runtime::podman::Podman;
+use crate::runtime::{Actual, Runtime};
+
+#[derive(Debug, Serialize)]
+struct Row {
+    service: String,
+    component: String,
+    container: String,
+    desired: String,
+    actual: String,
+    container_id: Option<String>,
+    host_ports: Vec<RoutePort>,
+    restarts: u64,
+    last_error: Option<String>,
+    next_retry_in_ms: Option<u64>,
+    last_pass_state: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct RoutePort {
+    route: String,
+    host_port: Option<u16>,
+    container_port: u16,
+}
+
+pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let mut reg = super::open_registry(config)?;
+    let services = match only {
+        Some(name) => vec![reg
+            .service(name)?
+            .ok_or_else(|| ChangeError::NoService(name.into()))?],
+        None => reg.services()?,
+    };
+    let statuses = reg.statuses()?;
+    let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
+        let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone())
+            .map_err(|e| e.to_string())?;
+        p.list().await.map_err(|e| e.to_string())
+    });
+    let by_name: HashMap<&str, &Actual> = match &listed {
+        Ok(list) => list.iter().map(|a| (a.name.as_str(), a)).collect(),
+        Err(_) => HashMap::new(),
+    };
+    let node = &config.agent.node;
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for s in &services {
+        for c in &s.components {
+            let key = ComponentKey::new(s.name.clone(), c.name.clone());
+            let spec = ContainerSpec::build(node, &s.name, c);
+            let actual = match (&listed, by_name.get(spec.name.as_str())) {
+                (Err(_), _) => "unknown".to_string(),
+                (Ok(_), None) => "absent".to_string(),
+                (Ok(_), Some(a)) => match owner(&a.labels, node) {
+                    Owner::Ours { spec_hash, .. } if spec_hash != spec.spec_hash() => {
+                        format!("{} (spec changed)", a.state.as_str())
+                    }
+                    Owner::Ours { .. } => a.state.as_str().to_string(),
+                    _ => "conflict (not ours)".to_string(),
+                },
+            };
+            let st = statuses.get(&key);
+            rows.push(Row {
+                service: s.name.clone(),
+                component: c.name.clone(),
+                container: spec.name.clone(),
+                desired: if s.active {
+                    c.desired_state.as_str().to_string()
+                } else {
+                    "inactive".to_string()
+                },
+                container_id: by_name.get(spec.name.as_str()).map(|a| a.id.clone()),
+                actual,
+                host_ports: c
+                    .routes
+                    .iter()
+                    .map(|r| RoutePort {
+                        route: r.name.clone(),
+                        host_port: r.host_port,
+                        container_port: r.port,
+                    })
+                    .collect(),
+                restarts: st.map_or(0, |s| s.restarts),
+                last_error: st.and_then(|s| s.last_error.clone()),
+                next_retry_in_ms: st
+                    .and_then(|s| s.next_retry_ms)
+                    .map(|t| t.saturating_sub(now)),
+                last_pass_state: st.map(|s| s.state.clone()),
+            });
+        }
+    }
+    if json {
+        let doc = serde_json::json!({
+            "podman": match &listed { Ok(_) => "reachable".to_string(), Err(e) => e.clone() },
+            "components": rows,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("status serializes")
+        );
+    } else {
+        print_table(&rows);
+        if let Err(e) = &listed {
+            eprintln!("mcp-agent: actual state unknown: {e}");
+        }
+    }
+    Ok(if listed.is_err() {
+        exit::UNAVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+fn print_table(rows: &[Row]) {
+    let mut table = vec![[
+        "COMPONENT".to_string(),
+        "DESIRED".into(),
+        "ACTUAL".into(),
+        "CONTAINER".into(),
+        "PORTS".into(),
+        "RESTARTS".into(),
+        "NEXT RETRY".into(),
+        "LAST ERROR".into(),
+    ]];
+    for r in rows {
+        table.push([
+            format!("{}/{}", r.service, r.component),
+            r.desired.clone(),
+            r.actual.clone(),
+            r.container.clone(),
+            r.host_ports
+                .iter()
+                .map(|p| match p.host_port {
+                    Some(h) => format!("{}={h}->{}", p.route, p.container_port),
+                    None => format!("{}=pending->{}", p.route, p.container_port),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            r.restarts.to_string(),
+            r.next_retry_in_ms
+                .map(|ms| {
+                    humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000)))
+                        .to_string()
+                })
+                .unwrap_or_default(),
+            r.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &table {
+        let mut line = String::new();
+        for (i, (w, cell)) in widths.iter().zip(row).enumerate() {
+            if i == 7 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}

@@ -1,0 +1,577 @@
+//! The agent's own configuration file (DESIGN §2): parsing, defaults and validation.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::Location;
+
+/// Where the config is read from when neither `--config` nor `MCP_AGENT_CONFIG` says.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mcp-agent/mcp-agent.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{at}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        at: Location,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub database: DatabaseSection,
+    pub podman: PodmanSection,
+    pub reconcile: ReconcileSection,
+    pub ports: PortsSection,
+    pub proxy: ProxySection,
+    pub certs: CertsSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// Stamped on container labels (`mcp.node`); containers of other nodes are never ours.
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodmanSection {
+    pub socket: SocketUri,
+    /// argv prefix of the podman CLI, used only to free names held by container storage.
+    pub cli: Argv,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSection {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub concurrency: Positive,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    pub backoff_multiplier: Multiplier,
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsSection {
+    pub range: PortRange,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Caddy,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub kind: ProxyKind,
+    pub admin_socket: PathBuf,
+    pub server: String,
+    pub http_listen: String,
+    pub https_listen: String,
+    pub cert_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    Acme,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertsSection {
+    pub issuer: IssuerKind,
+    pub directory_url: String,
+    pub contact: Vec<String>,
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            agent: AgentSection::default(),
+            database: DatabaseSection::default(),
+            podman: PodmanSection::default(),
+            reconcile: ReconcileSection::default(),
+            ports: PortsSection::default(),
+            proxy: ProxySection::default(),
+            certs: CertsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection { node: hostname() }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            path: "/var/lib/mcp-agent/registry.db".into(),
+        }
+    }
+}
+
+impl Default for PodmanSection {
+    fn default() -> Self {
+        PodmanSection {
+            socket: SocketUri("unix:///run/podman/podman.sock".into()),
+            cli: Argv(vec!["podman".into()]),
+        }
+    }
+}
+
+impl Default for ReconcileSection {
+    fn default() -> Self {
+        ReconcileSection {
+            interval: Duration::from_secs(30),
+            concurrency: Positive(8),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            backoff_multiplier: Multiplier(2.0),
+            stable_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for PortsSection {
+    fn default() -> Self {
+        PortsSection {
+            range: PortRange {
+                first: 20000,
+                last: 29999,
+            },
+        }
+    }
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            kind: ProxyKind::None,
+            admin_socket: "/run/caddy/admin.sock".into(),
+            server: "mcp".into(),
+            http_listen: ":80".into(),
+            https_listen: ":443".into(),
+            cert_dir: "/var/lib/mcp-agent/certs".into(),
+        }
+    }
+}
+
+impl Default for CertsSection {
+    fn default() -> Self {
+        CertsSection {
+            issuer: IssuerKind::None,
+            directory_url: String::new(),
+            contact: Vec::new(),
+            ca_bundle: None,
+            renew_before: Duration::from_secs(720 * 3600),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Auto,
+            level: LogLevel("info".into()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `unix:///path` — the podman API socket. Only unix sockets: the API is root-equivalent.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SocketUri(pub String);
+
+impl SocketUri {
+    pub fn path(&self) -> &Path {
+        Path::new(self.0.strip_prefix("unix://").unwrap_or(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketUri {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.strip_prefix("unix://") {
+            Some(p) if p.starts_with('/') => Ok(SocketUri(s)),
+            _ => Err(serde::de::Error::custom(format!(
+                "podman socket {s:?} must be unix:///absolute/path"
+            ))),
+        }
+    }
+}
+
+/// A non-empty argv prefix (no shell: each element is one argument).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Argv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        if v.is_empty() || v[0].is_empty() {
+            return Err(serde::de::Error::custom(
+                "cli must be a non-empty list, e.g. [\"podman\"]",
+            ));
+        }
+        if v.iter().any(|a| a.contains('\0')) {
+            return Err(serde::de::Error::custom(
+                "cli arguments must not contain NUL",
+            ));
+        }
+        Ok(Argv(v))
+    }
+}
+
+/// A count of at least one.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Positive(pub usize);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=1024).contains(&n) {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is out of range: expected 1 to 1024"
+            )));
+        }
+        Ok(Positive(n as usize))
+    }
+}
+
+/// A backoff multiplier: finite and at least 1 (a smaller one would shrink the delays).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Multiplier(pub f64);
+
+impl<'de> Deserialize<'de> for Multiplier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = f64::deserialize(d)?;
+        if !n.is_finite() || !(1.0..=100.0).contains(&n) {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is out of range: expected 1.0 to 100.0"
+            )));
+        }
+        Ok(Multiplier(n))
+    }
+}
+
+/// Host ports handed to routes, inclusive: `"20000-29999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "port range {s:?} must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535"
+            ))
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+/// A tracing filter directive such as `info` or `mcp_agent=debug,warn`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogLevel(pub String);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&s)
+            .map_err(|e| serde::de::Error::custom(format!("log level {s:?}: {e}")))?;
+        Ok(LogLevel(s))
+    }
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`; relative paths inside are made relative
+    /// to the config file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            at: Location::of(text, e.span().map_or(0, |s| s.start)),
+            reason: e.message().trim_end().to_string(),
+        })?;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            at: key_location(text, key),
+            reason,
+        };
+        if !crate::spec::is_label_value(&cfg.agent.node) {
+            return Err(invalid(
+                "node",
+                format!(
+                    "node {:?} must be 1-63 characters of [A-Za-z0-9._-]",
+                    cfg.agent.node
+                ),
+            ));
+        }
+        if !crate::spec::is_name(&cfg.proxy.server) {
+            return Err(invalid(
+                "server",
+                format!(
+                    "proxy server {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                    cfg.proxy.server
+                ),
+            ));
+        }
+        let r = &cfg.reconcile;
+        if r.backoff_initial.is_zero() || r.backoff_initial > r.backoff_max {
+            return Err(invalid(
+                "backoff_initial",
+                "backoff_initial must be above zero and at most backoff_max".into(),
+            ));
+        }
+        if r.interval < Duration::from_secs(1) {
+            return Err(invalid("interval", "interval must be at least 1s".into()));
+        }
+        if cfg.certs.issuer == IssuerKind::Acme {
+            if cfg.proxy.kind != ProxyKind::Caddy {
+                return Err(invalid(
+                    "issuer",
+                    "issuer \"acme\" answers HTTP-01 through the proxy: it needs [proxy] kind = \"caddy\"".into(),
+                ));
+            }
+            if !cfg.certs.directory_url.starts_with("https://") {
+                return Err(invalid(
+                    "directory_url",
+                    "directory_url must be an https:// URL when issuer = \"acme\"".into(),
+                ));
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rel(&mut cfg.database.path);
+        rel(&mut cfg.proxy.admin_socket);
+        rel(&mut cfg.proxy.cert_dir);
+        if let Some(p) = cfg.certs.ca_bundle.as_mut() {
+            rel(p);
+        }
+        Ok(cfg)
+    }
+
+    /// The effective config as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Where `key = ` first appears in `text` (start of file when absent): semantic errors
+/// found after parsing still point at the line to fix.
+fn key_location(text: &str, key: &str) -> Location {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Location::of(text, offset + (line.len() - t.len()));
+            }
+        }
+        offset += line.len();
+    }
+    Location { line: 1, col: 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/x/agent.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_config_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.reconcile.interval, Duration::from_secs(30));
+        assert_eq!(c.reconcile.concurrency.0, 8);
+        assert_eq!(
+            c.ports.range,
+            PortRange {
+                first: 20000,
+                last: 29999
+            }
+        );
+        assert_eq!(c.proxy.kind, ProxyKind::None);
+        assert_eq!(c.podman.cli.0, vec!["podman".to_string()]);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let c = parse("[database]\npath = \"state/r.db\"\n").unwrap();
+        assert_eq!(c.database.path, PathBuf::from("/etc/x/state/r.db"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let cases = [
+            (
+                "[reconcile]\nintervall = \"1s\"\n",
+                "agent.toml:2:1",
+                "unknown field",
+            ),
+            (
+                "[reconcile]\ninterval = 5\n",
+                "agent.toml:2:12",
+                "expected a string",
+            ),
+            (
+                "[reconcile]\ninterval = \"5 parsecs\"\n",
+                "agent.toml:2:12",
+                "duration",
+            ),
+            (
+                "[reconcile]\nconcurrency = 0\n",
+                "agent.toml:2:15",
+                "out of range",
+            ),
+            ("[ports]\nrange = \"3-1\"\n", "agent.toml:2:9", "port range"),
+            (
+                "[podman]\nsocket = \"tcp://x\"\n",
+                "agent.toml:2:10",
+                "unix:///",
+            ),
+            ("[podman]\ncli = []\n", "agent.toml:2:7", "non-empty"),
+            (
+                "[proxy]\nkind = \"nginx\"\n",
+                "agent.toml:2:8",
+                "unknown variant",
+            ),
+            ("[log]\nlevel = \"x=loud\"\n", "agent.toml:2:9", "log level"),
+            ("[agent\n", "agent.toml:1:7", "unclosed table"),
+            (
+                "\n[reconcile]\nbackoff_initial = \"10m\"\n",
+                "agent.toml:3:1",
+                "backoff_max",
+            ),
+            ("[certs]\nissuer = \"acme\"\n", "agent.toml:2:1", "caddy"),
+        ];
+        for (text, at, reason) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(at), "{text:?}: {e} should name {at}");
+            assert!(e.contains(reason), "{text:?}: {e} should say {reason}");
+        }
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = parse("[reconcile]\ninterval = \"2m\"\n").unwrap();
+        let again = parse(&c.to_toml()).unwrap();
+        assert_eq!(c, again);
+    }
+}

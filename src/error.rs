@@ -1,0 +1,104 @@
+//! Exit codes of the command line contract (DESIGN §1) and the error that carries one.
+
+use std::fmt;
+
+/// Exit codes shared by every command; users and scripts depend on these numbers.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Some components did not reach their desired state; the summary names them.
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    /// EX_DATAERR: an input file (service file) is invalid.
+    pub const DATAERR: u8 = 65;
+    /// EX_UNAVAILABLE: podman or the registry cannot be reached.
+    pub const UNAVAILABLE: u8 = 69;
+    /// EX_CONFIG: the agent's own configuration is invalid.
+    pub const CONFIG: u8 = 78;
+}
+
+/// An error on its way to `main`: the message to print and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code,
+            error: error.into(),
+        }
+    }
+    pub fn data(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(exit::DATAERR, error)
+    }
+    pub fn unavailable(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(exit::UNAVAILABLE, error)
+    }
+    pub fn config(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(exit::CONFIG, error)
+    }
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(exit::USAGE, error)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl From<crate::registry::RegistryError> for Failure {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        Failure::unavailable(e)
+    }
+}
+
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Failure::config(e)
+    }
+}
+
+/// A position in a text file, 1-based, for messages of the form `file:line:col: reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Location {
+    /// The line and column of byte offset `at` in `text`.
+    pub fn of(text: &str, at: usize) -> Location {
+        let mut at = at.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location { line, col }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_columns_from_one() {
+        let t = "a = 1\nbb = 2\n";
+        assert_eq!(Location::of(t, 0), Location { line: 1, col: 1 });
+        assert_eq!(Location::of(t, 6), Location { line: 2, col: 1 });
+        assert_eq!(Location::of(t, 9), Location { line: 2, col: 4 });
+        assert_eq!(Location::of(t, 999), Location { line: 3, col: 1 });
+    }
+}

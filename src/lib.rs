@@ -1,0 +1,14 @@
+//! mcp-agent: keeps a machine's podman containers equal to a desired state held in an
+//! embedded SQLite registry, and recreates them after podman's own database is lost.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod container;
+pub mod error;
+pub mod logging;
+pub mod plan;
+pub mod reconcile;
+pub mod registry;
+pub mod runtime;
+pub mod spec;

@@ -1,0 +1,414 @@
+//! One reconcile pass (DESIGN §4): desired state from the registry, one list of the actual
+//! containers, the pure plan, then its execution with bounded concurrency.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::time::Instant;
+
+use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
+use crate::plan::{self, Action, Book, Desired, InSync, Plan, WaitReason};
+use crate::registry::{now_ms, ComponentStatus};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::spec::Service;
+
+/// Seconds podman gives a container to stop before killing it.
+pub const STOP_TIMEOUT_SECS: i64 = 10;
+
+/// Where a component stands after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Stopped,
+    /// Paused, restarting, stopping: podman is in the middle of something.
+    Transient,
+    /// Its image is not in the local store; never pulled.
+    ImageMissing,
+    /// Its name is held by a container that is not ours.
+    Conflict,
+    Failed,
+    /// Held back by backoff, or left to podman's restart policy for a moment.
+    Waiting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Transient => "transient",
+            Status::ImageMissing => "image-missing",
+            Status::Conflict => "conflict",
+            Status::Failed => "failed",
+            Status::Waiting => "backing-off",
+        }
+    }
+
+    /// Whether the component failed to reach its desired state.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Status::ImageMissing | Status::Conflict | Status::Failed
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentReport {
+    pub key: ComponentKey,
+    pub container: String,
+    /// The action taken, if any.
+    pub verb: Option<&'static str>,
+    pub status: Status,
+    /// Why it failed or waits; never contains env values.
+    pub detail: Option<String>,
+    pub container_id: Option<String>,
+    /// Whether this pass brought it (back) up.
+    pub recovered: bool,
+    /// When the plan said to look again (waits).
+    pub until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalReport {
+    pub name: String,
+    pub owner: ComponentKey,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub components: Vec<ComponentReport>,
+    pub removals: Vec<RemovalReport>,
+}
+
+/// The counts of the summary line `recovered N, already running N, failed N, skipped N`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub recovered: usize,
+    pub already_running: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "recovered {}, already running {}, failed {}, skipped {}",
+            self.recovered, self.already_running, self.failed, self.skipped
+        )
+    }
+}
+
+impl PassReport {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.components {
+            match c.status {
+                Status::Running if c.recovered => s.recovered += 1,
+                Status::Running if c.verb.is_none() => s.already_running += 1,
+                Status::ImageMissing => s.skipped += 1,
+                Status::Conflict | Status::Failed => s.failed += 1,
+                _ => {}
+            }
+        }
+        s.failed += self.removals.iter().filter(|r| r.error.is_some()).count();
+        s
+    }
+
+    /// One line per action taken, for `--once`.
+    pub fn action_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for c in &self.components {
+            let Some(verb) = c.verb else { continue };
+            let what = match (&c.detail, c.status) {
+                (Some(d), _) => format!("{}: {d}", c.status.as_str()),
+                (None, s) => s.as_str().to_string(),
+            };
+            lines.push(format!("{verb:<8} {} ({}): {what}", c.key, c.container));
+        }
+        for r in &self.removals {
+            let what = match &r.error {
+                None => "removed: no longer in the registry".to_string(),
+                Some(e) => format!("failed: {e}"),
+            };
+            lines.push(format!("{:<8} {} ({}): {what}", "remove", r.owner, r.name));
+        }
+        lines
+    }
+
+    /// The registry's view of each component after this pass.
+    pub fn statuses(&self) -> Vec<(ComponentKey, ComponentStatus, bool)> {
+        let now = now_ms();
+        self.components
+            .iter()
+            .map(|c| {
+                (
+                    c.key.clone(),
+                    ComponentStatus {
+                        state: c.status.as_str().to_string(),
+                        container_id: c.container_id.clone(),
+                        last_error: c.detail.clone().filter(|_| c.status.is_failure()),
+                        restarts: 0,
+                        next_retry_ms: None,
+                        updated_ms: now,
+                    },
+                    c.recovered,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The desired containers of the registry's active services.
+pub fn desired(services: &[Service], node: &str) -> Vec<(Desired, ContainerSpec)> {
+    services
+        .iter()
+        .filter(|s| s.active)
+        .flat_map(|s| {
+            s.components.iter().map(move |c| {
+                let spec = ContainerSpec::build(node, &s.name, c);
+                (
+                    Desired {
+                        key: ComponentKey::new(s.name.clone(), c.name.clone()),
+                        container_name: spec.name.clone(),
+                        spec_hash: spec.spec_hash().to_string(),
+                        state: c.desired_state,
+                        restart: c.restart,
+                    },
+                    spec,
+                )
+            })
+        })
+        .collect()
+}
+
+/// One full pass: list, plan, execute. Fails only when the runtime cannot be listed.
+pub async fn pass<R: Runtime>(
+    rt: &R,
+    services: &[Service],
+    node: &str,
+    book: &Book,
+    concurrency: usize,
+) -> Result<PassReport, RuntimeError> {
+    let desired = desired(services, node);
+    let actual = rt.list().await?;
+    let (ds, specs): (Vec<Desired>, Vec<ContainerSpec>) = desired.into_iter().unzip();
+    let p = plan::plan(&ds, &actual, node, book, Instant::now());
+    let specs: HashMap<ComponentKey, ContainerSpec> =
+        ds.into_iter().map(|d| d.key).zip(specs).collect();
+    Ok(execute(rt, p, &specs, node, concurrency).await)
+}
+
+/// Carries out a plan with at most `concurrency` container operations in flight.
+pub async fn execute<R: Runtime>(
+    rt: &R,
+    p: Plan,
+    specs: &HashMap<ComponentKey, ContainerSpec>,
+    node: &str,
+    concurrency: usize,
+) -> PassReport {
+    let mut report = PassReport::default();
+    for (key, sync, id) in p.in_sync {
+        let status = match sync {
+            InSync::Running => Status::Running,
+            InSync::Stopped => Status::Stopped,
+            InSync::Transient => Status::Transient,
+        };
+        report.components.push(ComponentReport {
+            container: key.container_name(),
+            key,
+            verb: None,
+            status,
+            detail: None,
+            container_id: (!id.is_empty()).then_some(id),
+            recovered: false,
+            until: None,
+        });
+    }
+    let results: Vec<Result<ComponentReport, RemovalReport>> = stream::iter(p.actions)
+        .map(|a| run_action(rt, a, specs, node))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for r in results {
+        match r {
+            Ok(c) => report.components.push(c),
+            Err(r) => report.removals.push(r),
+        }
+    }
+    report.components.sort_by(|a, b| a.key.cmp(&b.key));
+    report.removals.sort_by(|a, b| a.name.cmp(&b.name));
+    report
+}
+
+enum Fail {
+    ImageMissing(String),
+    Conflict(String),
+    Runtime(RuntimeError),
+}
+
+impl From<RuntimeError> for Fail {
+    fn from(e: RuntimeError) -> Self {
+        Fail::Runtime(e)
+    }
+}
+
+async fn run_action<R: Runtime>(
+    rt: &R,
+    a: Action,
+    specs: &HashMap<ComponentKey, ContainerSpec>,
+    node: &str,
+) -> Result<ComponentReport, RemovalReport> {
+    let verb = a.verb();
+    let done = |key: ComponentKey, status: Status, detail: Option<String>, id: Option<String>| {
+        ComponentReport {
+            container: key.container_name(),
+            key,
+            verb: Some(verb),
+            status,
+            detail,
+            container_id: id,
+            recovered: false,
+            until: None,
+        }
+    };
+    match a {
+        Action::Remove { id, name, owner } => {
+            let error = match rt.remove(&id).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            Err(RemovalReport { name, owner, error })
+        }
+        Action::Conflict { key, id } => Ok(done(
+            key,
+            Status::Conflict,
+            Some(format!(
+                "a container of that name without our labels exists (id {}); left alone",
+                short(&id)
+            )),
+            None,
+        )),
+        Action::Wait { key, until, reason } => {
+            let why = match reason {
+                WaitReason::Backoff => "backing off",
+                WaitReason::PodmanRestart => "left to podman's restart policy",
+            };
+            let mut r = done(key, Status::Waiting, Some(why.into()), None);
+            r.verb = None;
+            r.until = Some(until);
+            Ok(r)
+        }
+        Action::Stop { key, id } => Ok(match rt.stop(&id, STOP_TIMEOUT_SECS).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => done(key, Status::Stopped, None, Some(id)),
+            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+        }),
+        Action::Start { key, id } => Ok(match rt.start(&id).await {
+            Ok(()) => {
+                let mut r = done(key, Status::Running, None, Some(id));
+                r.recovered = true;
+                r
+            }
+            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+        }),
+        Action::Create { key } => Ok(bring_up_report(rt, key, None, specs, node, verb).await),
+        Action::Recreate { key, old_id, .. } => {
+            Ok(bring_up_report(rt, key, Some(old_id), specs, node, verb).await)
+        }
+    }
+}
+
+async fn bring_up_report<R: Runtime>(
+    rt: &R,
+    key: ComponentKey,
+    old: Option<String>,
+    specs: &HashMap<ComponentKey, ContainerSpec>,
+    node: &str,
+    verb: &'static str,
+) -> ComponentReport {
+    let spec = &specs[&key];
+    let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node).await {
+        Ok(id) => (Status::Running, None, Some(id), true),
+        Err(Fail::ImageMissing(image)) => (
+            Status::ImageMissing,
+            Some(format!(
+                "image {image} is not in the local image store (the agent never pulls); load it, e.g. with podman load"
+            )),
+            old,
+            false,
+        ),
+        Err(Fail::Conflict(id)) => (
+            Status::Conflict,
+            Some(format!(
+                "a container of that name without our labels exists (id {}); left alone",
+                short(&id)
+            )),
+            None,
+            false,
+        ),
+        Err(Fail::Runtime(e)) => (Status::Failed, Some(e.to_string()), None, false),
+    };
+    ComponentReport {
+        container: spec.name.clone(),
+        key,
+        verb: Some(verb),
+        status,
+        detail,
+        container_id: id,
+        recovered,
+        until: None,
+    }
+}
+
+/// Create = image check → remove our stale container → network → create (freeing a
+/// storage-held name once) → start.
+async fn bring_up<R: Runtime>(
+    rt: &R,
+    spec: &ContainerSpec,
+    old: Option<&str>,
+    node: &str,
+) -> Result<String, Fail> {
+    if !rt.image_exists(&spec.image).await? {
+        return Err(Fail::ImageMissing(spec.image.clone()));
+    }
+    if let Some(old) = old {
+        match rt.remove(old).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rt.ensure_network(&spec.network).await?;
+    let id = match rt.create(spec).await {
+        Ok(id) => id,
+        Err(RuntimeError::NameInUse { .. }) => {
+            match rt.labels_of(&spec.name).await? {
+                // Someone holds the name through the API: ours (a leftover) is replaced,
+                // anything else is never touched.
+                Some(labels) => match owner(&labels, node) {
+                    Owner::Ours { .. } => match rt.remove(&spec.name).await {
+                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    _ => return Err(Fail::Conflict(spec.name.clone())),
+                },
+                // Invisible to the API: held by container storage after podman's database
+                // was lost. Only the CLI can free it.
+                None => rt.free_storage_name(&spec.name).await?,
+            }
+            rt.create(spec).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    rt.start(&id).await?;
+    Ok(id)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::runtime::fake::FakeRuntime;
+use crate::runtime::State;
+use crate::spec::{Component, DesiredState, RestartPolicy};
+
+const NODE: &str = "n1";
+
+fn comp(name: &str, image: &str) -> Component {
+    Component {
+        name: name.into(),
+        image: image.into(),
+        desired_state: DesiredState::Running,
+        network: "bridge".into(),
+        user: None,
+        restart: RestartPolicy::No,
+        cmd: vec![],
+        env: BTreeMap::new(),
+        volumes: vec![],
+        ports: vec![],
+        routes: vec![],
+    }
+}
+
+fn svc(name: &str, comps: Vec<Component>) -> Service {
+    Service {
+        name: name.into(),
+        active: true,
+        components: comps,
+    }
+}
+
+async fn once(rt: &FakeRuntime, services: &[Service]) -> PassReport {
+    pass(rt, services, NODE, &Book::default(), 4).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_pass_on_an_empty_runtime_creates_and_starts_everything() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let services = [svc("shop", vec![comp("web", "img:1"), comp("db", "img:1")])];
+    let r = once(&rt, &services).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            recovered: 2,
+            ..Default::default()
+        }
+    );
+    assert_eq!(rt.by_name("shop-web").unwrap().actual.state, State::Running);
+    assert_eq!(rt.by_name("shop-db").unwrap().actual.state, State::Running);
+    // Idempotent: a second pass does nothing.
+    let r = once(&rt, &services).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            already_running: 2,
+            ..Default::default()
+        }
+    );
+    assert!(r.action_lines().is_empty());
+    assert_eq!(rt.calls("create"), 2);
+}
+
+#[tokio::test]
+async fn a_missing_image_is_skipped_never_pulled_and_others_run() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let services = [svc(
+        "shop",
+        vec![comp("web", "img:1"), comp("db", "gone:1")],
+    )];
+    let r = once(&rt, &services).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            recovered: 1,
+            skipped: 1,
+            ..Default::default()
+        }
+    );
+    let db = r
+        .components
+        .iter()
+        .find(|c| c.key.component == "db")
+        .unwrap();
+    assert_eq!(db.status, Status::ImageMissing);
+    assert!(db.detail.as_ref().unwrap().contains("gone:1"));
+    assert!(rt.by_name("shop-db").is_none());
+}
+
+#[tokio::test]
+async fn a_name_held_by_storage_is_freed_with_the_cli_and_the_create_retried() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    rt.state.lock().unwrap().storage_names = BTreeSet::from(["shop-web".to_string()]);
+    let r = once(&rt, &[svc("shop", vec![comp("web", "img:1")])]).await;
+    assert_eq!(r.summary().recovered, 1, "{r:?}");
+    assert_eq!(rt.calls("free_storage_name"), 1);
+    assert_eq!(rt.calls("create"), 2);
+}
+
+#[tokio::test]
+async fn a_hand_made_container_of_our_name_is_reported_and_left_alone() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let id = rt.insert("shop-web", State::Running, BTreeMap::new());
+    let r = once(&rt, &[svc("shop", vec![comp("web", "img:1")])]).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            failed: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(r.components[0].status, Status::Conflict);
+    assert_eq!(rt.by_name("shop-web").unwrap().actual.id, id);
+    assert_eq!(
+        rt.calls("remove") + rt.calls("stop") + rt.calls("create"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_changed_spec_recreates_that_component_only() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let mut services = [svc("shop", vec![comp("web", "img:1"), comp("db", "img:1")])];
+    once(&rt, &services).await;
+    let db_id = rt.by_name("shop-db").unwrap().actual.id;
+    let web_id = rt.by_name("shop-web").unwrap().actual.id;
+    services[0].components[0].env.insert("A".into(), "2".into());
+    let r = once(&rt, &services).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            recovered: 1,
+            already_running: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(rt.by_name("shop-db").unwrap().actual.id, db_id);
+    let web = rt.by_name("shop-web").unwrap();
+    assert_ne!(web.actual.id, web_id);
+    assert_eq!(web.spec.unwrap().env["A"], "2");
+}
+
+#[tokio::test]
+async fn removed_and_inactive_services_lose_their_containers_and_nothing_else() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let mut services = vec![
+        svc("a", vec![comp("a", "img:1")]),
+        svc("b", vec![comp("b", "img:1")]),
+        svc("c", vec![comp("c", "img:1")]),
+    ];
+    once(&rt, &services).await;
+    let foreign = rt.insert("foreign", State::Running, BTreeMap::new());
+    services.remove(0);
+    services[0].active = false;
+    let r = once(&rt, &services).await;
+    assert_eq!(r.removals.len(), 2, "{r:?}");
+    assert!(rt.by_name("a").is_none() && rt.by_name("b").is_none());
+    assert!(rt.by_name("c").is_some());
+    assert_eq!(rt.by_name("foreign").unwrap().actual.id, foreign);
+}
+
+#[tokio::test]
+async fn desired_stopped_stops_the_container_and_start_brings_it_back() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let mut services = [svc("shop", vec![comp("web", "img:1")])];
+    once(&rt, &services).await;
+    services[0].components[0].desired_state = DesiredState::Stopped;
+    let r = once(&rt, &services).await;
+    assert_eq!(r.components[0].status, Status::Stopped);
+    assert_eq!(rt.by_name("shop-web").unwrap().actual.state, State::Exited);
+    services[0].components[0].desired_state = DesiredState::Running;
+    let r = once(&rt, &services).await;
+    assert_eq!(r.summary().recovered, 1);
+    assert_eq!(rt.calls("start"), 2);
+}
+
+#[tokio::test]
+async fn podman_unreachable_during_a_pass_fails_components_not_the_process() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let services = [svc("shop", vec![comp("web", "img:1")])];
+    let actual = rt.list().await.unwrap();
+    let (ds, specs): (Vec<_>, Vec<_>) = desired(&services, NODE).into_iter().unzip();
+    let p = plan::plan(&ds, &actual, NODE, &Book::default(), Instant::now());
+    rt.state.lock().unwrap().unavailable = true;
+    let specs = ds.iter().map(|d| d.key.clone()).zip(specs).collect();
+    let r = execute(&rt, p, &specs, NODE, 2).await;
+    assert_eq!(
+        r.summary(),
+        Summary {
+            failed: 1,
+            ..Default::default()
+        }
+    );
+    assert!(r.components[0]
+        .detail
+        .as_ref()
+        .unwrap()
+        .contains("unreachable"));
+    assert!(pass(&rt, &services, NODE, &Book::default(), 2)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn env_values_never_reach_reports() {
+    let rt = FakeRuntime::with_images(&[]);
+    let mut c = comp("web", "img:1");
+    c.env.insert("TOKEN".into(), "s3cret-value".into());
+    let r = once(&rt, &[svc("shop", vec![c])]).await;
+    let text = format!("{r:?} {:?}", r.action_lines());
+    assert!(!text.contains("s3cret-value"), "{text}");
+}

@@ -1,0 +1,76 @@
+//! The registry's schema as forward-only migrations, tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Never edit a released one:
+/// add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE services (
+    name        TEXT PRIMARY KEY,
+    active      INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE components (
+    service        TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    position       INTEGER NOT NULL,
+    image          TEXT NOT NULL,
+    desired_state  TEXT NOT NULL CHECK (desired_state IN ('running', 'stopped')),
+    network        TEXT NOT NULL,
+    user           TEXT,
+    restart        TEXT NOT NULL,
+    cmd            TEXT NOT NULL,   -- JSON array of strings
+    env            TEXT NOT NULL,   -- JSON object
+    volumes        TEXT NOT NULL,   -- JSON array of "host:container[:opts]"
+    ports          TEXT NOT NULL,   -- JSON array of "[ip:]host:container/proto"
+    PRIMARY KEY (service, name)
+) STRICT;
+
+CREATE TABLE routes (
+    service    TEXT NOT NULL,
+    component  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    port       INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    mode       TEXT NOT NULL CHECK (mode IN ('l7', 'l4')),
+    hostname   TEXT,
+    host_port  INTEGER UNIQUE CHECK (host_port BETWEEN 1 AND 65535),
+    PRIMARY KEY (service, component, name),
+    FOREIGN KEY (service, component) REFERENCES components (service, name) ON DELETE CASCADE
+) STRICT;
+
+-- Observed state, not desired: kept across re-applies, dropped with the service.
+CREATE TABLE component_status (
+    service        TEXT NOT NULL,
+    component      TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    container_id   TEXT,
+    last_error     TEXT,
+    restarts       INTEGER NOT NULL DEFAULT 0,
+    next_retry_ms  INTEGER,
+    updated_ms     INTEGER NOT NULL,
+    PRIMARY KEY (service, component)
+) STRICT;
+"#];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "schema version {current} is newer than this agent's {VERSION}: upgrade the agent"
+            )),
+        ));
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()
+}

@@ -1,0 +1,172 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::*;
+use crate::spec::parse_service;
+
+fn file(name: &str, text: &str) -> ServiceFile {
+    parse_service(Path::new(name), text).unwrap()
+}
+
+const SHOP: &str = r#"
+name = "shop"
+[[components]]
+name = "web"
+image = "img:1"
+env = { A = "1" }
+ports = ["8080:80"]
+[[components.routes]]
+name = "http"
+port = 80
+hostname = "shop.test"
+"#;
+
+fn open(dir: &Path) -> Registry {
+    Registry::open(&dir.join("registry.db")).unwrap()
+}
+
+#[test]
+fn the_database_file_is_created_0600_and_migrated() {
+    let d = tempfile::tempdir().unwrap();
+    let reg = open(d.path());
+    let mode = std::fs::metadata(reg.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let v: i64 = reg
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, schema::VERSION);
+    assert_eq!(reg.integrity_check().unwrap(), "ok");
+    drop(reg);
+    // Reopening migrates nothing and keeps the data.
+    open(d.path());
+}
+
+#[test]
+fn a_missing_directory_or_a_writable_file_is_refused_with_the_path() {
+    let d = tempfile::tempdir().unwrap();
+    let e = Registry::open(&d.path().join("nope/registry.db"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+    let p = d.path().join("registry.db");
+    drop(Registry::open(&p).unwrap());
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = Registry::open(&p).err().unwrap().to_string();
+    assert!(e.contains("world-writable"), "{e}");
+}
+
+#[test]
+fn garbage_is_an_error_naming_the_file_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("registry.db");
+    std::fs::write(&p, vec![0x42u8; 8192]).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = Registry::open(&p).err().unwrap().to_string();
+    assert!(e.contains("registry.db"), "{e}");
+}
+
+#[test]
+fn apply_round_trips_services_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    let f = file("shop.toml", SHOP);
+    let r = reg.apply(std::slice::from_ref(&f)).unwrap();
+    assert_eq!(r.created, vec!["shop".to_string()]);
+    assert_eq!(reg.services().unwrap(), vec![f.service.clone()]);
+    let r = reg.apply(&[f]).unwrap();
+    assert_eq!(r.unchanged, vec!["shop".to_string()]);
+}
+
+#[test]
+fn reapply_keeps_allocated_host_ports_and_status() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    let key = ComponentKey::new("shop", "web");
+    reg.set_host_port(&key, "http", Some(20001)).unwrap();
+    reg.record(&[(
+        key.clone(),
+        ComponentStatus {
+            state: "running".into(),
+            ..Default::default()
+        },
+        true,
+    )])
+    .unwrap();
+    reg.apply(&[file("shop.toml", &SHOP.replace("A = \"1\"", "A = \"2\""))])
+        .unwrap();
+    let s = reg.service("shop").unwrap().unwrap();
+    assert_eq!(s.components[0].routes[0].host_port, Some(20001));
+    assert_eq!(s.components[0].env["A"], "2");
+    assert_eq!(reg.statuses().unwrap()[&key].restarts, 1);
+}
+
+#[test]
+fn a_fixed_host_port_taken_by_another_service_rejects_the_whole_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    let before = reg.services().unwrap();
+    let other = file(
+        "other.toml",
+        "name = \"other\"\n[[components]]\nname = \"x\"\nimage = \"i\"\nports = [\"8080:81\"]\n",
+    );
+    let fine = file(
+        "fine.toml",
+        "name = \"fine\"\n[[components]]\nname = \"x\"\nimage = \"i\"\n",
+    );
+    let e = reg.apply(&[fine, other]).unwrap_err().to_string();
+    assert!(
+        e.contains("other.toml:5:10") && e.contains("8080/tcp"),
+        "{e}"
+    );
+    assert_eq!(reg.services().unwrap(), before);
+}
+
+#[test]
+fn start_stop_and_remove_change_only_what_they_name() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    assert_eq!(
+        reg.set_desired("shop", Some("web"), DesiredState::Stopped)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        reg.service("shop").unwrap().unwrap().components[0].desired_state,
+        DesiredState::Stopped
+    );
+    assert!(matches!(
+        reg.set_desired("shop", Some("nope"), DesiredState::Stopped),
+        Err(ChangeError::NoComponent(..))
+    ));
+    assert!(matches!(
+        reg.set_desired("nope", None, DesiredState::Stopped),
+        Err(ChangeError::NoService(..))
+    ));
+    reg.remove("shop").unwrap();
+    assert!(reg.services().unwrap().is_empty());
+    let n: i64 = reg
+        .conn
+        .query_row("SELECT count(*) FROM routes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0, "routes (and their host ports) go with the service");
+    assert!(matches!(
+        reg.remove("shop"),
+        Err(ChangeError::NoService(..))
+    ));
+}
+
+#[test]
+fn another_connection_committing_changes_data_version() {
+    let d = tempfile::tempdir().unwrap();
+    let reg = open(d.path());
+    let v0 = reg.data_version().unwrap();
+    assert_eq!(reg.data_version().unwrap(), v0);
+    let mut other = open(d.path());
+    other.apply(&[file("shop.toml", SHOP)]).unwrap();
+    assert_ne!(reg.data_version().unwrap(), v0);
+}

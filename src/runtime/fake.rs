@@ -1,0 +1,191 @@
+//! An in-memory runtime for unit tests of the executor and the control loop: containers,
+//! images, names held by storage, injected failures, and a count of every call.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{Actual, Result, Runtime, RuntimeError, State};
+use crate::container::ContainerSpec;
+
+#[derive(Debug, Clone)]
+pub struct FakeContainer {
+    pub actual: Actual,
+    pub spec: Option<ContainerSpec>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub containers: BTreeMap<String, FakeContainer>,
+    pub images: BTreeSet<String>,
+    pub networks: BTreeSet<String>,
+    /// Names held by container storage, invisible to the API (podman's lost database).
+    pub storage_names: BTreeSet<String>,
+    pub unavailable: bool,
+    /// Containers of these names exit as soon as they are started.
+    pub crashing: BTreeSet<String>,
+    pub calls: HashMap<&'static str, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeRuntime {
+    pub state: Mutex<FakeState>,
+    next_id: AtomicU64,
+}
+
+impl FakeRuntime {
+    pub fn with_images(images: &[&str]) -> FakeRuntime {
+        let f = FakeRuntime::default();
+        f.state.lock().unwrap().images = images.iter().map(|s| s.to_string()).collect();
+        f
+    }
+
+    /// Adds a container as if someone else (or an earlier agent) had made it.
+    pub fn insert(&self, name: &str, state: State, labels: BTreeMap<String, String>) -> String {
+        let id = format!("c{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.state.lock().unwrap().containers.insert(
+            id.clone(),
+            FakeContainer {
+                actual: Actual {
+                    id: id.clone(),
+                    name: name.to_string(),
+                    state,
+                    labels,
+                },
+                spec: None,
+            },
+        );
+        id
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<FakeContainer> {
+        let st = self.state.lock().unwrap();
+        st.containers
+            .values()
+            .find(|c| c.actual.name == name)
+            .cloned()
+    }
+
+    pub fn set_state(&self, name: &str, state: State) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(c) = st.containers.values_mut().find(|c| c.actual.name == name) {
+            c.actual.state = state;
+        }
+    }
+
+    pub fn calls(&self, what: &str) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .get(what)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn enter(&self, what: &'static str) -> Result<std::sync::MutexGuard<'_, FakeState>> {
+        let mut st = self.state.lock().unwrap();
+        *st.calls.entry(what).or_default() += 1;
+        if st.unavailable {
+            return Err(RuntimeError::Unavailable {
+                socket: "fake".into(),
+                reason: "connection refused".into(),
+            });
+        }
+        Ok(st)
+    }
+}
+
+fn find_id(st: &FakeState, id_or_name: &str) -> Option<String> {
+    if st.containers.contains_key(id_or_name) {
+        return Some(id_or_name.to_string());
+    }
+    st.containers
+        .values()
+        .find(|c| c.actual.name == id_or_name)
+        .map(|c| c.actual.id.clone())
+}
+
+impl Runtime for FakeRuntime {
+    async fn ping(&self) -> Result<()> {
+        self.enter("ping").map(|_| ())
+    }
+
+    async fn list(&self) -> Result<Vec<Actual>> {
+        let st = self.enter("list")?;
+        Ok(st.containers.values().map(|c| c.actual.clone()).collect())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.enter("image_exists")?.images.contains(image))
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<()> {
+        self.enter("ensure_network")?
+            .networks
+            .insert(name.to_string());
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let mut st = self.enter("create")?;
+        if st.storage_names.contains(&spec.name)
+            || st.containers.values().any(|c| c.actual.name == spec.name)
+        {
+            return Err(RuntimeError::NameInUse {
+                name: spec.name.clone(),
+            });
+        }
+        let id = format!("c{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                actual: Actual {
+                    id: id.clone(),
+                    name: spec.name.clone(),
+                    state: State::Created,
+                    labels: spec.labels.clone(),
+                },
+                spec: Some(spec.clone()),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let mut st = self.enter("start")?;
+        let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let crashing = st.crashing.contains(&st.containers[&id].actual.name);
+        st.containers.get_mut(&id).unwrap().actual.state = if crashing {
+            State::Exited
+        } else {
+            State::Running
+        };
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _timeout_secs: i64) -> Result<()> {
+        let mut st = self.enter("stop")?;
+        let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        st.containers.get_mut(&id).unwrap().actual.state = State::Exited;
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let mut st = self.enter("remove")?;
+        let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        st.containers.remove(&id);
+        Ok(())
+    }
+
+    async fn labels_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let st = self.enter("labels_of")?;
+        Ok(find_id(&st, name).map(|id| st.containers[&id].actual.labels.clone()))
+    }
+
+    async fn free_storage_name(&self, name: &str) -> Result<()> {
+        let mut st = self.enter("free_storage_name")?;
+        st.storage_names.remove(name);
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The container runtime as the agent sees it: a small trait over podman's API, with the
+//! bollard implementation in `podman.rs` and an in-memory fake for unit tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::SystemTime;
+
+use crate::container::ContainerSpec;
+
+pub mod fake;
+pub mod podman;
+
+/// Container state as podman reports it in a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Other(String),
+}
+
+impl State {
+    pub fn parse(s: &str) -> State {
+        match s {
+            "created" | "configured" | "initialized" => State::Created,
+            "running" => State::Running,
+            "paused" => State::Paused,
+            "restarting" => State::Restarting,
+            "exited" | "stopped" | "dead" => State::Exited,
+            other => State::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Restarting => "restarting",
+            State::Exited => "exited",
+            State::Other(s) => s,
+        }
+    }
+
+    /// Whether the container's process is there (running, paused or being restarted).
+    pub fn is_up(&self) -> bool {
+        matches!(self, State::Running | State::Paused | State::Restarting)
+    }
+}
+
+/// One container from the runtime's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actual {
+    pub id: String,
+    pub name: String,
+    pub state: State,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container lifecycle event of interest to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub action: String,
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub time: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("podman is unreachable at {socket}: {reason}")]
+    Unavailable { socket: String, reason: String },
+    #[error("the container name {name:?} is already in use")]
+    NameInUse { name: String },
+    #[error("no such container or object: {0}")]
+    NotFound(String),
+    #[error("podman API: {0}")]
+    Api(String),
+    #[error("{0}")]
+    Cli(String),
+}
+
+impl RuntimeError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable { .. })
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Everything the agent does to containers. One real implementation (podman through its
+/// Docker-compatible API) and a fake; methods return `Send` futures so passes can run on
+/// any runtime thread.
+pub trait Runtime: Send + Sync {
+    /// Cheap liveness check.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Every container, running or not, in one call.
+    fn list(&self) -> impl Future<Output = Result<Vec<Actual>>> + Send;
+    /// Whether the image is in the local store (never pulls).
+    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Creates a bridge network with default settings if none of that name exists.
+    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates the container; returns its id. A taken name is `NameInUse`.
+    fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn stop(&self, id: &str, timeout_secs: i64) -> impl Future<Output = Result<()>> + Send;
+    /// Force-removes a container by id or name; `NotFound` when the API cannot see it.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The labels of the container of that name, if the API can see one.
+    fn labels_of(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>>> + Send;
+    /// Frees a name held by container storage after podman's database was lost: the one
+    /// case the API cannot handle (`<cli> rm --force NAME`, argv, no shell).
+    fn free_storage_name(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+}

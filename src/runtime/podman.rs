@@ -1,0 +1,324 @@
+//! The runtime over podman's Docker-compatible API socket (bollard), plus the podman CLI
+//! for the one thing the API cannot do: freeing a name held by container storage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, Docker};
+
+use super::{Actual, Result, Runtime, RuntimeError, State};
+use crate::container::ContainerSpec;
+use crate::spec;
+
+/// Timeout of one API request (not of the event stream, which has its own client).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the CLI may take to free a storage-held name.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// API version sent in request paths; podman 4.3 answers any `/v1.x/`.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+#[derive(Clone)]
+pub struct Podman {
+    docker: Docker,
+    socket: String,
+    cli: Vec<String>,
+}
+
+impl Podman {
+    /// A client for the API at `socket` (`unix:///...`); connects lazily, per request.
+    pub fn new(socket: &str, cli: Vec<String>) -> Result<Podman> {
+        Self::with_timeout(socket, cli, REQUEST_TIMEOUT)
+    }
+
+    pub fn with_timeout(socket: &str, cli: Vec<String>, timeout: Duration) -> Result<Podman> {
+        let docker = Docker::connect_with_unix(socket, timeout.as_secs().max(1), &API_VERSION)
+            .map_err(|e| RuntimeError::Unavailable {
+                socket: socket.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Podman {
+            docker,
+            socket: socket.to_string(),
+            cli,
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    pub(crate) fn map_err(&self, e: BollardError) -> RuntimeError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => {
+                if message.contains("already in use") {
+                    RuntimeError::NameInUse {
+                        name: message.clone(),
+                    }
+                } else if status_code == 404 {
+                    RuntimeError::NotFound(message)
+                } else {
+                    RuntimeError::Api(format!("{status_code}: {}", message.trim()))
+                }
+            }
+            BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. } => {
+                RuntimeError::Api(e.to_string())
+            }
+            other => RuntimeError::Unavailable {
+                socket: self.socket.clone(),
+                reason: error_chain(&other),
+            },
+        }
+    }
+}
+
+/// The error and its causes on one line ("connection refused" lives in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn restart_policy(r: spec::RestartPolicy) -> RestartPolicy {
+    let name = match r {
+        spec::RestartPolicy::No => RestartPolicyNameEnum::NO,
+        spec::RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+        spec::RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        spec::RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: None,
+    }
+}
+
+/// The create request for a spec.
+pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        port_bindings
+            .entry(format!("{}/{}", p.container_port, p.proto.as_str()))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.ip.map(|ip| ip.to_string()),
+                host_port: Some(p.host_port.to_string()),
+            });
+    }
+    let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed.sort();
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: spec.user.clone(),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            restart_policy: Some(restart_policy(spec.restart)),
+            network_mode: Some(spec.network.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Runtime for Podman {
+    async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_err(e))
+    }
+
+    async fn list(&self) -> Result<Vec<Actual>> {
+        let opts = ListContainersOptionsBuilder::new().all(true).build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| Actual {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                state: State::parse(&c.state.map(|s| s.to_string()).unwrap_or_default()),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<()> {
+        if matches!(name, "bridge" | "host" | "none" | "podman") {
+            return Ok(());
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains("already exists") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        match self
+            .docker
+            .create_container(Some(opts), create_body(spec))
+            .await
+        {
+            Ok(r) => Ok(r.id),
+            Err(e) => match self.map_err(e) {
+                RuntimeError::NameInUse { .. } => Err(RuntimeError::NameInUse {
+                    name: spec.name.clone(),
+                }),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None).await {
+            // 304: already running, which is what was wanted.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            r => r.map_err(|e| self.map_err(e)),
+        }
+    }
+
+    async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::new()
+            .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
+            .build();
+        match self.docker.stop_container(id, Some(opts)).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            r => r.map_err(|e| self.map_err(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        self.docker
+            .remove_container(id, Some(opts))
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
+    async fn labels_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(
+                c.config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            )),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn free_storage_name(&self, name: &str) -> Result<()> {
+        let (prog, prefix) = self
+            .cli
+            .split_first()
+            .ok_or_else(|| RuntimeError::Cli("[podman].cli is empty".into()))?;
+        let argv = || {
+            let mut v = self.cli.clone();
+            v.extend(["rm".into(), "--force".into(), name.to_string()]);
+            v.join(" ")
+        };
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(prefix)
+            .args(["rm", "--force", name])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| {
+                RuntimeError::Cli(format!(
+                    "`{}` took longer than {CLI_TIMEOUT:?}; free the name by hand with that command",
+                    argv()
+                ))
+            })?
+            .map_err(|e| {
+                RuntimeError::Cli(format!(
+                    "cannot run `{}`: {e}; check [podman].cli, or free the name by hand with that command",
+                    argv()
+                ))
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Cli(format!(
+                "`{}` failed ({}): {}; the name {name:?} stays held by container storage until it is freed by hand with that command",
+                argv(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}

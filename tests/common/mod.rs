@@ -1,0 +1,659 @@
+//! Integration-test harness: a private podman per test.
+//!
+//! Each [`PrivatePodman`] owns a temporary directory (`$TMPDIR/mcp-test-*`) holding
+//! its own containers.conf, storage root, run root, per-boot tmp dir, lock files,
+//! events log and the API socket of a `podman system service` it started. Nothing is
+//! shared with the user's containers or with other tests running side by side, except
+//! what podman keeps machine-wide (network configs, netavark's iptables chains): tests
+//! that publish ports must use distinct host ports (see [`free_port`]).
+//!
+//! Only std, `serde_json` and `tempfile` are used. Integration tests include it with
+//! `mod common;`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long the API service may take to answer `/_ping` after it is spawned.
+const SERVICE_START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long the API service may take to exit after SIGTERM before it gets SIGKILL.
+const SERVICE_STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// Poll interval while waiting for the service to come up or go away.
+const SERVICE_POLL: Duration = Duration::from_millis(20);
+/// Where the test image's only binary comes from (Debian's busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+/// Applets linked to busybox in the test image.
+const BUSYBOX_APPLETS: &[&str] = &[
+    "sh", "sleep", "httpd", "echo", "cat", "nc", "env", "ls", "true", "false", "kill",
+];
+/// Environment variables that would turn the podman CLI into a remote client.
+const PODMAN_REMOTE_VARS: &[&str] = &["CONTAINER_HOST", "CONTAINER_CONNECTION"];
+
+/// A podman of the test's own: private storage and state, and an API service on a
+/// unix socket inside the test's temporary directory. Dropping it removes every
+/// container, stops the service, unmounts whatever is left and deletes the directory.
+pub struct PrivatePodman {
+    /// `None` only once `Drop` has taken it to delete it.
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    /// The running `podman system service`, if any.
+    service: Option<Child>,
+}
+
+impl PrivatePodman {
+    /// Creates the temporary directory, writes containers.conf, starts the API
+    /// service and waits (up to 20 s) until `GET /_ping` answers OK.
+    pub fn start() -> PrivatePodman {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-test-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create the test's temporary directory");
+        let path = dir.path().to_path_buf();
+        let mut podman = PrivatePodman {
+            dir: Some(dir),
+            path,
+            service: None,
+        };
+        fs::write(podman.conf_path(), containers_conf(&podman.path))
+            .expect("write containers.conf");
+        podman.start_service();
+        podman
+    }
+
+    /// The temporary directory that holds everything of this podman.
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// Storage root (`--root`); libpod's database lives in `root/libpod/`.
+    pub fn root_dir(&self) -> PathBuf {
+        self.path.join("root")
+    }
+
+    /// Run root (`--runroot`).
+    pub fn runroot_dir(&self) -> PathBuf {
+        self.path.join("runroot")
+    }
+
+    /// The containers.conf every podman process of this instance must see.
+    pub fn conf_path(&self) -> PathBuf {
+        self.path.join("containers.conf")
+    }
+
+    /// The API service's combined stdout and stderr (appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("service.log")
+    }
+
+    /// The API service's unix socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.path.join("podman.sock")
+    }
+
+    /// The API service's address as podman and bollard spell it: `unix:///…/podman.sock`.
+    pub fn socket_uri(&self) -> String {
+        format!("unix://{}", self.socket_path().display())
+    }
+
+    /// The argv prefix of a podman CLI acting on this private podman:
+    /// `["podman", "--root", …, "--runroot", …]`. Run it with [`Self::env`] set.
+    pub fn cli_argv(&self) -> Vec<String> {
+        vec![
+            "podman".to_string(),
+            "--root".to_string(),
+            self.root_dir().display().to_string(),
+            "--runroot".to_string(),
+            self.runroot_dir().display().to_string(),
+        ]
+    }
+
+    /// Environment that every podman process of this instance needs (the CLI, the
+    /// service, and the agent when it runs the CLI): `CONTAINERS_CONF`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![(
+            "CONTAINERS_CONF".to_string(),
+            self.conf_path().display().to_string(),
+        )]
+    }
+
+    /// A `Command` for the podman CLI against this private podman, before its
+    /// subcommand arguments: add them with `.args(…)`.
+    pub fn command(&self) -> Command {
+        let argv = self.cli_argv();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        for var in PODMAN_REMOTE_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.env());
+        cmd
+    }
+
+    /// Runs the podman CLI against this private podman and returns its output,
+    /// whatever its exit status.
+    pub fn podman(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run podman {args:?}: {e}"))
+    }
+
+    /// Runs the podman CLI, panics (with its stderr) unless it succeeds, and returns
+    /// its trimmed stdout.
+    pub fn podman_ok(&self, args: &[&str]) -> String {
+        let out = self.podman(args);
+        if !out.status.success() {
+            panic!(
+                "podman {args:?} failed ({}):\nstderr: {}\nstdout: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim(),
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Imports a busybox image under `tag` (e.g. `localhost/busybox:latest`): a rootfs
+    /// of `/bin/busybox` with the applets `sh sleep httpd echo cat nc env ls true false
+    /// kill` linked to it and `CMD ["sleep","infinity"]`. The tarball is built once per
+    /// test process. Note that `sleep` as PID 1 ignores SIGTERM: stopping such a
+    /// container waits out the stop timeout (10 s by default) before SIGKILL.
+    pub fn import_busybox(&self, tag: &str) {
+        let tar = self.path.join("busybox-rootfs.tar");
+        fs::write(&tar, busybox_tarball()).expect("write busybox tarball");
+        let tar_arg = tar.display().to_string();
+        self.podman_ok(&[
+            "import",
+            "--quiet",
+            "--change",
+            r#"CMD ["sleep","infinity"]"#,
+            &tar_arg,
+            tag,
+        ]);
+        let _ = fs::remove_file(&tar);
+    }
+
+    /// `podman container inspect NAME`, first element; `None` if there is no such
+    /// container.
+    pub fn inspect(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.podman(&["container", "inspect", name]);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("no such") {
+                return None;
+            }
+            panic!("podman container inspect {name} failed: {}", stderr.trim());
+        }
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("podman container inspect {name}: bad JSON: {e}"));
+        value.as_array().and_then(|a| a.first()).cloned()
+    }
+
+    /// Whether the container exists and is running.
+    pub fn running(&self, name: &str) -> bool {
+        self.inspect(name)
+            .and_then(|v| v["State"]["Running"].as_bool())
+            .unwrap_or(false)
+    }
+
+    /// The pid of the API service, if it is running.
+    pub fn service_pid(&self) -> Option<u32> {
+        self.service.as_ref().map(Child::id)
+    }
+
+    /// The API service's log so far.
+    pub fn service_log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// One request to the API service over its socket; returns the status code and the
+    /// body (de-chunked). `path` as podman serves it, e.g. `/v1.41/containers/json?all=true`.
+    pub fn api(&self, method: &str, path: &str) -> (u16, String) {
+        http_over_unix(&self.socket_path(), method, path, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.socket_uri()))
+    }
+
+    /// Stops the API service: SIGTERM (through `kill`) to the pid this instance
+    /// started, then waits for it to exit (SIGKILL after 15 s, and a panic).
+    pub fn stop_service(&mut self) {
+        let mut child = self
+            .service
+            .take()
+            .expect("the podman service is not running");
+        if let Err(e) = stop_child(&mut child) {
+            panic!("{e}\nservice log:\n{}", self.service_log());
+        }
+    }
+
+    /// Starts the API service again with the same arguments and waits for `/_ping`.
+    pub fn start_service(&mut self) {
+        assert!(
+            self.service.is_none(),
+            "the podman service is already running"
+        );
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open service log");
+        let _ = writeln!(
+            log,
+            "--- mcp test harness: starting podman system service ---"
+        );
+        let log_err = log.try_clone().expect("clone service log handle");
+        let started = Instant::now();
+        let child = self
+            .command()
+            .args(["system", "service", "--time=0", &self.socket_uri()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn podman system service: {e}"));
+        self.service = Some(child);
+
+        let socket = self.socket_path();
+        loop {
+            if ping(&socket) {
+                return;
+            }
+            let child = self.service.as_mut().expect("service child");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.service = None;
+                panic!(
+                    "podman system service exited early ({status}); log:\n{}",
+                    self.service_log()
+                );
+            }
+            if started.elapsed() > SERVICE_START_DEADLINE {
+                panic!(
+                    "podman system service did not answer /_ping on {} within {:?}; log:\n{}",
+                    socket.display(),
+                    SERVICE_START_DEADLINE,
+                    self.service_log()
+                );
+            }
+            sleep(SERVICE_POLL);
+        }
+    }
+
+    /// Podman's database loss, as after a shutdown (the ENVIRONMENT.md recipe): stop
+    /// every container (`podman stop -a -t 0`), stop the service, delete
+    /// `root/libpod/bolt_state.db` and the run root, start the service again. Podman
+    /// then lists no containers, but their names stay held by container storage until
+    /// `podman rm --force NAME` (the CLI) frees them.
+    pub fn lose_database(&mut self) {
+        self.podman_ok(&["stop", "-a", "-t", "0"]);
+        self.stop_service();
+        let runroot = self.runroot_dir();
+        let mounted = mounts_under(&runroot).unwrap_or_default();
+        assert!(
+            mounted.is_empty(),
+            "still mounted under the run root after stopping every container: {mounted:?}"
+        );
+        let db = self.root_dir().join("libpod").join("bolt_state.db");
+        fs::remove_file(&db).unwrap_or_else(|e| panic!("remove {}: {e}", db.display()));
+        fs::remove_dir_all(&runroot)
+            .unwrap_or_else(|e| panic!("remove {}: {e}", runroot.display()));
+        self.start_service();
+    }
+}
+
+impl Drop for PrivatePodman {
+    fn drop(&mut self) {
+        let mut errors: Vec<String> = Vec::new();
+
+        if std::thread::panicking() {
+            let log = self.service_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "PrivatePodman {}: last lines of the service log:\n{}",
+                self.path.display(),
+                tail.join("\n")
+            );
+        }
+
+        // Remove every container (the CLI needs no service).
+        match self
+            .command()
+            .args(["rm", "-af", "-t", "0"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => errors.push(format!(
+                "podman rm -af -t 0: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => errors.push(format!("podman rm -af -t 0: {e}")),
+        }
+
+        // Stop the service we started (by its pid only).
+        if let Some(mut child) = self.service.take() {
+            if let Err(e) = stop_child(&mut child) {
+                errors.push(e);
+            }
+        }
+
+        // Nothing may stay mounted under the directory; unmount deepest first.
+        match mounts_under(&self.path) {
+            Ok(mut mounts) if !mounts.is_empty() => {
+                mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+                for m in &mounts {
+                    if let Err(e) = umount(m) {
+                        errors.push(e);
+                    }
+                }
+                match mounts_under(&self.path) {
+                    Ok(left) if left.is_empty() => {}
+                    Ok(left) => errors.push(format!("still mounted after umount: {left:?}")),
+                    Err(e) => errors.push(e),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = dir.close() {
+                errors.push(format!("remove {}: {e}", self.path.display()));
+            }
+        }
+
+        if !errors.is_empty() {
+            eprintln!(
+                "PrivatePodman {}: cleanup errors:\n  {}",
+                self.path.display(),
+                errors.join("\n  ")
+            );
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it is true; panics naming `what` once `deadline`
+/// has passed.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return;
+        }
+        if start.elapsed() >= deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback TCP port that was free a moment ago (bind 127.0.0.1:0, read, drop).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// containers.conf of one private podman. Beyond what the environment needs (small
+/// default ulimits, runc instead of crun), it keeps the per-boot tmp dir (events log,
+/// exit files, the "alive" marker) and the container locks inside the test's directory:
+/// by default they are machine-wide (/run/libpod, /dev/shm/libpod_lock), so one test's
+/// event stream would carry every other podman's events.
+fn containers_conf(dir: &Path) -> String {
+    let tmp = dir.join("tmp");
+    format!(
+        r#"[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"
+tmp_dir = {tmp}
+lock_type = "file"
+events_logger = "file"
+"#,
+        tmp = toml_string(&tmp.display().to_string()),
+    )
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The busybox rootfs as a tar archive, built once per process.
+fn busybox_tarball() -> &'static [u8] {
+    static TARBALL: OnceLock<Vec<u8>> = OnceLock::new();
+    TARBALL.get_or_init(|| {
+        assert!(
+            Path::new(BUSYBOX).is_file(),
+            "{BUSYBOX} is missing: install busybox-static (scripts/install-deps)"
+        );
+        let scratch = tempfile::Builder::new()
+            .prefix("mcp-test-rootfs-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create rootfs scratch dir");
+        let rootfs = scratch.path().join("rootfs");
+        let bin = rootfs.join("bin");
+        fs::create_dir_all(&bin).expect("create rootfs/bin");
+        fs::create_dir_all(rootfs.join("etc")).expect("create rootfs/etc");
+        fs::create_dir_all(rootfs.join("tmp")).expect("create rootfs/tmp");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+                .expect("chmod rootfs/tmp");
+        }
+        fs::copy(BUSYBOX, bin.join("busybox")).expect("copy busybox");
+        for applet in BUSYBOX_APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("link applet");
+        }
+        let out = Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&rootfs)
+            .args(["-cf", "-", "."])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tar");
+        assert!(
+            out.status.success(),
+            "tar of the busybox rootfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    })
+}
+
+/// Whether the API service on `socket` answers `GET /_ping` with 200 and `OK`.
+fn ping(socket: &Path) -> bool {
+    matches!(
+        http_over_unix(socket, "GET", "/_ping", Duration::from_secs(2)),
+        Ok((200, body)) if body.trim() == "OK"
+    )
+}
+
+/// A raw HTTP/1.1 request (`Connection: close`) over a unix socket.
+fn http_over_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("set timeout: {e}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut rest: &str) -> Result<String, String> {
+    let mut out = String::new();
+    loop {
+        let (size_line, after) = rest
+            .split_once("\r\n")
+            .ok_or_else(|| "truncated chunk header".to_string())?;
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|e| format!("bad chunk size {size_hex:?}: {e}"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = after
+            .get(..size)
+            .ok_or_else(|| "truncated chunk".to_string())?;
+        out.push_str(chunk);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+}
+
+/// SIGTERM (through the `kill` command) to a child we spawned and have not reaped, so
+/// the pid cannot belong to anyone else; waits for it, SIGKILL after the deadline.
+fn stop_child(child: &mut Child) -> Result<(), String> {
+    if let Ok(Some(_)) = child.try_wait() {
+        return Ok(());
+    }
+    let pid = child.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .stdin(Stdio::null())
+        .output();
+    let mut error = match kill {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "kill -TERM {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("kill -TERM {pid}: {e}")),
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return error.map_or(Ok(()), Err),
+            Ok(None) if start.elapsed() < SERVICE_STOP_DEADLINE => sleep(SERVICE_POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                error.get_or_insert_with(|| {
+                    format!(
+                        "podman service {pid} did not exit within {SERVICE_STOP_DEADLINE:?} \
+                         of SIGTERM; killed"
+                    )
+                });
+                return error.map_or(Ok(()), Err);
+            }
+            Err(e) => return Err(format!("wait for podman service {pid}: {e}")),
+        }
+    }
+}
+
+/// Mount points at or below `dir`, from /proc/self/mounts.
+fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let table = fs::read_to_string("/proc/self/mounts").map_err(|e| format!("read mounts: {e}"))?;
+    Ok(table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(1))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect())
+}
+
+/// /proc/self/mounts writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let oct = &bytes[i + 1..i + 4];
+            if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn umount(path: &Path) -> Result<(), String> {
+    let run = |args: &[&str]| {
+        Command::new("umount")
+            .args(args)
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+    };
+    match run(&[]) {
+        Ok(out) if out.status.success() => Ok(()),
+        first => {
+            let why = match first {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            match run(&["-l"]) {
+                Ok(out) if out.status.success() => Err(format!(
+                    "umount {}: {why}; detached it lazily (umount -l)",
+                    path.display()
+                )),
+                Ok(out) => Err(format!(
+                    "umount {}: {why}; umount -l: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Err(format!("umount {}: {why}; umount -l: {e}", path.display())),
+            }
+        }
+    }
+}
