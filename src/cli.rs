@@ -10,8 +10,7 @@ use crate::config::LogFormat;
 #[command(
     name = "mcp-agent",
     version,
-    about = "Keeps this machine's podman containers equal to the desired state in its registry",
-    args_conflicts_with_subcommands = true
+    about = "Keeps this machine's podman containers equal to the desired state in its registry"
 )]
 pub struct Opts {
     /// Agent config file.

@@ -27,7 +27,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentSection,
@@ -132,21 +132,6 @@ pub enum LogFormat {
 pub struct LogSection {
     pub format: LogFormat,
     pub level: LogLevel,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            agent: AgentSection::default(),
-            database: DatabaseSection::default(),
-            podman: PodmanSection::default(),
-            reconcile: ReconcileSection::default(),
-            ports: PortsSection::default(),
-            proxy: ProxySection::default(),
-            certs: CertsSection::default(),
-            log: LogSection::default(),
-        }
-    }
 }
 
 impl Default for AgentSection {

@@ -432,7 +432,7 @@ mod tests {
             ..Default::default()
         };
         book.died_at.insert("1".into(), now);
-        let pl = plan(&[d.clone()], &[a.clone()], NODE, &book, now);
+        let pl = plan(std::slice::from_ref(&d), std::slice::from_ref(&a), NODE, &book, now);
         assert_eq!(
             pl.actions,
             vec![Action::Wait {
@@ -444,7 +444,7 @@ mod tests {
         // After the grace, podman evidently did not restart it: ours to start.
         let later = now + Duration::from_secs(3);
         assert_eq!(
-            plan(&[d], &[a.clone()], NODE, &book, later).actions,
+            plan(&[d], std::slice::from_ref(&a), NODE, &book, later).actions,
             vec![Action::Start {
                 key: key("a"),
                 id: "1".into()
@@ -466,14 +466,14 @@ mod tests {
         let d = want("a", "h", DesiredState::Stopped, RestartPolicy::No);
         for s in [State::Running, State::Restarting, State::Paused] {
             assert_eq!(
-                p(&[d.clone()], &[ours("1", "svc", "a", "h", s)]),
+                p(std::slice::from_ref(&d), &[ours("1", "svc", "a", "h", s)]),
                 vec![Action::Stop {
                     key: key("a"),
                     id: "1".into()
                 }]
             );
         }
-        assert!(p(&[d.clone()], &[ours("1", "svc", "a", "x", State::Exited)]).is_empty());
+        assert!(p(std::slice::from_ref(&d), &[ours("1", "svc", "a", "x", State::Exited)]).is_empty());
     }
 
     #[test]

@@ -1100,7 +1100,7 @@ desired_state = "stopped"
             "name = \"a-b\"\n[[components]]\nname = \"c\"\nimage = \"i\"\nports = [\"80:8080\"]\n",
         )
         .unwrap();
-        let e = check_registry_rules(&[a.service.clone()], &[b.clone()])
+        let e = check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&b))
             .unwrap_err()
             .to_string();
         assert!(e.contains("b.toml:3:8: container name \"a-b-c\""), "{e}");
@@ -1109,6 +1109,6 @@ desired_state = "stopped"
             "{e}"
         );
         // Re-applying a service does not collide with its own registry version.
-        check_registry_rules(&[a.service.clone()], &[a]).unwrap();
+        check_registry_rules(std::slice::from_ref(&a.service), &[a]).unwrap();
     }
 }

@@ -16,7 +16,12 @@ pub use recover::recover;
 /// Runs the command `opts` names and returns its exit code.
 pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
     let command = match (opts.once, opts.command) {
-        (_, Some(c)) => c,
+        (true, Some(c)) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--once runs one recovery pass and takes no command (got {c:?})"
+            )))
+        }
+        (false, Some(c)) => c,
         (true, None) => Command::Recover,
         (false, None) => Command::Run,
     };

@@ -1,0 +1,148 @@
+//! Runs the real `mcp-agent` binary against a test's private podman: a config of the
+//! test's own, a registry in its own directory, service files written on the fly.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::common::PrivatePodman;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-agent");
+pub const NODE: &str = "testnode";
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub db: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Agent {
+    /// An agent for `podman`, with `extra` TOML appended to its config.
+    pub fn new(podman: &PrivatePodman, extra: &str) -> Agent {
+        Self::with_socket(podman, &podman.socket_uri(), extra)
+    }
+
+    pub fn with_socket(podman: &PrivatePodman, socket: &str, extra: &str) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-agent-")
+            .tempdir()
+            .expect("agent temp dir");
+        let db = dir.path().join("state/registry.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let cli: Vec<String> = podman.cli_argv().iter().map(|a| format!("{a:?}")).collect();
+        let config = dir.path().join("mcp-agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nnode = \"{NODE}\"\n\n[database]\npath = \"state/registry.db\"\n\n\
+                 [podman]\nsocket = \"{socket}\"\ncli = [{}]\n\n{extra}\n",
+                cli.join(", ")
+            ),
+        )
+        .unwrap();
+        Agent {
+            dir,
+            config,
+            db,
+            env: podman.env(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("MCP_AGENT_CONFIG")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("run mcp-agent");
+        Run::from(out)
+    }
+
+    /// Runs and asserts exit 0.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "mcp-agent {args:?} failed:\n{r}");
+        r
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-agent")
+    }
+
+    /// Writes a service file into the agent's directory and returns its path.
+    pub fn service_file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn apply(&self, name: &str, text: &str) -> Run {
+        let p = self.service_file(name, text);
+        self.ok(&["apply", p.to_str().unwrap()])
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.db).unwrap_or_default()
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The summary line of a `--once` run.
+pub fn summary(r: &Run) -> &str {
+    r.stdout
+        .lines()
+        .find(|l| l.starts_with("recovered "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{r}"))
+}
+
+/// A container's id, from podman.
+pub fn container_id(podman: &PrivatePodman, name: &str) -> String {
+    podman
+        .inspect(name)
+        .unwrap_or_else(|| panic!("no container {name}"))["Id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
