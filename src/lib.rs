@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod container;
+pub mod daemon;
 pub mod error;
 pub mod logging;
 pub mod plan;

@@ -432,7 +432,13 @@ mod tests {
             ..Default::default()
         };
         book.died_at.insert("1".into(), now);
-        let pl = plan(std::slice::from_ref(&d), std::slice::from_ref(&a), NODE, &book, now);
+        let pl = plan(
+            std::slice::from_ref(&d),
+            std::slice::from_ref(&a),
+            NODE,
+            &book,
+            now,
+        );
         assert_eq!(
             pl.actions,
             vec![Action::Wait {
@@ -473,7 +479,11 @@ mod tests {
                 }]
             );
         }
-        assert!(p(std::slice::from_ref(&d), &[ours("1", "svc", "a", "x", State::Exited)]).is_empty());
+        assert!(p(
+            std::slice::from_ref(&d),
+            &[ours("1", "svc", "a", "x", State::Exited)]
+        )
+        .is_empty());
     }
 
     #[test]

@@ -229,7 +229,10 @@ pub async fn execute<R: Runtime>(
         });
     }
     let results: Vec<Result<ComponentReport, RemovalReport>> = stream::iter(p.actions)
-        .map(|a| run_action(rt, a, specs, node))
+        .map(|a| {
+            let spec = specs.get(a.key());
+            run_action(rt, a, spec, node)
+        })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -256,10 +259,12 @@ impl From<RuntimeError> for Fail {
     }
 }
 
-async fn run_action<R: Runtime>(
+/// Carries out one action; `spec` is the desired container of the action's component
+/// (needed by create and recreate). A removal reports as `Err`.
+pub async fn run_action<R: Runtime>(
     rt: &R,
     a: Action,
-    specs: &HashMap<ComponentKey, ContainerSpec>,
+    spec: Option<&ContainerSpec>,
     node: &str,
 ) -> Result<ComponentReport, RemovalReport> {
     let verb = a.verb();
@@ -314,9 +319,9 @@ async fn run_action<R: Runtime>(
             }
             Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
         }),
-        Action::Create { key } => Ok(bring_up_report(rt, key, None, specs, node, verb).await),
+        Action::Create { key } => Ok(bring_up_report(rt, key, None, spec, node, verb).await),
         Action::Recreate { key, old_id, .. } => {
-            Ok(bring_up_report(rt, key, Some(old_id), specs, node, verb).await)
+            Ok(bring_up_report(rt, key, Some(old_id), spec, node, verb).await)
         }
     }
 }
@@ -325,11 +330,22 @@ async fn bring_up_report<R: Runtime>(
     rt: &R,
     key: ComponentKey,
     old: Option<String>,
-    specs: &HashMap<ComponentKey, ContainerSpec>,
+    spec: Option<&ContainerSpec>,
     node: &str,
     verb: &'static str,
 ) -> ComponentReport {
-    let spec = &specs[&key];
+    let Some(spec) = spec else {
+        return ComponentReport {
+            container: key.container_name(),
+            key,
+            verb: Some(verb),
+            status: Status::Failed,
+            detail: Some("no desired spec for this component (internal error)".into()),
+            container_id: old,
+            recovered: false,
+            until: None,
+        };
+    };
     let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node).await {
         Ok(id) => (Status::Running, None, Some(id), true),
         Err(Fail::ImageMissing(image)) => (

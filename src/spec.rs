@@ -1109,6 +1109,6 @@ desired_state = "stopped"
             "{e}"
         );
         // Re-applying a service does not collide with its own registry version.
-        check_registry_rules(std::slice::from_ref(&a.service), &[a]).unwrap();
+        check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&a)).unwrap();
     }
 }

@@ -8,6 +8,7 @@ use crate::registry::{ChangeError, Registry};
 mod apply;
 mod export;
 mod recover;
+mod run;
 mod state;
 mod status;
 
@@ -26,6 +27,7 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         (false, None) => Command::Run,
     };
     let config = Config::load(&opts.config)?;
+    let config_path = opts.config.clone();
     let level = opts
         .log_level
         .clone()
@@ -33,9 +35,7 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
     crate::logging::init(opts.log_format.unwrap_or(config.log.format), &level)
         .map_err(|e| Failure::config(anyhow::anyhow!("log level {level:?}: {e}")))?;
     match command {
-        Command::Run => Err(Failure::usage(anyhow::anyhow!(
-            "the daemon is not built yet; use --once"
-        ))),
+        Command::Run => run::run(&config_path, config),
         Command::Recover => recover::run(&config),
         Command::Apply { paths } => apply::run(&config, &paths),
         Command::Status { service, json } => status::run(&config, service.as_deref(), json),

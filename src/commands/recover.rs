@@ -52,8 +52,7 @@ pub async fn recover(
     services: &[crate::spec::Service],
 ) -> Result<PassReport, Failure> {
     let unavailable = |e: RuntimeError| Failure::unavailable(anyhow!("{e}"));
-    let podman =
-        Podman::new(&config.podman.socket.0, config.podman.cli.0.clone()).map_err(unavailable)?;
+    let podman = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
     podman.ping().await.map_err(unavailable)?;
     reconcile::pass(
         &podman,

@@ -44,8 +44,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
     };
     let statuses = reg.statuses()?;
     let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
-        let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone())
-            .map_err(|e| e.to_string())?;
+        let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
         p.list().await.map_err(|e| e.to_string())
     });
     let by_name: HashMap<&str, &Actual> = match &listed {

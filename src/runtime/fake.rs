@@ -25,6 +25,13 @@ pub struct FakeState {
     /// Containers of these names exit as soon as they are started.
     pub crashing: BTreeSet<String>,
     pub calls: HashMap<&'static str, u64>,
+    /// How long create and start take (virtual time under a paused clock).
+    pub op_delay: std::time::Duration,
+    /// Operations in flight per container name, and the most ever seen at once.
+    pub in_flight: HashMap<String, u32>,
+    pub max_in_flight_per_name: u32,
+    /// Every successful start: container name and (tokio) time.
+    pub started: Vec<(String, tokio::time::Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -106,28 +113,8 @@ fn find_id(st: &FakeState, id_or_name: &str) -> Option<String> {
         .map(|c| c.actual.id.clone())
 }
 
-impl Runtime for FakeRuntime {
-    async fn ping(&self) -> Result<()> {
-        self.enter("ping").map(|_| ())
-    }
-
-    async fn list(&self) -> Result<Vec<Actual>> {
-        let st = self.enter("list")?;
-        Ok(st.containers.values().map(|c| c.actual.clone()).collect())
-    }
-
-    async fn image_exists(&self, image: &str) -> Result<bool> {
-        Ok(self.enter("image_exists")?.images.contains(image))
-    }
-
-    async fn ensure_network(&self, name: &str) -> Result<()> {
-        self.enter("ensure_network")?
-            .networks
-            .insert(name.to_string());
-        Ok(())
-    }
-
-    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+impl FakeRuntime {
+    fn create_now(&self, spec: &ContainerSpec) -> Result<String> {
         let mut st = self.enter("create")?;
         if st.storage_names.contains(&spec.name)
             || st.containers.values().any(|c| c.actual.name == spec.name)
@@ -152,16 +139,80 @@ impl Runtime for FakeRuntime {
         Ok(id)
     }
 
-    async fn start(&self, id: &str) -> Result<()> {
+    fn start_now(&self, id: &str) -> Result<()> {
         let mut st = self.enter("start")?;
         let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let crashing = st.crashing.contains(&st.containers[&id].actual.name);
+        let name = st.containers[&id].actual.name.clone();
+        let crashing = st.crashing.contains(&name);
+        st.started.push((name, tokio::time::Instant::now()));
         st.containers.get_mut(&id).unwrap().actual.state = if crashing {
             State::Exited
         } else {
             State::Running
         };
         Ok(())
+    }
+
+    async fn busy(&self, name: &str, entering: bool) {
+        let delay = {
+            let mut st = self.state.lock().unwrap();
+            let n = st.in_flight.entry(name.to_string()).or_default();
+            if entering {
+                *n += 1;
+                let n = *n;
+                st.max_in_flight_per_name = st.max_in_flight_per_name.max(n);
+            } else {
+                *n -= 1;
+            }
+            st.op_delay
+        };
+        if entering && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn ping(&self) -> Result<()> {
+        self.enter("ping").map(|_| ())
+    }
+
+    async fn list(&self) -> Result<Vec<Actual>> {
+        let st = self.enter("list")?;
+        Ok(st.containers.values().map(|c| c.actual.clone()).collect())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.enter("image_exists")?.images.contains(image))
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<()> {
+        self.enter("ensure_network")?
+            .networks
+            .insert(name.to_string());
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        self.busy(&spec.name, true).await;
+        let r = self.create_now(spec);
+        self.busy(&spec.name, false).await;
+        r
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let name = {
+            let st = self.state.lock().unwrap();
+            find_id(&st, id).map(|i| st.containers[&i].actual.name.clone())
+        };
+        if let Some(n) = &name {
+            self.busy(n, true).await;
+        }
+        let r = self.start_now(id);
+        if let Some(n) = &name {
+            self.busy(n, false).await;
+        }
+        r
     }
 
     async fn stop(&self, id: &str, _timeout_secs: i64) -> Result<()> {

@@ -30,34 +30,44 @@ const API_VERSION: ClientVersion = ClientVersion {
     minor_version: 41,
 };
 
-#[derive(Clone)]
 pub struct Podman {
-    docker: Docker,
+    /// Made on first use: bollard refuses to make a client while the socket file is
+    /// absent, and podman may come later than the agent.
+    docker: std::sync::Mutex<Option<Docker>>,
+    timeout: Duration,
     socket: String,
     cli: Vec<String>,
 }
 
 impl Podman {
     /// A client for the API at `socket` (`unix:///...`); connects lazily, per request.
-    pub fn new(socket: &str, cli: Vec<String>) -> Result<Podman> {
+    pub fn new(socket: &str, cli: Vec<String>) -> Podman {
         Self::with_timeout(socket, cli, REQUEST_TIMEOUT)
     }
 
-    pub fn with_timeout(socket: &str, cli: Vec<String>, timeout: Duration) -> Result<Podman> {
-        let docker = Docker::connect_with_unix(socket, timeout.as_secs().max(1), &API_VERSION)
-            .map_err(|e| RuntimeError::Unavailable {
-                socket: socket.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Podman {
-            docker,
+    pub fn with_timeout(socket: &str, cli: Vec<String>, timeout: Duration) -> Podman {
+        Podman {
+            docker: std::sync::Mutex::new(None),
+            timeout,
             socket: socket.to_string(),
             cli,
-        })
+        }
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// The bollard client, made now if it was not yet.
+    pub fn docker(&self) -> Result<Docker> {
+        let mut d = self.docker.lock().expect("podman client lock");
+        if let Some(d) = d.as_ref() {
+            return Ok(d.clone());
+        }
+        let docker =
+            Docker::connect_with_unix(&self.socket, self.timeout.as_secs().max(1), &API_VERSION)
+                .map_err(|e| RuntimeError::Unavailable {
+                    socket: self.socket.clone(),
+                    reason: error_chain(&e),
+                })?;
+        *d = Some(docker.clone());
+        Ok(docker)
     }
 
     pub fn socket(&self) -> &str {
@@ -154,7 +164,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 
 impl Runtime for Podman {
     async fn ping(&self) -> Result<()> {
-        self.docker
+        self.docker()?
             .ping()
             .await
             .map(|_| ())
@@ -164,7 +174,7 @@ impl Runtime for Podman {
     async fn list(&self) -> Result<Vec<Actual>> {
         let opts = ListContainersOptionsBuilder::new().all(true).build();
         let list = self
-            .docker
+            .docker()?
             .list_containers(Some(opts))
             .await
             .map_err(|e| self.map_err(e))?;
@@ -184,7 +194,7 @@ impl Runtime for Podman {
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.docker.inspect_image(image).await {
+        match self.docker()?.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
@@ -202,7 +212,7 @@ impl Runtime for Podman {
             driver: Some("bridge".into()),
             ..Default::default()
         };
-        match self.docker.create_network(req).await {
+        match self.docker()?.create_network(req).await {
             Ok(_) => Ok(()),
             Err(BollardError::DockerResponseServerError {
                 status_code: 409, ..
@@ -221,7 +231,7 @@ impl Runtime for Podman {
             .name(&spec.name)
             .build();
         match self
-            .docker
+            .docker()?
             .create_container(Some(opts), create_body(spec))
             .await
         {
@@ -236,7 +246,7 @@ impl Runtime for Podman {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None).await {
+        match self.docker()?.start_container(id, None).await {
             // 304: already running, which is what was wanted.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
@@ -249,7 +259,7 @@ impl Runtime for Podman {
         let opts = StopContainerOptionsBuilder::new()
             .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
             .build();
-        match self.docker.stop_container(id, Some(opts)).await {
+        match self.docker()?.stop_container(id, Some(opts)).await {
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
@@ -259,14 +269,14 @@ impl Runtime for Podman {
 
     async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-        self.docker
+        self.docker()?
             .remove_container(id, Some(opts))
             .await
             .map_err(|e| self.map_err(e))
     }
 
     async fn labels_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
-        match self.docker.inspect_container(name, None).await {
+        match self.docker()?.inspect_container(name, None).await {
             Ok(c) => Ok(Some(
                 c.config
                     .and_then(|c| c.labels)

@@ -146,3 +146,129 @@ pub fn container_id(podman: &PrivatePodman, name: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A running `mcp-agent run`, stopped (SIGTERM, then SIGKILL) when dropped. Its log goes
+/// to a file in the agent's directory.
+pub struct DaemonProc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start_daemon(&self, envs: &[(&str, &str)]) -> DaemonProc {
+        self.start_daemon_with(&["--log-level", "mcp_agent=debug,info"], envs)
+    }
+
+    pub fn start_daemon_with(&self, args: &[&str], envs: &[(&str, &str)]) -> DaemonProc {
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut args = args.to_vec();
+        args.push("run");
+        let mut c = self.command(&args);
+        c.stdout(file.try_clone().unwrap()).stderr(file);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        DaemonProc {
+            child: c.spawn().expect("spawn mcp-agent run"),
+            log,
+        }
+    }
+}
+
+impl DaemonProc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, up to `deadline`; its exit code.
+    pub fn wait_exit(&mut self, deadline: std::time::Duration) -> Option<i32> {
+        let end = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < end {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .status();
+            if self.wait_exit(std::time::Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- mcp-agent log ({}):\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Start events of a container, from podman's event log, as seconds since `since`.
+pub fn start_times(podman: &PrivatePodman, name: &str, since: std::time::SystemTime) -> Vec<f64> {
+    let since_s = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let json = podman.podman_ok(&[
+        "events",
+        "--stream=false",
+        "--since",
+        &format!("{}", since_s.floor() as u64),
+        "--filter",
+        "event=start",
+        "--filter",
+        &format!("container={name}"),
+        "--format",
+        "json",
+    ]);
+    let mut times: Vec<f64> = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| humantime::parse_rfc3339(v["Time"].as_str()?).ok())
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                - since_s
+        })
+        .filter(|t| *t >= 0.0)
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times
+}

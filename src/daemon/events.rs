@@ -1,0 +1,114 @@
+//! Podman's event stream as triggers for the control loop: container deaths and removals,
+//! and the stream's own connection state. Reconnects with backoff whenever podman's API
+//! service goes away; every reconnect is announced so that a full pass follows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::EventsOptionsBuilder;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::runtime::podman::Podman;
+use crate::runtime::{Event, Runtime};
+
+/// What the watcher tells the loop.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// A container event of one of [`ACTIONS`].
+    Event(Event),
+    /// The API answers and the stream is (re)opened: events may have been missed.
+    Connected,
+    /// The API is gone; the watcher keeps retrying.
+    Lost(String),
+}
+
+/// Container events that can mean a component needs work.
+pub const ACTIONS: &[&str] = &["die", "stop", "kill", "remove", "oom"];
+
+/// The event stream's own client timeout. bollard's default (120 s) would cut a quiet
+/// stream; the stream must stay open through long quiet periods.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Reconnect delays while podman is away.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Runs until `tx` is closed.
+pub async fn watch(socket: String, tx: mpsc::Sender<Trigger>) {
+    let client = Podman::with_timeout(&socket, Vec::new(), STREAM_TIMEOUT);
+    let mut delay = RECONNECT_MIN;
+    let mut was_up = true;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        if let Err(e) = client.ping().await {
+            if was_up {
+                tracing::warn!(error = %e, "podman is unreachable; retrying");
+                was_up = false;
+            }
+            if tx.send(Trigger::Lost(e.to_string())).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX);
+            continue;
+        }
+        delay = RECONNECT_MIN;
+        if !was_up {
+            tracing::info!("podman is back");
+        }
+        was_up = true;
+        // Replay from a second ago: nothing between this connect and the full pass it
+        // triggers is missed (duplicates collapse in the loop).
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let filters = HashMap::from([("type", vec!["container"]), ("event", ACTIONS.to_vec())]);
+        let opts = EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        let docker = match client.docker() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.send(Trigger::Lost(e.to_string())).await;
+                continue;
+            }
+        };
+        let mut stream = docker.events(Some(opts));
+        if tx.send(Trigger::Connected).await.is_err() {
+            return;
+        }
+        let reason = loop {
+            match stream.next().await {
+                Some(Ok(msg)) => {
+                    let action = msg.action.unwrap_or_default();
+                    if !ACTIONS.contains(&action.as_str()) {
+                        continue;
+                    }
+                    let actor = msg.actor.unwrap_or_default();
+                    let attrs: BTreeMap<String, String> =
+                        actor.attributes.unwrap_or_default().into_iter().collect();
+                    let time = msg
+                        .time_nano
+                        .map(|n| UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64))
+                        .unwrap_or_else(SystemTime::now);
+                    let ev = Event {
+                        action,
+                        id: actor.id.unwrap_or_default(),
+                        name: attrs.get("name").cloned().unwrap_or_default(),
+                        labels: attrs,
+                        time,
+                    };
+                    if tx.send(Trigger::Event(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "event stream ended".to_string(),
+            }
+        };
+        tracing::debug!(reason = %reason, "podman event stream closed; reconnecting");
+    }
+}

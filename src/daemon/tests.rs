@@ -1,0 +1,216 @@
+//! The control loop driven with the fake runtime under a paused tokio clock.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::*;
+use crate::runtime::fake::FakeRuntime;
+use crate::runtime::{Event, State};
+use crate::spec::parse_service;
+
+struct Harness {
+    rt: Arc<FakeRuntime>,
+    triggers: mpsc::Sender<Trigger>,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Result<(), Failure>>,
+    dir: tempfile::TempDir,
+}
+
+const SERVICE: &str = r#"
+name = "s"
+[[components]]
+name = "crash"
+image = "img"
+[[components]]
+name = "ok"
+image = "img"
+"#;
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.agent.node = "n1".into();
+    c.database.path = dir.join("registry.db");
+    c.reconcile.interval = Duration::from_secs(3600);
+    c.reconcile.backoff_initial = Duration::from_secs(1);
+    c.reconcile.backoff_max = Duration::from_secs(60);
+    c
+}
+
+async fn start(service: &str, rt: FakeRuntime) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut reg = Registry::open(&cfg.database.path).unwrap();
+    reg.apply(&[parse_service(std::path::Path::new("s.toml"), service).unwrap()])
+        .unwrap();
+    let rt = Arc::new(rt);
+    let d = Daemon::new(
+        rt.clone(),
+        cfg,
+        Options {
+            config_path: dir.path().join("none.toml"),
+        },
+    )
+    .unwrap();
+    let (triggers, trx) = mpsc::channel(256);
+    let (control, crx) = mpsc::channel(4);
+    let task = tokio::spawn(d.run(trx, crx));
+    triggers.send(Trigger::Connected).await.unwrap();
+    Harness {
+        rt,
+        triggers,
+        control,
+        task,
+        dir,
+    }
+}
+
+impl Harness {
+    /// Sends the `die` event podman would send for the named container.
+    async fn died(&self, name: &str) {
+        let c = self.rt.by_name(name).expect("container exists");
+        self.triggers
+            .send(Trigger::Event(Event {
+                action: "die".into(),
+                id: c.actual.id.clone(),
+                name: name.into(),
+                labels: c.actual.labels.clone(),
+                time: std::time::SystemTime::now(),
+            }))
+            .await
+            .unwrap();
+    }
+
+    fn starts_of(&self, name: &str) -> Vec<Instant> {
+        let st = self.rt.state.lock().unwrap();
+        st.started
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.control.send(Control::Shutdown).await.unwrap();
+        self.task.await.unwrap().unwrap();
+        drop(self.dir);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_follows_the_backoff_schedule_and_never_slows_a_neighbour() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().crashing.insert("s-crash".into());
+    let h = start(SERVICE, rt).await;
+    let t0 = Instant::now();
+    let mut seen = 0;
+    let mut killed_at = None;
+    while t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let n = h.starts_of("s-crash").len();
+        if n > seen {
+            seen = n;
+            h.died("s-crash").await;
+        }
+        if killed_at.is_none() && t0.elapsed() >= Duration::from_secs(5) {
+            h.rt.set_state("s-ok", State::Exited);
+            h.died("s-ok").await;
+            killed_at = Some(Instant::now());
+        }
+    }
+    let starts = h.starts_of("s-crash");
+    let gaps: Vec<f64> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    // Delays 1, 2, 4, 8 s, each with up to +100 % jitter: 0, [1,2), [3,6), [7,14), [15,30).
+    assert!((4..=5).contains(&starts.len()), "{gaps:?}");
+    for (i, g) in gaps.iter().enumerate() {
+        let d = 2f64.powi(i as i32);
+        assert!(
+            *g >= d && *g < 2.0 * d + 0.05,
+            "gap {i} = {g} for delay {d}: {gaps:?}"
+        );
+    }
+    let ok = h.starts_of("s-ok");
+    assert_eq!(ok.len(), 2, "started once, restarted once after the kill");
+    let repair = ok[1] - killed_at.unwrap();
+    assert!(
+        repair < Duration::from_millis(50),
+        "neighbour repaired after {repair:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_triggers_collapse_and_one_component_never_has_two_operations() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().op_delay = Duration::from_secs(2);
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        rt,
+    )
+    .await;
+    // While the create (2 s) is in flight, a storm of triggers for the same component.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..50 {
+        h.triggers.send(Trigger::Connected).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(h.rt.calls("create"), 1);
+    assert_eq!(h.rt.calls("start"), 1);
+    assert_eq!(h.rt.state.lock().unwrap().max_in_flight_per_name, 1);
+    assert_eq!(h.rt.by_name("s-ok").unwrap().actual.state, State::Running);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_change_from_another_connection_is_picked_up_within_a_second() {
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        FakeRuntime::with_images(&["img"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.rt.by_name("s-ok").is_some());
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other
+        .apply(&[parse_service(
+            std::path::Path::new("t.toml"),
+            "name = \"t\"\n[[components]]\nname = \"t\"\nimage = \"img\"\n",
+        )
+        .unwrap()])
+        .unwrap();
+    // SQLite runs on real threads: let its commit land, then advance virtual time.
+    let t = Instant::now();
+    while h.rt.by_name("t").is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "not picked up within a second"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_operations_that_outlast_the_drain_timeout() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().op_delay = Duration::from_secs(60);
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        rt,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    h.control.send(Control::Shutdown).await.unwrap();
+    h.task.await.unwrap().unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= DRAIN_TIMEOUT && took < DRAIN_TIMEOUT + Duration::from_secs(1),
+        "{took:?}"
+    );
+}
