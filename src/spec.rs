@@ -345,6 +345,9 @@ struct RawRoute {
     hostname: Option<Spanned<String>>,
 }
 
+/// Service names the agent keeps for itself.
+pub const RESERVED_SERVICE_NAMES: &[&str] = &["acme"];
+
 /// `[a-z0-9][a-z0-9-]{0,62}`: service, component and route names.
 pub fn is_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -533,6 +536,14 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
             raw.name.span(),
             format!(
                 "service name {:?} must match [a-z0-9][a-z0-9-]{{0,62}}",
+                raw.name.get_ref()
+            ),
+        );
+    } else if RESERVED_SERVICE_NAMES.contains(&raw.name.get_ref().as_str()) {
+        c.bad(
+            raw.name.span(),
+            format!(
+                "service name {:?} is reserved (the proxy ids mcp.acme.* answer ACME challenges)",
                 raw.name.get_ref()
             ),
         );
@@ -885,6 +896,9 @@ pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> R
                 host_ports.insert((p.proto, p.host_port), Owner::Registry(&s.name));
             }
             for r in &comp.routes {
+                if let Some(hp) = r.host_port {
+                    host_ports.insert((Proto::Tcp, hp), Owner::Registry(&s.name));
+                }
                 if let Some(h) = &r.hostname {
                     hostnames.insert(h.clone(), Owner::Registry(&s.name));
                 }

@@ -3,15 +3,18 @@
 
 use anyhow::anyhow;
 
-use crate::config::Config;
+use crate::config::{Config, ProxyKind};
 use crate::error::{exit, Failure};
 use crate::plan::Book;
+use crate::proxy::{AnyProxy, Proxy};
 use crate::reconcile::{self, PassReport};
+use crate::routes;
 use crate::runtime::podman::Podman;
 use crate::runtime::{Runtime, RuntimeError};
 
 pub fn run(config: &Config) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
+    routes::allocate(&mut reg, config)?;
     let services = reg.services()?;
     let rt = super::tokio_runtime()?;
     let report = rt.block_on(recover(config, &services))?;
@@ -23,6 +26,29 @@ pub fn run(config: &Config) -> Result<u8, Failure> {
         .and_then(|_| reg.prune_statuses())
     {
         tracing::warn!(error = %e, "could not record component status");
+    }
+    // Routes after containers: a proxy that is down never holds back recovery.
+    let wanted = routes::desired(&services);
+    let mut routes_failed = false;
+    if config.proxy.kind == ProxyKind::None {
+        if !wanted.is_empty() {
+            println!(
+                "routes   {} l7 route(s) not proxied: [proxy] kind = \"none\"",
+                wanted.len()
+            );
+        }
+        let none = Ok(Default::default());
+        if let Err(e) = reg.set_route_proxy_states(&routes::states(config, &wanted, &none)) {
+            tracing::warn!(error = %e, "could not record route state");
+        }
+    } else {
+        let proxy_routes: Vec<_> = wanted.iter().map(|(_, _, r)| r.clone()).collect();
+        let result = rt.block_on(AnyProxy::from_config(config).sync(&proxy_routes));
+        routes_failed = result.is_err();
+        println!("routes   {}", routes::describe(&result, wanted.len()));
+        if let Err(e) = reg.set_route_proxy_states(&routes::states(config, &wanted, &result)) {
+            tracing::warn!(error = %e, "could not record route state");
+        }
     }
     let summary = report.summary();
     println!("{summary}");
@@ -39,7 +65,7 @@ pub fn run(config: &Config) -> Result<u8, Failure> {
             c.detail.as_deref().unwrap_or(c.status.as_str())
         );
     }
-    Ok(if summary.failed + summary.skipped > 0 {
+    Ok(if summary.failed + summary.skipped > 0 || routes_failed {
         exit::FAILED
     } else {
         exit::OK

@@ -20,7 +20,7 @@ struct Row {
     desired: String,
     actual: String,
     container_id: Option<String>,
-    host_ports: Vec<RoutePort>,
+    routes: Vec<RoutePort>,
     restarts: u64,
     last_error: Option<String>,
     next_retry_in_ms: Option<u64>,
@@ -30,8 +30,13 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct RoutePort {
     route: String,
+    mode: &'static str,
+    hostname: Option<String>,
     host_port: Option<u16>,
     container_port: u16,
+    /// "registered", "pending" (with `proxy_error`), "no-proxy", or "l4" (never proxied).
+    proxy: String,
+    proxy_error: Option<String>,
 }
 
 pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
@@ -43,6 +48,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         None => reg.services()?,
     };
     let statuses = reg.statuses()?;
+    let route_states = reg.route_proxy_states()?;
     let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
         let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
         p.list().await.map_err(|e| e.to_string())
@@ -81,13 +87,25 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                 },
                 container_id: by_name.get(spec.name.as_str()).map(|a| a.id.clone()),
                 actual,
-                host_ports: c
+                routes: c
                     .routes
                     .iter()
-                    .map(|r| RoutePort {
-                        route: r.name.clone(),
-                        host_port: r.host_port,
-                        container_port: r.port,
+                    .map(|r| {
+                        let st = route_states.get(&(key.clone(), r.name.clone()));
+                        RoutePort {
+                            route: r.name.clone(),
+                            mode: r.mode.as_str(),
+                            hostname: r.hostname.clone(),
+                            host_port: r.host_port,
+                            container_port: r.port,
+                            proxy: match r.mode {
+                                crate::spec::RouteMode::L4 => "l4".to_string(),
+                                crate::spec::RouteMode::L7 => {
+                                    st.map_or("pending".to_string(), |s| s.state.clone())
+                                }
+                            },
+                            proxy_error: st.and_then(|s| s.error.clone()),
+                        }
                     })
                     .collect(),
                 restarts: st.map_or(0, |s| s.restarts),
@@ -138,11 +156,15 @@ fn print_table(rows: &[Row]) {
             r.desired.clone(),
             r.actual.clone(),
             r.container.clone(),
-            r.host_ports
+            r.routes
                 .iter()
-                .map(|p| match p.host_port {
-                    Some(h) => format!("{}={h}->{}", p.route, p.container_port),
-                    None => format!("{}=pending->{}", p.route, p.container_port),
+                .map(|p| {
+                    let host = p.host_port.map_or("none".to_string(), |h| h.to_string());
+                    let proxy = match p.proxy.as_str() {
+                        "registered" | "l4" | "no-proxy" => String::new(),
+                        other => format!(" ({other})"),
+                    };
+                    format!("{}={host}->{}{proxy}", p.route, p.container_port)
                 })
                 .collect::<Vec<_>>()
                 .join(","),

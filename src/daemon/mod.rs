@@ -13,11 +13,15 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::Config;
+use crate::config::ProxyKind;
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
 use crate::error::Failure;
 use crate::plan::{self, Action, Book, Desired, InSync};
+use crate::proxy::{AnyProxy, Proxy, ProxyError, ProxyRoute, SyncReport};
 use crate::reconcile::{self, ComponentReport, RemovalReport, Status};
+use crate::registry::RouteProxyState;
 use crate::registry::{now_ms, ComponentStatus, Registry};
+use crate::routes;
 use crate::runtime::Runtime;
 use crate::spec::Service;
 
@@ -39,6 +43,10 @@ pub const REGISTRY_POLL: Duration = Duration::from_millis(250);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// A pass that could not list containers is retried after this long.
 pub const LIST_RETRY: Duration = Duration::from_secs(1);
+/// Retry delays of route registration while the proxy is down: doubling, capped, so the
+/// routes follow within seconds of the proxy coming back.
+pub const PROXY_RETRY_MIN: Duration = Duration::from_millis(500);
+pub const PROXY_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the process's signal handling asks of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,13 @@ pub struct Options {
 enum Slot {
     Component(ComponentKey),
     Container(String),
+    /// The one route sync with the proxy.
+    Proxy,
+}
+
+enum Outcome {
+    Op(Result<ComponentReport, RemovalReport>),
+    Proxy(Result<SyncReport, ProxyError>),
 }
 
 impl Slot {
@@ -68,7 +83,7 @@ impl Slot {
     }
 }
 
-type TaskResult = (Slot, Result<ComponentReport, RemovalReport>);
+type TaskResult = (Slot, Outcome);
 
 /// The loop's state. Generic over the runtime so tests can drive it with the fake.
 pub struct Daemon<R: Runtime + 'static> {
@@ -89,6 +104,11 @@ pub struct Daemon<R: Runtime + 'static> {
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
     podman_up: bool,
     podman_error: Option<String>,
+    proxy: Arc<AnyProxy>,
+    wanted_routes: Vec<(ComponentKey, String, ProxyRoute)>,
+    route_states: Vec<(ComponentKey, String, RouteProxyState)>,
+    proxy_error: Option<String>,
+    proxy_retry: Duration,
     dirty: bool,
     wake: Option<Instant>,
     passes: u64,
@@ -101,8 +121,16 @@ impl<R: Runtime + 'static> Daemon<R> {
         let mut reader = Registry::open(&config.database.path)?;
         let writer = writer::StatusWriter::start(Registry::open(&config.database.path)?);
         let data_version = reader.data_version()?;
-        let services = reader.services()?;
+        let mut services = reader.services()?;
+        if routes::unallocated(&services) && routes::allocate(&mut reader, &config)? {
+            services = reader.services()?;
+        }
         let mut d = Daemon {
+            proxy: Arc::new(AnyProxy::from_config(&config)),
+            wanted_routes: Vec::new(),
+            route_states: Vec::new(),
+            proxy_error: None,
+            proxy_retry: PROXY_RETRY_MIN,
             rt,
             permits: Arc::new(Semaphore::new(config.reconcile.concurrency.0)),
             backoffs: Backoffs::new(Policy::from_config(&config.reconcile)),
@@ -139,6 +167,7 @@ impl<R: Runtime + 'static> Daemon<R> {
     }
 
     fn set_services(&mut self, services: &[Service]) {
+        self.wanted_routes = routes::desired(services);
         let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
             reconcile::desired(services, &self.config.agent.node)
                 .into_iter()
@@ -191,7 +220,7 @@ impl<R: Runtime + 'static> Daemon<R> {
                 },
                 Some(t) = triggers.recv() => self.on_trigger(t),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
-                    Ok((slot, result)) => self.on_done(slot, result),
+                    Ok((slot, outcome)) => self.on_outcome(slot, outcome),
                     Err(e) => tracing::error!(error = %e, "reconcile task failed"),
                 },
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
@@ -251,7 +280,17 @@ impl<R: Runtime + 'static> Daemon<R> {
             Ok(v) if v == self.data_version => {}
             Ok(v) => {
                 self.data_version = v;
-                match self.reader.services() {
+                let services = match self.reader.services() {
+                    Ok(s) if routes::unallocated(&s) => {
+                        match routes::allocate(&mut self.reader, &self.config) {
+                            Ok(true) => self.reader.services(),
+                            Ok(false) => Ok(s),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                match services {
                     Ok(s) => {
                         tracing::debug!(trigger = "registry", "registry changed");
                         self.set_services(&s);
@@ -328,11 +367,83 @@ impl<R: Runtime + 'static> Daemon<R> {
             self.inflight.insert(slot.clone());
             self.tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (
-                    slot,
-                    reconcile::run_action(&*rt, a, spec.as_ref(), &node).await,
-                )
+                let r = reconcile::run_action(&*rt, a, spec.as_ref(), &node).await;
+                (slot, Outcome::Op(r))
             });
+        }
+        self.sync_routes();
+    }
+
+    /// Routes are desired state too: every pass checks them (one read of the proxy when
+    /// nothing changed), in a task of their own so a proxy that is down never holds back
+    /// containers.
+    fn sync_routes(&mut self) {
+        if self.config.proxy.kind == ProxyKind::None {
+            let none = Ok(SyncReport::default());
+            let states = routes::states(&self.config, &self.wanted_routes, &none);
+            self.store_route_states(states);
+            return;
+        }
+        if self.inflight.contains(&Slot::Proxy) {
+            return;
+        }
+        self.inflight.insert(Slot::Proxy);
+        let proxy = self.proxy.clone();
+        let wanted: Vec<ProxyRoute> = self
+            .wanted_routes
+            .iter()
+            .map(|(_, _, r)| r.clone())
+            .collect();
+        self.tasks.spawn(async move {
+            let r = proxy.sync(&wanted).await;
+            (Slot::Proxy, Outcome::Proxy(r))
+        });
+    }
+
+    fn on_outcome(&mut self, slot: Slot, outcome: Outcome) {
+        match outcome {
+            Outcome::Op(r) => self.on_done(slot, r),
+            Outcome::Proxy(r) => {
+                self.inflight.remove(&slot);
+                self.on_routes_synced(r);
+            }
+        }
+    }
+
+    fn on_routes_synced(&mut self, result: Result<SyncReport, ProxyError>) {
+        let line = routes::describe(&result, self.wanted_routes.len());
+        match &result {
+            Ok(report) => {
+                if self.proxy_error.take().is_some() {
+                    tracing::info!(routes = %line, "proxy reachable again; routes registered");
+                } else if !report.is_noop() {
+                    tracing::info!(
+                        added = ?report.added, updated = ?report.updated, deleted = ?report.deleted,
+                        "routes registered with the proxy"
+                    );
+                }
+                self.proxy_retry = PROXY_RETRY_MIN;
+            }
+            Err(e) => {
+                if self.proxy_error.is_none() {
+                    tracing::warn!(error = %e, "cannot register routes with the proxy; containers are unaffected, retrying");
+                }
+                self.proxy_error = Some(e.to_string());
+                self.schedule(Instant::now() + self.proxy_retry);
+                self.proxy_retry = (self.proxy_retry * 2).min(PROXY_RETRY_MAX);
+            }
+        }
+        let states = routes::states(&self.config, &self.wanted_routes, &result);
+        self.store_route_states(states);
+    }
+
+    fn store_route_states(&mut self, states: Vec<(ComponentKey, String, RouteProxyState)>) {
+        if states == self.route_states {
+            return;
+        }
+        match self.reader.set_route_proxy_states(&states) {
+            Ok(()) => self.route_states = states,
+            Err(e) => tracing::warn!(error = %e, "cannot record route state"),
         }
     }
 
@@ -529,7 +640,7 @@ impl<R: Runtime + 'static> Daemon<R> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(Ok((slot, result)))) => self.on_done(slot, result),
+                Ok(Some(Ok((slot, outcome)))) => self.on_outcome(slot, outcome),
                 Ok(Some(Err(_))) => {}
                 Ok(None) => break,
                 Err(_) => {

@@ -78,6 +78,31 @@ pub struct ComponentStatus {
     pub updated_ms: u64,
 }
 
+/// A host port given to a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub key: ComponentKey,
+    pub route: String,
+    pub port: u16,
+    /// Ports of the range found bound by other processes on the way.
+    pub skipped: Vec<u16>,
+}
+
+/// A route that could not get a host port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unallocated {
+    pub key: ComponentKey,
+    pub route: String,
+    pub error: crate::ports::Exhausted,
+}
+
+/// A route's registration with the proxy, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteProxyState {
+    pub state: String,
+    pub error: Option<String>,
+}
+
 /// What `apply` changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -440,6 +465,128 @@ impl Registry {
             )
             .map_err(|e| self.sql("store host port", e))?;
         Ok(())
+    }
+
+    /// Gives every route without a host port one from `range`, in one transaction: never
+    /// a port another route holds or a fixed publish uses, never one `is_free` says is
+    /// bound. Routes keep their port forever after (until removed).
+    pub fn allocate_route_ports(
+        &mut self,
+        range: crate::config::PortRange,
+        is_free: &mut dyn FnMut(u16) -> bool,
+    ) -> Result<(Vec<Allocation>, Vec<Unallocated>), RegistryError> {
+        let path = self.path.clone();
+        let sql = |what: &'static str| {
+            let path = path.clone();
+            move |source| RegistryError::Sql {
+                path: path.clone(),
+                what,
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin write"))?;
+        let services = read_services(&tx, None).map_err(|e| match e {
+            ReadError::Sql(what, e) => sql(what)(e),
+            ReadError::Json(what, e) => RegistryError::Corrupt {
+                path: path.clone(),
+                what,
+                reason: e.to_string(),
+            },
+        })?;
+        let mut held: std::collections::BTreeSet<u16> = services
+            .iter()
+            .flat_map(|s| &s.components)
+            .flat_map(|c| {
+                c.routes
+                    .iter()
+                    .filter_map(|r| r.host_port)
+                    .chain(c.ports.iter().map(|p| p.host_port))
+            })
+            .collect();
+        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        for s in &services {
+            for c in &s.components {
+                for r in c.routes.iter().filter(|r| r.host_port.is_none()) {
+                    let key = ComponentKey::new(s.name.clone(), c.name.clone());
+                    let mut skipped = Vec::new();
+                    match crate::ports::pick(range, &held, is_free, &mut skipped) {
+                        Ok(port) => {
+                            tx.execute(
+                                "UPDATE routes SET host_port = ?1 WHERE service = ?2 AND component = ?3 AND name = ?4",
+                                params![port as i64, key.service, key.component, r.name],
+                            )
+                            .map_err(sql("store host port"))?;
+                            held.insert(port);
+                            done.push(Allocation {
+                                key,
+                                route: r.name.clone(),
+                                port,
+                                skipped,
+                            });
+                        }
+                        Err(error) => failed.push(Unallocated {
+                            key,
+                            route: r.name.clone(),
+                            error,
+                        }),
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sql("commit"))?;
+        Ok((done, failed))
+    }
+
+    /// Records whether each route is registered with the proxy.
+    pub fn set_route_proxy_states(
+        &mut self,
+        states: &[(ComponentKey, String, RouteProxyState)],
+    ) -> Result<(), RegistryError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self_sql(&path, "begin write", e))?;
+        for (k, route, st) in states {
+            tx.execute(
+                "UPDATE routes SET proxy_state = ?1, proxy_error = ?2
+                 WHERE service = ?3 AND component = ?4 AND name = ?5",
+                params![st.state, st.error, k.service, k.component, route],
+            )
+            .map_err(|e| self_sql(&path, "store route state", e))?;
+        }
+        tx.commit().map_err(|e| self_sql(&path, "commit", e))
+    }
+
+    /// Every route's proxy registration state.
+    pub fn route_proxy_states(
+        &self,
+    ) -> Result<BTreeMap<(ComponentKey, String), RouteProxyState>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT service, component, name, proxy_state, proxy_error FROM routes")
+            .map_err(|e| self.sql("read route states", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    (
+                        ComponentKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                        r.get::<_, String>(2)?,
+                    ),
+                    RouteProxyState {
+                        state: r
+                            .get::<_, Option<String>>(3)?
+                            .unwrap_or_else(|| "pending".into()),
+                        error: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sql("read route states", e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sql("read route states", e))
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.

@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Never edit a released one:
 /// add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE services (
     name        TEXT PRIMARY KEY,
     active      INTEGER NOT NULL,
@@ -52,7 +53,13 @@ CREATE TABLE component_status (
     updated_ms     INTEGER NOT NULL,
     PRIMARY KEY (service, component)
 ) STRICT;
-"#];
+"#,
+    // 1 -> 2: whether each route is registered with the proxy (NULL: not yet).
+    r#"
+ALTER TABLE routes ADD COLUMN proxy_state TEXT;
+ALTER TABLE routes ADD COLUMN proxy_error TEXT;
+"#,
+];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

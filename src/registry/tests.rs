@@ -170,3 +170,62 @@ fn another_connection_committing_changes_data_version() {
     other.apply(&[file("shop.toml", SHOP)]).unwrap();
     assert_ne!(reg.data_version().unwrap(), v0);
 }
+
+#[test]
+fn route_ports_are_allocated_once_avoiding_held_and_fixed_ports_and_freed_on_remove() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    let range = crate::config::PortRange {
+        first: 8079,
+        last: 8083,
+    };
+    // SHOP publishes 8080 fixed; its route needs a port.
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    let (done, failed) = reg.allocate_route_ports(range, &mut |p| p != 8079).unwrap();
+    assert!(failed.is_empty());
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].port, done[0].skipped.clone()), (8081, vec![8079]));
+    // Nothing left to do; the port stays.
+    let (done, _) = reg.allocate_route_ports(range, &mut |_| true).unwrap();
+    assert!(done.is_empty());
+    assert_eq!(
+        reg.service("shop").unwrap().unwrap().components[0].routes[0].host_port,
+        Some(8081)
+    );
+    // A second service gets the next free one; a fixed port on a held route port is refused.
+    let two = "name = \"two\"\n[[components]]\nname = \"x\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 1\nhostname = \"two.test\"\n";
+    reg.apply(&[file("two.toml", two)]).unwrap();
+    let (done, _) = reg.allocate_route_ports(range, &mut |_| true).unwrap();
+    assert_eq!(done[0].port, 8079);
+    let clash =
+        "name = \"clash\"\n[[components]]\nname = \"x\"\nimage = \"i\"\nports = [\"8081:80\"]\n";
+    let e = reg
+        .apply(&[file("clash.toml", clash)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("8081/tcp is also used by service \"shop\""),
+        "{e}"
+    );
+    // Exhaustion leaves the route pending, with an error naming the range.
+    let three = two.replace("two", "three");
+    reg.apply(&[file("three.toml", &three)]).unwrap();
+    let (done, failed) = reg
+        .allocate_route_ports(
+            crate::config::PortRange {
+                first: 8079,
+                last: 8081,
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert!(done.is_empty());
+    assert!(failed[0].error.to_string().contains("8079-8081"));
+    // Removing a service frees its ports (fixed 8080, route 8081) for the next route.
+    reg.remove("shop").unwrap();
+    let (done, _) = reg.allocate_route_ports(range, &mut |_| true).unwrap();
+    assert_eq!(
+        (done[0].key.service.as_str(), done[0].port),
+        ("three", 8080)
+    );
+}

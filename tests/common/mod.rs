@@ -657,3 +657,353 @@ fn umount(path: &Path) -> Result<(), String> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A private Caddy per test.
+// ---------------------------------------------------------------------------------------
+
+/// How long Caddy may take to answer on its admin socket after it is spawned.
+const CADDY_START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one request of the harness to Caddy's admin API or listeners may take.
+const CADDY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Environment variables that would change where Caddy's admin endpoint listens.
+const CADDY_ENV_OVERRIDES: &[&str] = &["CADDY_ADMIN"];
+
+/// A Caddy of the test's own: `caddy run` on a config holding only its admin endpoint,
+/// a unix socket inside the test's temporary directory, with HOME and the XDG dirs
+/// there too (Caddy keeps its storage and autosaved config under them). Dropping it
+/// stops the process it started (by pid) and deletes the directory.
+pub struct PrivateCaddy {
+    /// `None` only once `Drop` has taken it to delete it.
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    /// The running `caddy run`, if any.
+    child: Option<Child>,
+}
+
+impl PrivateCaddy {
+    /// Creates the temporary directory, writes the initial config, starts Caddy and
+    /// waits (up to 20 s) until `GET /config/` answers on the admin socket.
+    pub fn start() -> PrivateCaddy {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-caddy-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create the test's temporary directory");
+        let path = dir.path().to_path_buf();
+        let mut caddy = PrivateCaddy {
+            dir: Some(dir),
+            path,
+            child: None,
+        };
+        let config = serde_json::json!({
+            "admin": { "listen": format!("unix/{}", caddy.admin_socket().display()) }
+        });
+        fs::write(caddy.config_path(), config.to_string()).expect("write caddy.json");
+        caddy.start_process();
+        caddy
+    }
+
+    /// The temporary directory that holds everything of this Caddy.
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// The admin API's unix socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.path.join("admin.sock")
+    }
+
+    /// The initial config: the admin endpoint and nothing else.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("caddy.json")
+    }
+
+    /// Caddy's combined stdout and stderr, JSON lines (appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("caddy.log")
+    }
+
+    /// Caddy's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The pid of the running Caddy, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops Caddy (SIGTERM to its pid, SIGKILL after 15 s); panics if that fails.
+    /// Caddy removes its admin socket as it exits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Err(e) = stop_child(&mut child) {
+                panic!("stopping caddy: {e}");
+            }
+        }
+    }
+
+    /// Stops Caddy if it runs and starts it again on the initial config: whatever was
+    /// configured through the admin API is gone, the admin socket is the same.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_process();
+    }
+
+    /// One request to the admin API (empty `Host`, as Caddy 2.6 on a unix socket
+    /// wants); `body` is sent as JSON. Returns the status code and the body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        caddy_admin(
+            &self.admin_socket(),
+            method,
+            path,
+            body,
+            CADDY_REQUEST_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("caddy admin {method} {path}: {e}"))
+    }
+
+    /// Like [`Self::api`], and panics (with Caddy's answer) unless the status is 2xx.
+    pub fn api_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let (status, text) = self.api(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "caddy admin {method} {path} answered {status}: {text}"
+        );
+        text
+    }
+
+    /// The JSON at `path` of Caddy's config (`/config/…`).
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let text = self.api_ok("GET", path, None);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("caddy admin GET {path}: bad JSON ({e}): {text}"))
+    }
+
+    /// Caddy's whole running config.
+    pub fn config(&self) -> serde_json::Value {
+        self.get("/config/")
+    }
+
+    /// How many admin requests other than GET Caddy has logged so far (its `admin.api`
+    /// logger writes one "received request" line per request, at the default level).
+    pub fn admin_writes(&self) -> usize {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["logger"] == "admin.api" && v["msg"] == "received request")
+            .filter(|v| v["method"].as_str().is_some_and(|m| m != "GET"))
+            .count()
+    }
+
+    fn start_process(&mut self) {
+        assert!(self.child.is_none(), "caddy is already running");
+        // A socket left by a killed Caddy would make the new one fail to listen.
+        let socket = self.admin_socket();
+        if socket.exists() {
+            fs::remove_file(&socket)
+                .unwrap_or_else(|e| panic!("remove stale {}: {e}", socket.display()));
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open caddy.log");
+        let log_err = log.try_clone().expect("clone caddy.log handle");
+        let mut cmd = Command::new("caddy");
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(&self.path)
+            .env("HOME", &self.path)
+            .env("XDG_DATA_HOME", self.path.join("data"))
+            .env("XDG_CONFIG_HOME", self.path.join("config"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        for var in CADDY_ENV_OVERRIDES {
+            cmd.env_remove(var);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run caddy (apt-get install caddy): {e}"));
+        self.child = Some(child);
+
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) =
+                caddy_admin(&socket, "GET", "/config/", None, Duration::from_secs(2))
+            {
+                return;
+            }
+            let child = self.child.as_mut().expect("child just spawned");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                panic!(
+                    "caddy exited ({status}) before its admin socket answered:\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() >= CADDY_START_DEADLINE {
+                panic!(
+                    "caddy's admin socket {} did not answer within {CADDY_START_DEADLINE:?}:\n{}",
+                    socket.display(),
+                    self.log()
+                );
+            }
+            sleep(SERVICE_POLL);
+        }
+    }
+}
+
+impl Drop for PrivateCaddy {
+    fn drop(&mut self) {
+        let mut errors: Vec<String> = Vec::new();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "PrivateCaddy {}: last lines of caddy's log:\n{}",
+                self.path.display(),
+                tail.join("\n")
+            );
+        }
+        // Only the process we started, by its pid.
+        if let Some(mut child) = self.child.take() {
+            if let Err(e) = stop_child(&mut child) {
+                errors.push(e);
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = dir.close() {
+                errors.push(format!("remove {}: {e}", self.path.display()));
+            }
+        }
+        if !errors.is_empty() {
+            eprintln!(
+                "PrivateCaddy {}: cleanup errors:\n  {}",
+                self.path.display(),
+                errors.join("\n  ")
+            );
+        }
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with 200 and `body`, on a
+/// thread of its own for the rest of the test process. Returns its port.
+pub fn serve_text(body: &str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local addr").port();
+    let body = body.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(CADDY_REQUEST_TIMEOUT));
+            // Read the request head (GETs only: no body), then answer and close.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+/// `GET path` with `Host: host` to 127.0.0.1:`port` (`Connection: close`); the status
+/// and the body.
+pub fn http_get(port: u16, host: &str, path: &str) -> Result<(u16, String), String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    exchange_http(&mut stream, request.as_bytes(), CADDY_REQUEST_TIMEOUT)
+}
+
+/// One request to Caddy's admin API over its unix socket, with the empty `Host` header
+/// Caddy 2.6 accepts there.
+fn caddy_admin(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    let body = body.unwrap_or("");
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: \r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange_http(&mut stream, request.as_bytes(), timeout)
+}
+
+/// Writes a raw HTTP/1.1 request (which asks for `Connection: close`), reads the answer
+/// to its end and returns its status and (de-chunked) body.
+fn exchange_http<S: Read + Write + TimeoutStream>(
+    stream: &mut S,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    stream
+        .set_timeouts(timeout)
+        .map_err(|e| format!("set timeout: {e}"))?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// The streams [`exchange_http`] works on: read and write timeouts in one call.
+trait TimeoutStream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl TimeoutStream for UnixStream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl TimeoutStream for std::net::TcpStream {
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
