@@ -49,19 +49,24 @@ pub enum WaitReason {
 pub enum Action {
     Create {
         key: ComponentKey,
+        /// Other containers labelled for this component, removed first (see `plan`).
+        strays: Vec<String>,
     },
     Recreate {
         key: ComponentKey,
         old_id: String,
         drift: Drift,
+        strays: Vec<String>,
     },
     Start {
         key: ComponentKey,
         id: String,
+        strays: Vec<String>,
     },
     Stop {
         key: ComponentKey,
         id: String,
+        strays: Vec<String>,
     },
     /// A container of ours that no desired component owns.
     Remove {
@@ -70,10 +75,7 @@ pub enum Action {
         owner: ComponentKey,
     },
     /// The name is taken by a container that is not ours: reported, never touched.
-    Conflict {
-        key: ComponentKey,
-        id: String,
-    },
+    Conflict { key: ComponentKey, id: String },
     Wait {
         key: ComponentKey,
         until: Instant,
@@ -85,7 +87,7 @@ impl Action {
     /// The component this action is about; for `Remove`, the component the container was.
     pub fn key(&self) -> &ComponentKey {
         match self {
-            Action::Create { key }
+            Action::Create { key, .. }
             | Action::Recreate { key, .. }
             | Action::Start { key, .. }
             | Action::Stop { key, .. }
@@ -104,6 +106,16 @@ impl Action {
             Action::Remove { .. } => "remove",
             Action::Conflict { .. } => "conflict",
             Action::Wait { .. } => "wait",
+        }
+    }
+
+    fn strays_mut(&mut self) -> Option<&mut Vec<String>> {
+        match self {
+            Action::Create { strays, .. }
+            | Action::Recreate { strays, .. }
+            | Action::Start { strays, .. }
+            | Action::Stop { strays, .. } => Some(strays),
+            _ => None,
         }
     }
 
@@ -146,7 +158,10 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
         }
         let action = match holder {
             None => match d.state {
-                DesiredState::Running => Some(Action::Create { key: d.key.clone() }),
+                DesiredState::Running => Some(Action::Create {
+                    key: d.key.clone(),
+                    strays: Vec::new(),
+                }),
                 DesiredState::Stopped => {
                     out.in_sync
                         .push((d.key.clone(), InSync::Stopped, String::new()));
@@ -175,22 +190,47 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
         }
     }
 
+    // Containers of ours that no desired component claims by name. Those labelled for a
+    // wanted component (a leftover of another name) go with that component's own action,
+    // so no component ever gets two; while it waits or is in conflict they stay for now.
+    let acting: HashMap<ComponentKey, usize> = out
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.key().clone(), i))
+        .collect();
+    let in_sync: HashSet<&ComponentKey> = out.in_sync.iter().map(|(k, ..)| k).collect();
+    let wanted: HashSet<&ComponentKey> = desired.iter().map(|d| &d.key).collect();
     let mut orphans: BTreeMap<&str, Action> = BTreeMap::new();
+    let mut strays: Vec<(usize, String)> = Vec::new();
     for a in actual {
         if claimed.contains(a.id.as_str()) {
             continue;
         }
-        if let Owner::Ours { key, .. } = owner(&a.labels, node) {
-            // A wanted component owns only the container of its own name; any other
-            // container labelled for it is a leftover too.
-            orphans.insert(
-                a.id.as_str(),
-                Action::Remove {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                    owner: key,
-                },
-            );
+        let Owner::Ours { key, .. } = owner(&a.labels, node) else {
+            continue;
+        };
+        if wanted.contains(&key) && !in_sync.contains(&key) {
+            if let Some(&i) = acting.get(&key) {
+                strays.push((i, a.id.clone()));
+            }
+            continue;
+        }
+        if wanted.contains(&key) && acting.contains_key(&key) {
+            continue;
+        }
+        orphans.insert(
+            a.id.as_str(),
+            Action::Remove {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                owner: key,
+            },
+        );
+    }
+    for (i, id) in strays {
+        if let Some(v) = out.actions[i].strays_mut() {
+            v.push(id);
         }
     }
     out.actions.extend(orphans.into_values());
@@ -209,7 +249,11 @@ fn plan_owned(
     let id = h.id.clone();
     match d.state {
         DesiredState::Stopped => match h.state {
-            State::Running | State::Paused | State::Restarting => Some(Action::Stop { key, id }),
+            State::Running | State::Paused | State::Restarting => Some(Action::Stop {
+                key,
+                id,
+                strays: Vec::new(),
+            }),
             _ => {
                 out.in_sync.push((key, InSync::Stopped, id));
                 None
@@ -226,6 +270,7 @@ fn plan_owned(
                     key,
                     old_id: id,
                     drift,
+                    strays: Vec::new(),
                 });
             }
             match h.state {
@@ -250,7 +295,11 @@ fn plan_owned(
                             }
                         }
                     }
-                    Some(Action::Start { key, id })
+                    Some(Action::Start {
+                        key,
+                        id,
+                        strays: Vec::new(),
+                    })
                 }
             }
         }
@@ -335,7 +384,10 @@ mod tests {
     fn absent_running_component_is_created() {
         assert_eq!(
             p(&[run("a", "h")], &[]),
-            vec![Action::Create { key: key("a") }]
+            vec![Action::Create {
+                key: key("a"),
+                strays: vec![]
+            }]
         );
     }
 
@@ -370,7 +422,8 @@ mod tests {
             vec![Action::Recreate {
                 key: key("a"),
                 old_id: "1".into(),
-                drift: Drift::SpecChanged
+                drift: Drift::SpecChanged,
+                strays: vec![]
             }]
         );
     }
@@ -382,7 +435,8 @@ mod tests {
                 p(&[run("a", "h")], &[ours("1", "svc", "a", "h", s)]),
                 vec![Action::Start {
                     key: key("a"),
-                    id: "1".into()
+                    id: "1".into(),
+                    strays: vec![]
                 }]
             );
         }
@@ -398,7 +452,8 @@ mod tests {
             vec![Action::Recreate {
                 key: key("a"),
                 old_id: "1".into(),
-                drift: Drift::SpecChanged
+                drift: Drift::SpecChanged,
+                strays: vec![]
             }]
         );
     }
@@ -453,7 +508,8 @@ mod tests {
             plan(&[d], std::slice::from_ref(&a), NODE, &book, later).actions,
             vec![Action::Start {
                 key: key("a"),
-                id: "1".into()
+                id: "1".into(),
+                strays: vec![]
             }]
         );
         // Restart policy "no": no grace.
@@ -462,7 +518,8 @@ mod tests {
             plan(&[d], &[a], NODE, &book, now).actions,
             vec![Action::Start {
                 key: key("a"),
-                id: "1".into()
+                id: "1".into(),
+                strays: vec![]
             }]
         );
     }
@@ -475,7 +532,8 @@ mod tests {
                 p(std::slice::from_ref(&d), &[ours("1", "svc", "a", "h", s)]),
                 vec![Action::Stop {
                     key: key("a"),
-                    id: "1".into()
+                    id: "1".into(),
+                    strays: vec![]
                 }]
             );
         }
@@ -524,7 +582,8 @@ mod tests {
             vec![Action::Recreate {
                 key: key("a"),
                 old_id: "1".into(),
-                drift: Drift::Stale
+                drift: Drift::Stale,
+                strays: vec![]
             }]
         );
     }
@@ -598,10 +657,17 @@ mod tests {
                 },
                 Action::Stop {
                     key: key("b"),
-                    id: "2".into()
+                    id: "2".into(),
+                    strays: vec![]
                 },
-                Action::Create { key: key("c") },
+                Action::Create {
+                    key: key("c"),
+                    strays: vec![]
+                },
             ]
         );
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -307,23 +307,54 @@ pub async fn run_action<R: Runtime>(
             r.until = Some(until);
             Ok(r)
         }
-        Action::Stop { key, id } => Ok(match rt.stop(&id, STOP_TIMEOUT_SECS).await {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => done(key, Status::Stopped, None, Some(id)),
+        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
             Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+            Ok(()) => match rt.stop(&id, STOP_TIMEOUT_SECS).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {
+                    done(key, Status::Stopped, None, Some(id))
+                }
+                Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+            },
         }),
-        Action::Start { key, id } => Ok(match rt.start(&id).await {
-            Ok(()) => {
-                let mut r = done(key, Status::Running, None, Some(id));
-                r.recovered = true;
-                r
-            }
-            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+        Action::Start { key, id, strays } => {
+            let started = match remove_strays(rt, &strays).await {
+                Ok(()) => rt.start(&id).await,
+                Err(e) => Err(e),
+            };
+            Ok(match started {
+                Ok(()) => {
+                    let mut r = done(key, Status::Running, None, Some(id));
+                    r.recovered = true;
+                    r
+                }
+                Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+            })
+        }
+        Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
+            Ok(()) => bring_up_report(rt, key, None, spec, node, verb).await,
+            Err(e) => done(key, Status::Failed, Some(e.to_string()), None),
         }),
-        Action::Create { key } => Ok(bring_up_report(rt, key, None, spec, node, verb).await),
-        Action::Recreate { key, old_id, .. } => {
-            Ok(bring_up_report(rt, key, Some(old_id), spec, node, verb).await)
+        Action::Recreate {
+            key,
+            old_id,
+            strays,
+            ..
+        } => Ok(match remove_strays(rt, &strays).await {
+            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb).await,
+            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(old_id)),
+        }),
+    }
+}
+
+/// Removes other containers labelled for a component before acting on it.
+async fn remove_strays<R: Runtime>(rt: &R, strays: &[String]) -> Result<(), RuntimeError> {
+    for id in strays {
+        match rt.remove(id).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 async fn bring_up_report<R: Runtime>(
