@@ -17,7 +17,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::UnixStream;
 
-use super::{Proxy, ProxyError, ProxyRoute, SyncReport, ACME_PREFIX, OWNED_PREFIX};
+use super::{
+    challenge_id, is_token, CertFiles, Challenge, Proxy, ProxyError, ProxyRoute, SyncReport,
+    TlsProxy, ACME_PREFIX, CERT_TAG, OWNED_PREFIX,
+};
 
 /// How long one admin request (connect, send, read the whole answer) may take. A config
 /// load restarts Caddy's servers, which takes milliseconds here; ten seconds means Caddy
@@ -26,6 +29,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where Caddy's HTTP servers live in its config.
 const SERVERS_PATH: &str = "/config/apps/http/servers";
+
+/// Where Caddy's TLS app reads certificate files from, and the levels above it, deepest
+/// first: a write goes to the deepest level that exists.
+const LOAD_FILES_LEVELS: [&str; 4] = [
+    "/config/apps/tls/certificates/load_files",
+    "/config/apps/tls/certificates",
+    "/config/apps/tls",
+    "/config/apps",
+];
 
 /// The longest Caddy error body quoted in an error message.
 const MAX_ERROR_BODY: usize = 1000;
@@ -325,6 +337,211 @@ impl Proxy for Caddy {
         }
         report.writes = writes;
         Ok(report)
+    }
+}
+
+impl TlsProxy for Caddy {
+    /// Inserts the challenge route at the head of `<server>-http`'s routes, matching host
+    /// and path, so it answers before any route of anyone else for that host. Caddy's
+    /// own ACME solver looks at the path first and, knowing nothing of the token, falls
+    /// through to the routes.
+    async fn add_challenge(&self, c: &Challenge) -> Result<(), ProxyError> {
+        let id = c.id();
+        let invalid = |reason: &str| ProxyError::InvalidRoute {
+            id: id.clone(),
+            reason: reason.to_string(),
+        };
+        if !is_token(&c.token) {
+            return Err(invalid("the token is not base64url"));
+        }
+        if c.hostname.is_empty() || c.key_authorization.is_empty() {
+            return Err(invalid("the hostname or key authorization is empty"));
+        }
+        // An id present twice would make `/id/` ambiguous: replace, never duplicate.
+        self.remove_challenge(&c.token).await?;
+        let routes_path = format!("{}/routes", server_path(&self.http_server()));
+        let routes = self.get_json(&routes_path).await?;
+        self.write(&challenge_write(&routes_path, &routes, c)).await
+    }
+
+    async fn remove_challenge(&self, token: &str) -> Result<(), ProxyError> {
+        let w = Write::new(Method::DELETE, id_path(&challenge_id(token)), None);
+        match self.write(&w).await {
+            // Caddy answers 404 for an id it does not know.
+            Err(ProxyError::Api { status: 404, .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn remove_all_challenges(&self) -> Result<usize, ProxyError> {
+        let Some(servers) = self.read_servers().await? else {
+            return Ok(0);
+        };
+        let layout = self.layout();
+        let mut removed = 0;
+        for name in &layout.owned {
+            let routes = servers
+                .get(name)
+                .and_then(|s| s.get("routes"))
+                .and_then(Value::as_array);
+            for route in routes.into_iter().flatten() {
+                let Some(token) = route
+                    .get("@id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| id.strip_prefix(ACME_PREFIX))
+                    .filter(|t| is_token(t))
+                else {
+                    continue;
+                };
+                self.remove_challenge(token).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn load_certificates(&self, certs: &[CertFiles]) -> Result<bool, ProxyError> {
+        let ours: Vec<Value> = certs.iter().map(cert_entry).collect();
+        let method = Method::GET;
+        // The deepest level that exists, and its value.
+        let mut found = None;
+        for (depth, path) in LOAD_FILES_LEVELS.iter().enumerate() {
+            let (status, body) = self.request(&method, path, None).await?;
+            match status {
+                // A missing parent: look one level up.
+                StatusCode::BAD_REQUEST => continue,
+                s if s.is_success() => {
+                    found = Some((depth, self.parse(&method, path, &body)?));
+                    break;
+                }
+                s => return Err(self.api_error(&method, path, s, &body)),
+            }
+        }
+        let Some((depth, value)) = found else {
+            return Err(self.protocol(
+                &method,
+                LOAD_FILES_LEVELS[3],
+                "no level of the tls app's path can be read".into(),
+            ));
+        };
+        let Some(w) = load_files_write(depth, &value, ours) else {
+            return Ok(false);
+        };
+        self.write(&w).await?;
+        Ok(true)
+    }
+}
+
+/// The write that puts the challenge route first in a server whose routes are
+/// `routes` (at `routes_path`): inserted at index 0 of a non-empty list (Caddy's PUT on
+/// an index inserts, but not into an empty list), else appended as the only route.
+fn challenge_write(routes_path: &str, routes: &Value, c: &Challenge) -> Write {
+    match routes.as_array() {
+        Some(list) if !list.is_empty() => Write::new(
+            Method::PUT,
+            format!("{routes_path}/0"),
+            Some(challenge_json(c)),
+        ),
+        _ => Write::new(
+            if routes.is_null() || routes.is_array() {
+                Method::POST
+            } else {
+                Method::PATCH
+            },
+            if routes.is_null() || routes.is_array() {
+                format!("{routes_path}/...")
+            } else {
+                routes_path.to_string()
+            },
+            Some(json!([challenge_json(c)])),
+        ),
+    }
+}
+
+/// The Caddy route answering one HTTP-01 challenge.
+fn challenge_json(c: &Challenge) -> Value {
+    json!({
+        "@id": c.id(),
+        "match": [{
+            "host": [c.hostname],
+            "path": [format!("/.well-known/acme-challenge/{}", c.token)],
+        }],
+        "handle": [{
+            "handler": "static_response",
+            "status_code": 200,
+            "headers": { "Content-Type": ["text/plain"] },
+            "body": c.key_authorization,
+        }],
+        "terminal": true,
+    })
+}
+
+/// One `load_files` entry of the agent's.
+fn cert_entry(c: &CertFiles) -> Value {
+    json!({
+        "certificate": c.cert.display().to_string(),
+        "key": c.key.display().to_string(),
+        "format": "pem",
+        "tags": [CERT_TAG, format!("{CERT_TAG}-serial-{}", c.serial)],
+    })
+}
+
+fn is_ours(entry: &Value) -> bool {
+    entry
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| tags.iter().any(|t| t == CERT_TAG))
+}
+
+/// The one write that makes `load_files` hold everyone else's entries (in their order)
+/// followed by `ours`, given the value read at `LOAD_FILES_LEVELS[depth]` (the deepest
+/// level that exists); `None` when it already does.
+fn load_files_write(depth: usize, value: &Value, ours: Vec<Value>) -> Option<Write> {
+    let path = LOAD_FILES_LEVELS[depth].to_string();
+    if depth == 0 {
+        let existing = value.as_array();
+        let mut wanted: Vec<Value> = existing
+            .into_iter()
+            .flatten()
+            .filter(|e| !is_ours(e))
+            .cloned()
+            .collect();
+        wanted.extend(ours);
+        return match existing {
+            Some(list) if *list == wanted => None,
+            // PATCH replaces the list (POST would append to it).
+            Some(_) => Some(Write::new(Method::PATCH, path, Some(Value::Array(wanted)))),
+            None if wanted.is_empty() && value.is_null() => None,
+            // POST sets a key that is absent (or not a list).
+            None => Some(Write::new(Method::POST, path, Some(Value::Array(wanted)))),
+        };
+    }
+    if ours.is_empty() {
+        return None;
+    }
+    // `value` is the level above a missing key: null, or something that is not an
+    // object. Build everything below it; POST sets it.
+    let mut body = Value::Array(ours);
+    for level in &LOAD_FILES_LEVELS[..depth] {
+        let key = level.rsplit('/').next().unwrap_or_default();
+        body = json!({ key: body });
+    }
+    match value {
+        Value::Object(_) => {
+            // Present and an object, yet the level below could not be read: set the
+            // missing child only.
+            let key = LOAD_FILES_LEVELS[depth - 1]
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            let child = body.get(key).cloned().unwrap_or(Value::Null);
+            Some(Write::new(
+                Method::POST,
+                LOAD_FILES_LEVELS[depth - 1].to_string(),
+                Some(child),
+            ))
+        }
+        _ => Some(Write::new(Method::POST, path, Some(body))),
     }
 }
 
@@ -1089,6 +1306,145 @@ mod tests {
                 .count(),
             MAX_ERROR_BODY + 1
         );
+    }
+
+    fn challenge() -> Challenge {
+        Challenge {
+            token: "tok-1_A".into(),
+            hostname: "a.example".into(),
+            key_authorization: "tok-1_A.thumbprint".into(),
+        }
+    }
+
+    #[test]
+    fn a_challenge_route_serves_the_key_authorization_as_text_for_host_and_path() {
+        assert_eq!(
+            challenge_json(&challenge()),
+            json!({
+                "@id": "mcp.acme.tok-1_A",
+                "match": [{
+                    "host": ["a.example"],
+                    "path": ["/.well-known/acme-challenge/tok-1_A"],
+                }],
+                "handle": [{
+                    "handler": "static_response",
+                    "status_code": 200,
+                    "headers": { "Content-Type": ["text/plain"] },
+                    "body": "tok-1_A.thumbprint",
+                }],
+                "terminal": true,
+            })
+        );
+    }
+
+    #[test]
+    fn a_challenge_route_goes_first_in_the_http_server() {
+        let path = "/config/apps/http/servers/mcp-http/routes";
+        let c = challenge();
+        let w = challenge_write(path, &json!([{ "@id": "someone" }]), &c);
+        assert_eq!(
+            (w.method, w.path.as_str()),
+            (Method::PUT, "/config/apps/http/servers/mcp-http/routes/0")
+        );
+        assert_eq!(w.body, Some(challenge_json(&c)));
+        // Caddy cannot PUT at index 0 of an empty list: append instead.
+        for empty in [json!([]), Value::Null] {
+            let w = challenge_write(path, &empty, &c);
+            assert_eq!(
+                (w.method, w.path.as_str()),
+                (
+                    Method::POST,
+                    "/config/apps/http/servers/mcp-http/routes/..."
+                )
+            );
+            assert_eq!(w.body, Some(json!([challenge_json(&c)])));
+        }
+        let w = challenge_write(path, &json!("garbage"), &c);
+        assert_eq!((w.method, w.path.as_str()), (Method::PATCH, path));
+    }
+
+    fn cert(n: u8) -> CertFiles {
+        CertFiles {
+            cert: format!("/certs/s{n}.crt").into(),
+            key: format!("/certs/s{n}.key").into(),
+            serial: format!("{n:02x}"),
+        }
+    }
+
+    #[test]
+    fn certificate_entries_are_tagged_with_ours_and_the_serial() {
+        assert_eq!(
+            cert_entry(&cert(1)),
+            json!({
+                "certificate": "/certs/s1.crt",
+                "key": "/certs/s1.key",
+                "format": "pem",
+                "tags": ["mcp", "mcp-serial-01"],
+            })
+        );
+    }
+
+    #[test]
+    fn load_files_is_created_at_the_deepest_missing_level() {
+        let ours = vec![cert_entry(&cert(1))];
+        let at = |depth: usize, value: Value| {
+            let w = load_files_write(depth, &value, ours.clone()).unwrap();
+            (w.method, w.path, w.body.unwrap())
+        };
+        assert_eq!(
+            at(0, Value::Null),
+            (
+                Method::POST,
+                "/config/apps/tls/certificates/load_files".into(),
+                json!(ours)
+            )
+        );
+        assert_eq!(
+            at(1, Value::Null),
+            (
+                Method::POST,
+                "/config/apps/tls/certificates".into(),
+                json!({ "load_files": ours })
+            )
+        );
+        assert_eq!(
+            at(2, Value::Null),
+            (
+                Method::POST,
+                "/config/apps/tls".into(),
+                json!({ "certificates": { "load_files": ours } })
+            )
+        );
+        assert_eq!(
+            at(3, Value::Null),
+            (
+                Method::POST,
+                "/config/apps".into(),
+                json!({ "tls": { "certificates": { "load_files": ours } } })
+            )
+        );
+        // Nothing of ours and nothing there: nothing to write.
+        assert!(load_files_write(0, &Value::Null, vec![]).is_none());
+        assert!(load_files_write(2, &Value::Null, vec![]).is_none());
+    }
+
+    #[test]
+    fn only_our_entries_of_load_files_are_replaced() {
+        let theirs = json!({ "certificate": "/x.crt", "key": "/x.key", "tags": ["other"] });
+        let untagged = json!({ "certificate": "/y.crt", "key": "/y.key" });
+        let old = cert_entry(&cert(1));
+        let existing = json!([theirs, old, untagged]);
+        // Unchanged: no write.
+        assert!(load_files_write(0, &json!([theirs, untagged, old]), vec![old.clone()]).is_none());
+        // Renewed (new serial): theirs kept in their order, ours after them.
+        let new = cert_entry(&cert(2));
+        let w = load_files_write(0, &existing, vec![new.clone()]).unwrap();
+        assert_eq!(w.method, Method::PATCH);
+        assert_eq!(w.path, "/config/apps/tls/certificates/load_files");
+        assert_eq!(w.body, Some(json!([theirs, untagged, new])));
+        // Ours all gone.
+        let w = load_files_write(0, &existing, vec![]).unwrap();
+        assert_eq!(w.body, Some(json!([theirs, untagged])));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! for `[proxy] kind = "none"` in `none.rs`.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 pub mod caddy;
 pub mod none;
@@ -112,6 +113,75 @@ pub trait Proxy: Send + Sync {
     ) -> impl Future<Output = Result<SyncReport, ProxyError>> + Send;
 }
 
+/// An HTTP-01 answer (RFC 8555 §8.3) the proxy serves while an ACME order is pending:
+/// `key_authorization` as `text/plain` at `/.well-known/acme-challenge/<token>` of
+/// `hostname`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub token: String,
+    pub hostname: String,
+    pub key_authorization: String,
+}
+
+impl Challenge {
+    /// The proxy id of the challenge's route: `mcp.acme.<token>`.
+    pub fn id(&self) -> String {
+        challenge_id(&self.token)
+    }
+}
+
+/// The proxy id of the challenge route for `token`.
+pub fn challenge_id(token: &str) -> String {
+    format!("{ACME_PREFIX}{token}")
+}
+
+/// Whether `token` is an ACME token the agent can put into a route id and a URL path:
+/// base64url characters only (RFC 8555 §8.1), at most 256 of them.
+pub fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Tag of every certificate entry the agent loads into the proxy: entries without it
+/// are someone else's and never replaced.
+pub const CERT_TAG: &str = "mcp";
+
+/// A certificate the proxy must serve: a full-chain PEM file and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The leaf's serial (hex): part of the entry, so a renewed certificate is a config
+    /// change and the proxy reads the files again.
+    pub serial: String,
+}
+
+/// The proxy's part in TLS (DESIGN §7): HTTP-01 answers while orders are pending, and
+/// the certificates it serves on the HTTPS server.
+pub trait TlsProxy: Send + Sync {
+    /// Serves `challenge` on the HTTP server, before any other route.
+    fn add_challenge(
+        &self,
+        challenge: &Challenge,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send;
+
+    /// Stops serving the challenge of `token`; absent already is fine.
+    fn remove_challenge(&self, token: &str) -> impl Future<Output = Result<(), ProxyError>> + Send;
+
+    /// Removes every challenge route (left by an order that was interrupted); how many.
+    fn remove_all_challenges(&self) -> impl Future<Output = Result<usize, ProxyError>> + Send;
+
+    /// Makes the proxy load exactly `certs` among the entries tagged [`CERT_TAG`],
+    /// leaving every other entry alone. Returns whether it wrote (false: already so).
+    fn load_certificates(
+        &self,
+        certs: &[CertFiles],
+    ) -> impl Future<Output = Result<bool, ProxyError>> + Send;
+}
+
 /// The proxy chosen by `[proxy] kind`, for callers that pick it at run time (the trait
 /// is not object safe).
 #[derive(Debug, Clone)]
@@ -147,6 +217,36 @@ impl Proxy for AnyProxy {
     }
 }
 
+impl TlsProxy for AnyProxy {
+    async fn add_challenge(&self, challenge: &Challenge) -> Result<(), ProxyError> {
+        match self {
+            AnyProxy::None(p) => p.add_challenge(challenge).await,
+            AnyProxy::Caddy(p) => p.add_challenge(challenge).await,
+        }
+    }
+
+    async fn remove_challenge(&self, token: &str) -> Result<(), ProxyError> {
+        match self {
+            AnyProxy::None(p) => p.remove_challenge(token).await,
+            AnyProxy::Caddy(p) => p.remove_challenge(token).await,
+        }
+    }
+
+    async fn remove_all_challenges(&self) -> Result<usize, ProxyError> {
+        match self {
+            AnyProxy::None(p) => p.remove_all_challenges().await,
+            AnyProxy::Caddy(p) => p.remove_all_challenges().await,
+        }
+    }
+
+    async fn load_certificates(&self, certs: &[CertFiles]) -> Result<bool, ProxyError> {
+        match self {
+            AnyProxy::None(p) => p.load_certificates(certs).await,
+            AnyProxy::Caddy(p) => p.load_certificates(certs).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +257,20 @@ mod tests {
             ProxyRoute::id_for("shop", "web", "http"),
             "mcp.shop.web.http"
         );
+    }
+
+    #[test]
+    fn challenge_ids_are_the_acme_prefix_and_the_token() {
+        let c = Challenge {
+            token: "aB-_9".into(),
+            hostname: "a.example".into(),
+            key_authorization: "aB-_9.thumb".into(),
+        };
+        assert_eq!(c.id(), "mcp.acme.aB-_9");
+        assert!(is_token("aB-_9"));
+        for bad in ["", "a.b", "a/b", "a b", &"x".repeat(257)] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
     }
 
     #[test]
