@@ -116,6 +116,13 @@ pub struct CertsSection {
     pub ca_bundle: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub renew_before: Duration,
+    /// First retry delay of a service whose certificate could not be obtained; doubles
+    /// (with jitter) up to `backoff_max`. Kept apart from `[reconcile]`: a CA counts
+    /// failed validations against rate limits, so retries are slower than for containers.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -202,6 +209,8 @@ impl Default for CertsSection {
             contact: Vec::new(),
             ca_bundle: None,
             renew_before: Duration::from_secs(720 * 3600),
+            backoff_initial: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(3600),
         }
     }
 }
@@ -420,6 +429,13 @@ impl Config {
         }
         if r.interval < Duration::from_secs(1) {
             return Err(invalid("interval", "interval must be at least 1s".into()));
+        }
+        let c = &cfg.certs;
+        if c.backoff_initial.is_zero() || c.backoff_initial > c.backoff_max {
+            return Err(invalid(
+                "backoff_initial",
+                "[certs] backoff_initial must be above zero and at most backoff_max".into(),
+            ));
         }
         if cfg.certs.issuer == IssuerKind::Acme {
             if cfg.proxy.kind != ProxyKind::Caddy {

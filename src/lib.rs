@@ -1,6 +1,7 @@
 //! mcp-agent: keeps a machine's podman containers equal to a desired state held in an
 //! embedded SQLite registry, and recreates them after podman's own database is lost.
 
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;

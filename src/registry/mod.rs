@@ -103,6 +103,23 @@ pub struct RouteProxyState {
     pub error: Option<String>,
 }
 
+/// A service's TLS certificate as last observed, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertStatus {
+    pub service: String,
+    /// "valid", "pending" or "failed".
+    pub state: String,
+    /// The hostnames the service needs.
+    pub names: Vec<String>,
+    /// Unix ms of the current certificate's expiry, when there is one.
+    pub not_after_ms: Option<u64>,
+    pub serial: Option<String>,
+    pub last_error: Option<String>,
+    /// Unix ms of the next order attempt, while backing off.
+    pub next_retry_ms: Option<u64>,
+    pub updated_ms: u64,
+}
+
 /// What `apply` changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -587,6 +604,74 @@ impl Registry {
             .map_err(|e| self.sql("read route states", e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| self.sql("read route states", e))
+    }
+
+    /// Replaces the certificate states with `states`, in one transaction (rows of
+    /// services not in it are dropped; states of services no longer in the registry
+    /// are skipped).
+    pub fn set_cert_states(&mut self, states: &[CertStatus]) -> Result<(), RegistryError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self_sql(&path, "begin write", e))?;
+        tx.execute("DELETE FROM cert_status", [])
+            .map_err(|e| self_sql(&path, "store cert state", e))?;
+        for c in states {
+            tx.execute(
+                "INSERT INTO cert_status
+                   (service, state, names, not_after_ms, serial, last_error, next_retry_ms, updated_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM services WHERE name = ?1)",
+                params![
+                    c.service,
+                    c.state,
+                    json(&c.names),
+                    c.not_after_ms.map(|v| v as i64),
+                    c.serial,
+                    c.last_error,
+                    c.next_retry_ms.map(|v| v as i64),
+                    c.updated_ms as i64,
+                ],
+            )
+            .map_err(|e| self_sql(&path, "store cert state", e))?;
+        }
+        tx.commit().map_err(|e| self_sql(&path, "commit", e))
+    }
+
+    /// Every service's last recorded certificate state, by service.
+    pub fn cert_states(&self) -> Result<BTreeMap<String, CertStatus>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT service, state, names, not_after_ms, serial, last_error, next_retry_ms, updated_ms
+                 FROM cert_status",
+            )
+            .map_err(|e| self.sql("read cert states", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    CertStatus {
+                        service: r.get(0)?,
+                        state: r.get(1)?,
+                        names: Vec::new(),
+                        not_after_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                        serial: r.get(4)?,
+                        last_error: r.get(5)?,
+                        next_retry_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                        updated_ms: r.get::<_, i64>(7)? as u64,
+                    },
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql("read cert states", e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (mut c, names) = row.map_err(|e| self.sql("read cert states", e))?;
+            c.names = serde_json::from_str(&names)
+                .map_err(|e| self.corrupt(format!("certificate names of {}", c.service), e))?;
+            out.insert(c.service.clone(), c);
+        }
+        Ok(out)
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.

@@ -59,6 +59,19 @@ CREATE TABLE component_status (
 ALTER TABLE routes ADD COLUMN proxy_state TEXT;
 ALTER TABLE routes ADD COLUMN proxy_error TEXT;
 "#,
+    // 2 -> 3: each service's TLS certificate as last observed (DESIGN §7), for `status`.
+    r#"
+CREATE TABLE cert_status (
+    service        TEXT PRIMARY KEY REFERENCES services (name) ON DELETE CASCADE,
+    state          TEXT NOT NULL,
+    names          TEXT NOT NULL,   -- JSON array of the hostnames the service needs
+    not_after_ms   INTEGER,
+    serial         TEXT,
+    last_error     TEXT,
+    next_retry_ms  INTEGER,
+    updated_ms     INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -229,3 +229,36 @@ fn route_ports_are_allocated_once_avoiding_held_and_fixed_ports_and_freed_on_rem
         ("three", 8080)
     );
 }
+
+#[test]
+fn cert_states_are_replaced_whole_read_back_and_dropped_with_their_service() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    let shop = CertStatus {
+        service: "shop".into(),
+        state: "failed".into(),
+        names: vec!["shop.test".into()],
+        not_after_ms: Some(2_000_000_000_000),
+        serial: Some("12ab".into()),
+        last_error: Some("ACME server down".into()),
+        next_retry_ms: Some(1_900_000_000_000),
+        updated_ms: 1,
+    };
+    let gone = CertStatus {
+        service: "gone".into(),
+        ..shop.clone()
+    };
+    reg.set_cert_states(&[shop.clone(), gone]).unwrap();
+    let states = reg.cert_states().unwrap();
+    assert_eq!(states.len(), 1, "a service not in the registry is skipped");
+    assert_eq!(states["shop"], shop);
+    // Another connection (`status` in another process) sees it.
+    assert_eq!(open(d.path()).cert_states().unwrap()["shop"], shop);
+    reg.remove("shop").unwrap();
+    assert!(reg.cert_states().unwrap().is_empty());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    reg.set_cert_states(&[shop]).unwrap();
+    reg.set_cert_states(&[]).unwrap();
+    assert!(reg.cert_states().unwrap().is_empty());
+}
