@@ -42,7 +42,13 @@ impl StatusWriter {
                             updates.push((k.clone(), s.clone(), true));
                         }
                     }
-                    match reg.record(&updates) {
+                    let result = reg.record(&updates);
+                    tracing::debug!(
+                        components = ?updates.iter().map(|(k, s, _)| format!("{k}={}", s.state)).collect::<Vec<_>>(),
+                        ok = result.is_ok(),
+                        "component status written"
+                    );
+                    match result {
                         Ok(()) if failing => {
                             tracing::info!("component status is written to the registry again");
                             failing = false;

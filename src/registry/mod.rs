@@ -168,6 +168,13 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(open_err(Box::new(e))),
         }
+        // Writable? (A read-only filesystem or file says so here, in plain words,
+        // rather than as SQLite's "unable to open database file".)
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| open_err(Box::new(e)))?;
         let meta = std::fs::metadata(path).map_err(|e| open_err(Box::new(e)))?;
         if meta.permissions().mode() & 0o022 != 0 {
             return Err(RegistryError::Unsafe {
