@@ -110,3 +110,112 @@ pub fn describe(result: &Result<SyncReport, ProxyError>, wanted: usize) -> Strin
         Err(e) => format!("{wanted} pending: {e}"),
     }
 }
+
+/// A route moved to a new host port because another process took its old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub key: ComponentKey,
+    pub route: String,
+    pub from: u16,
+    pub to: Option<u16>,
+}
+
+/// Before components are brought up: a route whose host port another process bound
+/// while its container was down gets a new one (the container could not publish it).
+/// `up` holds the container names running now; their ports are theirs and not checked.
+pub fn reallocate_taken(
+    reg: &mut Registry,
+    config: &Config,
+    services: &[Service],
+    up: &std::collections::HashSet<String>,
+    is_free: &mut dyn FnMut(u16) -> bool,
+) -> Result<Vec<Moved>, RegistryError> {
+    let mut taken = Vec::new();
+    for s in services.iter().filter(|s| s.active) {
+        for c in s
+            .components
+            .iter()
+            .filter(|c| c.desired_state == DesiredState::Running)
+        {
+            if up.contains(&crate::spec::container_name(&s.name, &c.name)) {
+                continue;
+            }
+            for r in &c.routes {
+                if let Some(p) = r.host_port.filter(|p| !is_free(*p)) {
+                    taken.push((
+                        ComponentKey::new(s.name.clone(), c.name.clone()),
+                        r.name.clone(),
+                        p,
+                    ));
+                }
+            }
+        }
+    }
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (key, route, _) in &taken {
+        reg.set_host_port(key, route, None)?;
+    }
+    let (done, _) = reg.allocate_route_ports(config.ports.range, is_free)?;
+    let moved: Vec<Moved> = taken
+        .into_iter()
+        .map(|(key, route, from)| {
+            let to = done
+                .iter()
+                .find(|a| a.key == key && a.route == route)
+                .map(|a| a.port);
+            Moved {
+                key,
+                route,
+                from,
+                to,
+            }
+        })
+        .collect();
+    for m in &moved {
+        tracing::warn!(
+            service = %m.key.service, component = %m.key.component, route = %m.route,
+            from = m.from, to = ?m.to,
+            "host port taken by another process while the container was down; route moved"
+        );
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_service;
+
+    #[test]
+    fn a_taken_port_of_a_down_component_moves_and_a_running_one_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open(&d.path().join("r.db")).unwrap();
+        let svc = "name = \"s\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nhostname = \"a.test\"\n\
+                   [[components]]\nname = \"b\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nhostname = \"b.test\"\n";
+        reg.apply(&[parse_service(std::path::Path::new("s.toml"), svc).unwrap()])
+            .unwrap();
+        let mut config = Config::default();
+        config.ports.range = crate::config::PortRange {
+            first: 31900,
+            last: 31909,
+        };
+        reg.allocate_route_ports(config.ports.range, &mut |_| true)
+            .unwrap();
+        let services = reg.services().unwrap();
+        let port_of = |s: &[Service], c: usize| s[0].components[c].routes[0].host_port.unwrap();
+        let (a, b) = (port_of(&services, 0), port_of(&services, 1));
+        // Both ports are now "bound by someone"; only s-a is down.
+        let up = std::collections::HashSet::from(["s-b".to_string()]);
+        let mut is_free = |p: u16| p != a && p != b;
+        let moved = reallocate_taken(&mut reg, &config, &services, &up, &mut is_free).unwrap();
+        assert_eq!(moved.len(), 1);
+        assert_eq!((moved[0].key.component.as_str(), moved[0].from), ("a", a));
+        let after = reg.services().unwrap();
+        let new = port_of(&after, 0);
+        assert_eq!(moved[0].to, Some(new));
+        assert!(new != a && new != b);
+        assert_eq!(port_of(&after, 1), b);
+    }
+}
