@@ -1125,4 +1125,66 @@ desired_state = "stopped"
         // Re-applying a service does not collide with its own registry version.
         check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&a)).unwrap();
     }
+    #[test]
+    fn oversized_and_hostile_inputs_are_rejected_or_handled() {
+        // 10 000 components: over the limit, one clear error.
+        let mut big = String::from("name = \"big\"\n");
+        for i in 0..10_000 {
+            big.push_str(&format!("[[components]]\nname = \"c{i}\"\nimage = \"i\"\n"));
+        }
+        let e = parse(&big).unwrap_err();
+        assert!(
+            e.contains("10000 components; at most 256"),
+            "{}",
+            &e[..e.len().min(300)]
+        );
+        // A 10 000-character env value is within the limits: kept exactly.
+        let long = "x".repeat(10_000);
+        let s = parse(&format!(
+            "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = {{ K = \"{long}\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(s.components[0].env["K"], long);
+        // Over 32 KiB: rejected, naming the key, not the value.
+        let huge = "y".repeat(MAX_VALUE_LEN + 1);
+        let e = parse(&format!(
+            "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = {{ K = \"{huge}\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("env value of \"K\" is longer than") && !e.contains("yyyy"),
+            "{e}"
+        );
+        // Path traversal, NUL and look-alikes in names, hostnames, volumes, users.
+        for (field, value) in [
+            ("name", "../../etc"),
+            ("name", "wiki\\u0000"),
+            ("name", "w\u{0456}ki"),
+            ("image", "img with space"),
+            ("user", "root;rm -rf /"),
+            ("network", "../host"),
+        ] {
+            let text = if field == "name" {
+                format!("name = \"{value}\"\n")
+            } else {
+                format!("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n{field} = \"{value}\"\n")
+                    .replacen("image = \"i\"\nimage", "image", 1)
+            };
+            assert!(parse(&text).is_err(), "{field} = {value:?} was accepted");
+        }
+        for vol in [
+            "/srv/../etc:/data",
+            "/srv/./x:/data",
+            "rel:/data",
+            "/srv:rel",
+            "/a:/b:rw:extra",
+            "/a:/b:exec,bogus",
+        ] {
+            let text = format!("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"{vol}\"]\n");
+            assert!(parse(&text).is_err(), "volume {vol:?} was accepted");
+        }
+        // A file over 1 MiB is refused before parsing.
+        let e = parse_service(Path::new("big.toml"), &" ".repeat(MAX_FILE_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().contains("at most 1048576"), "{e}");
+    }
 }
