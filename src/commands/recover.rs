@@ -3,6 +3,9 @@
 
 use anyhow::anyhow;
 
+use std::time::SystemTime;
+
+use crate::certs::{self, AnyIssuer, Certs};
 use crate::config::{Config, ProxyKind};
 use crate::error::{exit, Failure};
 use crate::plan::Book;
@@ -30,6 +33,7 @@ pub fn run(config: &Config) -> Result<u8, Failure> {
     // Routes after containers: a proxy that is down never holds back recovery.
     let wanted = routes::desired(&services);
     let mut routes_failed = false;
+    let mut proxy_down = None;
     if config.proxy.kind == ProxyKind::None {
         if !wanted.is_empty() {
             println!(
@@ -49,6 +53,57 @@ pub fn run(config: &Config) -> Result<u8, Failure> {
         if let Err(e) = reg.set_route_proxy_states(&routes::states(config, &wanted, &result)) {
             tracing::warn!(error = %e, "could not record route state");
         }
+        proxy_down = result.err().filter(|e| e.is_unavailable());
+    }
+    // Certificates last: HTTP-01 is answered through the proxy's HTTP server, which the
+    // route sync has just made sure of.
+    let issuer = AnyIssuer::from_config(config);
+    let mut cert_failures = Vec::new();
+    if !issuer.is_none() {
+        let wanted = certs::wanted(&services);
+        let states = match proxy_down {
+            Some(e) => {
+                println!("certs    {} pending: {e}", wanted.len());
+                cert_failures.push(format!("failed   certs: {e}"));
+                certs::pending(&wanted, &e.to_string())
+            }
+            None => {
+                let proxy = AnyProxy::from_config(config);
+                let mut manager = Certs::from_config(config);
+                let report =
+                    rt.block_on(manager.ensure(&issuer, &proxy, &wanted, SystemTime::now(), true));
+                for c in report.certs.iter().filter(|c| c.issued) {
+                    let info = c
+                        .current
+                        .as_ref()
+                        .expect("an issued certificate is current");
+                    println!(
+                        "cert     {}: issued for {}, serial {}, expires {} ({})",
+                        c.service,
+                        c.names.join(","),
+                        info.serial,
+                        humantime::format_rfc3339_seconds(info.not_after),
+                        c.why.as_ref().map(|w| w.to_string()).unwrap_or_default(),
+                    );
+                }
+                println!("certs    {}", report.describe());
+                for c in report.failed() {
+                    cert_failures.push(format!(
+                        "failed   cert {} ({}): {}",
+                        c.service,
+                        c.names.join(","),
+                        c.error.as_deref().unwrap_or(c.state.as_str())
+                    ));
+                }
+                if let Err(e) = &report.load {
+                    cert_failures.push(format!("failed   certs: {e}"));
+                }
+                report.statuses()
+            }
+        };
+        if let Err(e) = reg.set_cert_states(&states) {
+            tracing::warn!(error = %e, "could not record certificate state");
+        }
     }
     let summary = report.summary();
     println!("{summary}");
@@ -65,11 +120,16 @@ pub fn run(config: &Config) -> Result<u8, Failure> {
             c.detail.as_deref().unwrap_or(c.status.as_str())
         );
     }
-    Ok(if summary.failed + summary.skipped > 0 || routes_failed {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    for line in &cert_failures {
+        println!("{line}");
+    }
+    Ok(
+        if summary.failed + summary.skipped > 0 || routes_failed || !cert_failures.is_empty() {
+            exit::FAILED
+        } else {
+            exit::OK
+        },
+    )
 }
 
 /// Connects to podman and runs one pass over `services`.

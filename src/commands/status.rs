@@ -39,6 +39,21 @@ struct RoutePort {
     proxy_error: Option<String>,
 }
 
+/// A service's certificate (`[certs] issuer` set), as the last pass recorded it.
+#[derive(Debug, Serialize)]
+struct CertRow {
+    service: String,
+    /// "valid", "pending" (not obtained yet) or "failed" (the last order failed; the
+    /// older certificate, if any, is still served).
+    state: String,
+    names: Vec<String>,
+    /// Expiry of the certificate in `cert_dir` (RFC 3339), if there is one.
+    not_after: Option<String>,
+    serial: Option<String>,
+    last_error: Option<String>,
+    next_retry_in_ms: Option<u64>,
+}
+
 pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
     let services = match only {
@@ -49,6 +64,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
     };
     let statuses = reg.statuses()?;
     let route_states = reg.route_proxy_states()?;
+    let mut cert_states = reg.cert_states()?;
     let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
         let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
         p.list().await.map_err(|e| e.to_string())
@@ -117,10 +133,41 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
             });
         }
     }
+    let cert_rows: Vec<CertRow> = if config.certs.issuer == crate::config::IssuerKind::None {
+        Vec::new()
+    } else {
+        crate::certs::wanted(&services)
+            .into_iter()
+            .map(|w| {
+                let st = cert_states.remove(&w.service);
+                let ms_time = |ms: u64| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                    )
+                    .to_string()
+                };
+                CertRow {
+                    state: st
+                        .as_ref()
+                        .map_or("pending".to_string(), |c| c.state.clone()),
+                    not_after: st.as_ref().and_then(|c| c.not_after_ms).map(ms_time),
+                    serial: st.as_ref().and_then(|c| c.serial.clone()),
+                    last_error: st.as_ref().and_then(|c| c.last_error.clone()),
+                    next_retry_in_ms: st
+                        .as_ref()
+                        .and_then(|c| c.next_retry_ms)
+                        .map(|t| t.saturating_sub(now)),
+                    service: w.service,
+                    names: w.names,
+                }
+            })
+            .collect()
+    };
     if json {
         let doc = serde_json::json!({
             "podman": match &listed { Ok(_) => "reachable".to_string(), Err(e) => e.clone() },
             "components": rows,
+            "certs": cert_rows,
         });
         println!(
             "{}",
@@ -128,6 +175,10 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         );
     } else {
         print_table(&rows);
+        if !cert_rows.is_empty() {
+            println!();
+            print_certs(&cert_rows);
+        }
         if let Err(e) = &listed {
             eprintln!("mcp-agent: actual state unknown: {e}");
         }
@@ -137,6 +188,56 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
     } else {
         exit::OK
     })
+}
+
+fn retry_in(ms: Option<u64>) -> String {
+    ms.map(|ms| {
+        humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000))).to_string()
+    })
+    .unwrap_or_default()
+}
+
+fn print_certs(rows: &[CertRow]) {
+    let mut table = vec![[
+        "CERT".to_string(),
+        "STATE".into(),
+        "NOT AFTER".into(),
+        "NEXT RETRY".into(),
+        "NAMES".into(),
+        "LAST ERROR".into(),
+    ]];
+    for r in rows {
+        table.push([
+            r.service.clone(),
+            r.state.clone(),
+            r.not_after.clone().unwrap_or_default(),
+            retry_in(r.next_retry_in_ms),
+            r.names.join(","),
+            r.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    print_columns(&table);
+}
+
+/// Left-aligned columns two spaces apart; the last column unpadded.
+fn print_columns<const N: usize>(table: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in table {
+        let mut line = String::new();
+        for (i, (w, cell)) in widths.iter().zip(row).enumerate() {
+            if i == N - 1 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -169,30 +270,9 @@ fn print_table(rows: &[Row]) {
                 .collect::<Vec<_>>()
                 .join(","),
             r.restarts.to_string(),
-            r.next_retry_in_ms
-                .map(|ms| {
-                    humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000)))
-                        .to_string()
-                })
-                .unwrap_or_default(),
+            retry_in(r.next_retry_in_ms),
             r.last_error.clone().unwrap_or_default(),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &table {
-        let mut line = String::new();
-        for (i, (w, cell)) in widths.iter().zip(row).enumerate() {
-            if i == 7 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
+    print_columns(&table);
 }

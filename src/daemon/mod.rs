@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::certs::{self, AnyIssuer, Certs, EnsureReport, Wanted};
 use crate::config::Config;
 use crate::config::ProxyKind;
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
@@ -20,7 +21,7 @@ use crate::plan::{self, Action, Book, Desired, InSync};
 use crate::proxy::{AnyProxy, Proxy, ProxyError, ProxyRoute, SyncReport};
 use crate::reconcile::{self, ComponentReport, RemovalReport, Status};
 use crate::registry::RouteProxyState;
-use crate::registry::{now_ms, ComponentStatus, Registry};
+use crate::registry::{now_ms, CertStatus, ComponentStatus, Registry};
 use crate::routes;
 use crate::runtime::Runtime;
 use crate::spec::Service;
@@ -47,6 +48,8 @@ pub const LIST_RETRY: Duration = Duration::from_secs(1);
 /// routes follow within seconds of the proxy coming back.
 pub const PROXY_RETRY_MIN: Duration = Duration::from_millis(500);
 pub const PROXY_RETRY_MAX: Duration = Duration::from_secs(5);
+/// A certificate retry wakes the loop this long after it is due.
+pub const CERT_RETRY_SLACK: Duration = Duration::from_millis(50);
 
 /// What the process's signal handling asks of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +70,15 @@ enum Slot {
     Container(String),
     /// The one route sync with the proxy.
     Proxy,
+    /// The one certificate check (and orders) after a route sync.
+    Certs,
 }
 
 enum Outcome {
     Op(Result<ComponentReport, RemovalReport>),
     Proxy(Result<SyncReport, ProxyError>),
+    /// The certificate manager comes back with its report.
+    Certs(Box<(Certs, EnsureReport)>),
 }
 
 impl Slot {
@@ -109,6 +116,15 @@ pub struct Daemon<R: Runtime + 'static> {
     route_states: Vec<(ComponentKey, String, RouteProxyState)>,
     proxy_error: Option<String>,
     proxy_retry: Duration,
+    issuer: Arc<AnyIssuer>,
+    /// `None` while the certificate task has it (or when certificates are off).
+    certs: Option<Certs>,
+    wanted_certs: Vec<Wanted>,
+    /// What the registry holds for the certificates (compared without `updated_ms`).
+    cert_states: Vec<CertStatus>,
+    cert_load_error: Option<String>,
+    /// A check was asked for while one was running: run another when it is done.
+    certs_again: bool,
     dirty: bool,
     wake: Option<Instant>,
     passes: u64,
@@ -131,6 +147,12 @@ impl<R: Runtime + 'static> Daemon<R> {
             route_states: Vec::new(),
             proxy_error: None,
             proxy_retry: PROXY_RETRY_MIN,
+            issuer: Arc::new(AnyIssuer::from_config(&config)),
+            certs: Some(Certs::from_config(&config)),
+            wanted_certs: Vec::new(),
+            cert_states: Vec::new(),
+            cert_load_error: None,
+            certs_again: false,
             rt,
             permits: Arc::new(Semaphore::new(config.reconcile.concurrency.0)),
             backoffs: Backoffs::new(Policy::from_config(&config.reconcile)),
@@ -168,6 +190,7 @@ impl<R: Runtime + 'static> Daemon<R> {
 
     fn set_services(&mut self, services: &[Service]) {
         self.wanted_routes = routes::desired(services);
+        self.wanted_certs = certs::wanted(services);
         let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
             reconcile::desired(services, &self.config.agent.node)
                 .into_iter()
@@ -203,7 +226,12 @@ impl<R: Runtime + 'static> Daemon<R> {
                 self.dirty = false;
                 self.pass().await;
             }
-            if !self.ready && self.passes > 0 && self.tasks.is_empty() {
+            // Ready once containers and routes are done; a certificate order may wait
+            // on the CA for minutes and must not hold back units ordered after us.
+            if !self.ready
+                && self.passes > 0
+                && self.tasks.len() <= usize::from(self.inflight.contains(&Slot::Certs))
+            {
                 self.ready = true;
                 let line = self.status_line();
                 tracing::info!(status = %line, "first pass done; ready");
@@ -407,6 +435,80 @@ impl<R: Runtime + 'static> Daemon<R> {
                 self.inflight.remove(&slot);
                 self.on_routes_synced(r);
             }
+            Outcome::Certs(done) => {
+                self.inflight.remove(&slot);
+                let (certs, report) = *done;
+                self.certs = Some(certs);
+                self.on_certs(report);
+            }
+        }
+    }
+
+    /// Certificates are checked after every route sync (the files' metadata only, when
+    /// nothing is due), in a task of their own: an order that waits on the CA never
+    /// holds back containers or routes. Skipped while the proxy is down: HTTP-01 and
+    /// loading both need it, and the route retries bring the check back.
+    fn ensure_certs(&mut self, proxy: Option<&ProxyError>) {
+        if self.issuer.is_none() || proxy.is_some_and(ProxyError::is_unavailable) {
+            return;
+        }
+        let Some(mut manager) = self.certs.take() else {
+            self.certs_again = true;
+            return;
+        };
+        self.inflight.insert(Slot::Certs);
+        let issuer = self.issuer.clone();
+        let proxy = self.proxy.clone();
+        let wanted = self.wanted_certs.clone();
+        self.tasks.spawn(async move {
+            let report = manager
+                .ensure(&*issuer, &*proxy, &wanted, SystemTime::now(), false)
+                .await;
+            (Slot::Certs, Outcome::Certs(Box::new((manager, report))))
+        });
+    }
+
+    fn on_certs(&mut self, report: EnsureReport) {
+        match &report.load {
+            Ok(written) => {
+                if self.cert_load_error.take().is_some() || *written {
+                    tracing::info!(certs = %report.describe(), "certificates loaded into the proxy");
+                }
+            }
+            Err(e) => {
+                if self.cert_load_error.is_none() {
+                    tracing::warn!(error = %e, "cannot load certificates into the proxy; retrying");
+                }
+                self.cert_load_error = Some(e.to_string());
+                self.schedule(Instant::now() + self.proxy_retry);
+            }
+        }
+        if let Some(at) = report.next_retry() {
+            // A little after the retry is due, so the check that wakes finds it due.
+            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+            self.schedule(Instant::now() + wait + CERT_RETRY_SLACK);
+        }
+        let states = report.statuses();
+        let same = |a: &[CertStatus], b: &[CertStatus]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    CertStatus {
+                        updated_ms: 0,
+                        ..x.clone()
+                    } == CertStatus {
+                        updated_ms: 0,
+                        ..y.clone()
+                    }
+                })
+        };
+        if !same(&states, &self.cert_states) {
+            match self.reader.set_cert_states(&states) {
+                Ok(()) => self.cert_states = states,
+                Err(e) => tracing::warn!(error = %e, "cannot record certificate state"),
+            }
+        }
+        if std::mem::take(&mut self.certs_again) {
+            self.ensure_certs(None);
         }
     }
 
@@ -435,6 +537,7 @@ impl<R: Runtime + 'static> Daemon<R> {
         }
         let states = routes::states(&self.config, &self.wanted_routes, &result);
         self.store_route_states(states);
+        self.ensure_certs(result.as_ref().err());
     }
 
     fn store_route_states(&mut self, states: Vec<(ComponentKey, String, RouteProxyState)>) {
