@@ -1007,3 +1007,392 @@ impl TimeoutStream for std::net::TcpStream {
         self.set_write_timeout(Some(timeout))
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A private pebble (a real ACME server) per test.
+// ---------------------------------------------------------------------------------------
+
+/// How long pebble and pebble-challtestsrv may take to listen after they are spawned.
+const PEBBLE_START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// pebble with a pebble-challtestsrv beside it as its DNS server (every name resolves to
+/// 127.0.0.1), both on loopback ports of their own, with a TLS certificate for pebble
+/// made at start (by openssl, signed by a CA of the test's own: [`Self::ca_bundle`]).
+/// HTTP-01 is validated against `http_port` on 127.0.0.1, where the test's Caddy
+/// listens. Dropping it stops both processes (by pid) and deletes the directory.
+pub struct PrivatePebble {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    pebble: Option<Child>,
+    challtestsrv: Option<Child>,
+    pub acme_port: u16,
+    pub management_port: u16,
+    dns_port: u16,
+    challtestsrv_port: u16,
+    env: Vec<(String, String)>,
+    roots: usize,
+}
+
+impl PrivatePebble {
+    /// Starts challtestsrv and pebble (`PEBBLE_VA_NOSLEEP=1`, real validation) and waits
+    /// until both listen.
+    pub fn start(http_port: u16) -> PrivatePebble {
+        Self::start_with(http_port, &[("PEBBLE_VA_NOSLEEP", "1")])
+    }
+
+    /// [`Self::start`] with pebble's environment given (`PEBBLE_*` variables).
+    pub fn start_with(http_port: u16, env: &[(&str, &str)]) -> PrivatePebble {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-pebble-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create the test's temporary directory");
+        let path = dir.path().to_path_buf();
+        let mut p = PrivatePebble {
+            dir: Some(dir),
+            path,
+            pebble: None,
+            challtestsrv: None,
+            acme_port: free_port(),
+            management_port: free_port(),
+            dns_port: free_port(),
+            challtestsrv_port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            roots: 0,
+        };
+        p.make_certificates();
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{}", p.acme_port),
+                "managementListenAddress": format!("127.0.0.1:{}", p.management_port),
+                "certificate": p.path.join("cert.pem"),
+                "privateKey": p.path.join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }
+        });
+        fs::write(p.path.join("pebble.json"), config.to_string()).expect("write pebble.json");
+        p.start_challtestsrv();
+        p.start_pebble();
+        p
+    }
+
+    /// The ACME directory: `https://127.0.0.1:<port>/dir`.
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// The CA that signed pebble's own TLS certificate (what `[certs] ca_bundle` needs).
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.path.join("ca.pem")
+    }
+
+    /// pebble's output so far (appended to across restarts).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path.join("pebble.log")).unwrap_or_default()
+    }
+
+    /// How many orders pebble has been asked for (its log names each new-order request).
+    pub fn orders(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("/order-plz"))
+            .count()
+    }
+
+    /// The root that signs what pebble issues (new at every pebble start), fetched from
+    /// the management interface into a file of its own; its path.
+    pub fn root(&mut self) -> PathBuf {
+        self.roots += 1;
+        let out = self.path.join(format!("root-{}.pem", self.roots));
+        let status = Command::new("curl")
+            .args(["-sSf", "--max-time", "10", "--cacert"])
+            .arg(self.ca_bundle())
+            .arg("-o")
+            .arg(&out)
+            .arg(format!(
+                "https://127.0.0.1:{}/roots/0",
+                self.management_port
+            ))
+            .stdin(Stdio::null())
+            .status()
+            .expect("run curl");
+        assert!(status.success(), "cannot fetch pebble's root");
+        out
+    }
+
+    /// Stops pebble (challtestsrv keeps running). Pebble forgets every account, order
+    /// and its root.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.pebble.take() {
+            stop_child(&mut child).unwrap_or_else(|e| panic!("stopping pebble: {e}"));
+        }
+    }
+
+    /// Starts pebble again on the same ports.
+    pub fn start_pebble(&mut self) {
+        assert!(self.pebble.is_none(), "pebble is already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join("pebble.log"))
+            .expect("open pebble.log");
+        let log_err = log.try_clone().expect("clone pebble.log handle");
+        let mut cmd = Command::new("pebble");
+        cmd.arg("-config")
+            .arg(self.path.join("pebble.json"))
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{}", self.dns_port))
+            .current_dir(&self.path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run pebble (apt-get install pebble): {e}"));
+        self.pebble = Some(child);
+        let port = self.acme_port;
+        self.wait_listening("pebble", port, |p| p.pebble.as_mut());
+        let port = self.management_port;
+        self.wait_listening("pebble's management interface", port, |p| p.pebble.as_mut());
+    }
+
+    fn start_challtestsrv(&mut self) {
+        let log =
+            fs::File::create(self.path.join("challtestsrv.log")).expect("create challtestsrv.log");
+        let log_err = log.try_clone().expect("clone challtestsrv.log handle");
+        let child = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{}", self.dns_port)])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{}", self.challtestsrv_port),
+            ])
+            .current_dir(&self.path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run pebble-challtestsrv: {e}"));
+        self.challtestsrv = Some(child);
+        let port = self.challtestsrv_port;
+        self.wait_listening("pebble-challtestsrv", port, |p| p.challtestsrv.as_mut());
+    }
+
+    fn wait_listening(
+        &mut self,
+        what: &str,
+        port: u16,
+        child: impl Fn(&mut Self) -> Option<&mut Child>,
+    ) {
+        let start = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(c) = child(self) {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "{what} exited ({status}) before listening on {port}:\n{}\n{}",
+                        self.log(),
+                        fs::read_to_string(self.path.join("challtestsrv.log")).unwrap_or_default()
+                    );
+                }
+            }
+            if start.elapsed() > PEBBLE_START_DEADLINE {
+                panic!("{what} did not listen on 127.0.0.1:{port} within {PEBBLE_START_DEADLINE:?}:\n{}", self.log());
+            }
+            sleep(SERVICE_POLL);
+        }
+    }
+
+    /// A CA and a certificate it signs for localhost and 127.0.0.1 (pebble's TLS).
+    fn make_certificates(&self) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.path)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mcp test pebble CA",
+        ]);
+        run(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        run(&csr);
+        fs::write(
+            self.path.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .expect("write leaf.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+    }
+}
+
+impl Drop for PrivatePebble {
+    fn drop(&mut self) {
+        let mut errors: Vec<String> = Vec::new();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "PrivatePebble {}: last lines of pebble's log:\n{}",
+                self.path.display(),
+                tail.join("\n")
+            );
+        }
+        for child in [self.pebble.take(), self.challtestsrv.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut child = child;
+            if let Err(e) = stop_child(&mut child) {
+                errors.push(e);
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = dir.close() {
+                errors.push(format!("remove {}: {e}", self.path.display()));
+            }
+        }
+        if !errors.is_empty() {
+            eprintln!(
+                "PrivatePebble {}: cleanup errors:\n  {}",
+                self.path.display(),
+                errors.join("\n  ")
+            );
+        }
+    }
+}
+
+/// `GET https://<host>:<port><path>` through 127.0.0.1 (curl `--resolve`), verified
+/// against `cacert` with SNI = `host`; the status and the body.
+pub fn https_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    cacert: &Path,
+) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(cacert)
+        .arg(format!("https://{host}:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl https://{host}:{port}{path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code
+        .trim()
+        .parse()
+        .map_err(|_| format!("no status in curl's output: {text:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// The serial (lowercase hex, no leading zeros) of the certificate served on
+/// 127.0.0.1:`port` for SNI `host`, read with `openssl s_client`.
+pub fn served_serial(host: &str, port: u16) -> Result<String, String> {
+    let hello = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", host])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run openssl s_client: {e}"))?;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run openssl x509: {e}"))?;
+    x509.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&hello.stdout)
+        .map_err(|e| format!("write to openssl x509: {e}"))?;
+    let out = x509.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let serial = text
+        .trim()
+        .strip_prefix("serial=")
+        .ok_or_else(|| {
+            format!(
+                "no certificate served for {host}: {}",
+                String::from_utf8_lossy(&hello.stderr).trim()
+            )
+        })?
+        .to_ascii_lowercase();
+    let serial = serial.trim_start_matches('0');
+    Ok(if serial.is_empty() {
+        "0".into()
+    } else {
+        serial.to_string()
+    })
+}
