@@ -354,3 +354,56 @@ fn caddy_down_during_recovery_leaves_routes_pending_until_it_is_back() {
     );
     assert!(page(http, "shop.test").starts_with("http PORT=unset"));
 }
+
+#[test]
+fn a_host_port_taken_while_the_container_was_down_moves_and_the_proxy_follows() {
+    let podman = podman();
+    let caddy = PrivateCaddy::start();
+    let http = free_port();
+    let agent = agent(
+        &podman,
+        &caddy,
+        http,
+        31200,
+        "[reconcile]\ninterval = \"1h\"\n",
+    );
+    agent.apply("shop.toml", &shop("a"));
+    agent.ok(&["--once"]);
+    let port_of = |route: &str| routes(&agent).iter().find(|r| r.0 == route).unwrap().1;
+    let before = port_of("http");
+    assert_serving(http, port_of("tcp"));
+
+    // --once: the container is gone and a foreign process holds its port.
+    podman.podman_ok(&["rm", "-f", "-t", "0", "shop-web"]);
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", before)).expect("bind the freed port");
+    let r = agent.ok(&["--once"]);
+    let moved = port_of("http");
+    assert_ne!(moved, before);
+    assert!(
+        r.stdout.contains(&format!("port     shop/web route http: host port {before} was taken by another process; now {moved}")),
+        "{r}"
+    );
+    assert!(
+        page(http, "shop.test").starts_with("http PORT=unset"),
+        "the proxy follows the new port"
+    );
+    drop(squatter);
+
+    // The daemon does the same when it (re)starts and finds the port taken.
+    let second = port_of("admin");
+    podman.podman_ok(&["rm", "-f", "-t", "0", "shop-web"]);
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", second)).expect("bind the freed port");
+    let d = agent.start_daemon(&[]);
+    wait_for("admin route moved", Duration::from_secs(15), || {
+        port_of("admin") != second
+    });
+    wait_for("served on the new port", Duration::from_secs(10), || {
+        podman.running("shop-web") && page(http, "admin.shop.test").starts_with("admin PORT=unset")
+    });
+    assert!(
+        d.log().contains("host port taken by another process"),
+        "{}",
+        d.log()
+    );
+    drop(squatter);
+}

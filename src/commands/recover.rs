@@ -18,8 +18,35 @@ use crate::runtime::{Runtime, RuntimeError};
 pub fn run(config: &Config) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
     routes::allocate(&mut reg, config)?;
-    let services = reg.services()?;
+    let mut services = reg.services()?;
     let rt = super::tokio_runtime()?;
+    // A route whose host port another process took while its container was down moves
+    // to a new port before the container is brought up.
+    let podman = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
+    if let Ok(actual) = rt.block_on(podman.list()) {
+        let up = actual
+            .into_iter()
+            .filter(|a| a.state.is_up())
+            .map(|a| a.name)
+            .collect();
+        let moved = routes::reallocate_taken(
+            &mut reg,
+            config,
+            &services,
+            &up,
+            &mut crate::ports::host_port_free,
+        )?;
+        for m in &moved {
+            let to = m.to.map_or("none free".to_string(), |p| p.to_string());
+            println!(
+                "port     {} route {}: host port {} was taken by another process; now {to}",
+                m.key, m.route, m.from
+            );
+        }
+        if !moved.is_empty() {
+            services = reg.services()?;
+        }
+    }
     let report = rt.block_on(recover(config, &services))?;
     for line in report.action_lines() {
         println!("{line}");

@@ -101,6 +101,7 @@ pub struct Daemon<R: Runtime + 'static> {
     writer: writer::StatusWriter,
     notifier: Notifier,
     data_version: i64,
+    services: Vec<Service>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
     book: Book,
@@ -166,6 +167,7 @@ impl<R: Runtime + 'static> Daemon<R> {
             writer,
             notifier: Notifier::from_env(),
             data_version,
+            services: Vec::new(),
             desired: Vec::new(),
             specs: HashMap::new(),
             inflight: HashSet::new(),
@@ -189,6 +191,7 @@ impl<R: Runtime + 'static> Daemon<R> {
     }
 
     fn set_services(&mut self, services: &[Service]) {
+        self.services = services.to_vec();
         self.wanted_routes = routes::desired(services);
         self.wanted_certs = certs::wanted(services);
         let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
@@ -348,6 +351,7 @@ impl<R: Runtime + 'static> Daemon<R> {
             }
         };
         self.passes += 1;
+        self.move_taken_ports(&actual);
         let now = Instant::now();
         let horizon = RESTART_GRACE * 10;
         self.book
@@ -547,6 +551,41 @@ impl<R: Runtime + 'static> Daemon<R> {
         match self.reader.set_route_proxy_states(&states) {
             Ok(()) => self.route_states = states,
             Err(e) => tracing::warn!(error = %e, "cannot record route state"),
+        }
+    }
+
+    /// A component about to be brought up whose route's host port another process took
+    /// meanwhile gets a new port first (its container could not publish the old one).
+    fn move_taken_ports(&mut self, actual: &[crate::runtime::Actual]) {
+        if !self
+            .services
+            .iter()
+            .flat_map(|s| &s.components)
+            .any(|c| !c.routes.is_empty())
+        {
+            return;
+        }
+        let up: HashSet<String> = actual
+            .iter()
+            .filter(|a| a.state.is_up())
+            .map(|a| a.name.clone())
+            .collect();
+        let services = self.services.clone();
+        match routes::reallocate_taken(
+            &mut self.reader,
+            &self.config,
+            &services,
+            &up,
+            &mut crate::ports::host_port_free,
+        ) {
+            Ok(moved) if moved.is_empty() => {}
+            Ok(_) => match self.reader.services() {
+                Ok(s) => self.set_services(&s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the registry after moving routes")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot move routes off taken host ports"),
         }
     }
 
