@@ -464,3 +464,66 @@ fn with_the_ca_down_containers_and_the_old_certificate_keep_working_until_it_is_
         daemon.log()
     );
 }
+
+/// Fault matrix row 8: Caddy, then pebble, killed and restarted while the daemon is in
+/// the middle of passes → containers unaffected, routes and certificates converge.
+#[test]
+fn caddy_and_pebble_killed_during_passes_leave_containers_alone_and_converge() {
+    let mut s = stack(31180, "720h");
+    s.agent.apply("shop.toml", &shop(&["shop.test"]));
+    let daemon = s.agent.start_daemon(&[]);
+    wait_for("first certificate", Duration::from_secs(30), || {
+        s.cert_status()["state"] == "valid"
+    });
+    let root = s.pebble.root();
+    s.assert_served("shop.test", &root);
+
+    // A pass starts (the container is removed) and Caddy is SIGKILLed under it, then
+    // comes back with an empty config.
+    s.podman.podman_ok(&["rm", "-f", "-t", "0", "shop-web"]);
+    let pid = s.caddy.pid().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(
+        "the container is back without caddy",
+        Duration::from_secs(15),
+        || s.podman.running("shop-web"),
+    );
+    let web = container_id(&s.podman, "shop-web");
+    let _ = std::fs::remove_file(s.caddy.admin_socket());
+    s.caddy.restart();
+    wait_for(
+        "routes and certificate back in the new caddy",
+        Duration::from_secs(20),
+        || s.page("shop.test", &root).starts_with("shop over tls"),
+    );
+
+    // A renewal starts (renew_before beyond the lifetime, reloaded with SIGHUP) and the
+    // CA is SIGKILLed under it; a new pebble then completes it.
+    let (old_serial, _) = s.file_cert();
+    s.set_renew_before("100000h");
+    s.pebble.stop();
+    daemon.signal("HUP");
+    wait_for(
+        "the renewal fails while the CA is down",
+        Duration::from_secs(20),
+        || s.cert_status()["state"] == "failed",
+    );
+    s.assert_served("shop.test", &root);
+    s.pebble.start_pebble();
+    wait_for(
+        "renewed once the CA is back",
+        Duration::from_secs(30),
+        || s.file_cert().0 != old_serial,
+    );
+    let new_root = s.pebble.root();
+    s.assert_served("shop.test", &new_root);
+    assert_eq!(
+        container_id(&s.podman, "shop-web"),
+        web,
+        "containers unaffected"
+    );
+}

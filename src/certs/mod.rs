@@ -416,6 +416,17 @@ impl Certs {
         )
     }
 
+    /// Takes new settings (SIGHUP), keeping the cache and the retry schedules.
+    pub fn configure(&mut self, config: &Config) {
+        let fresh = Certs::from_config(config);
+        if fresh.dir != self.dir {
+            self.cache = files::Cache::default();
+        }
+        self.dir = fresh.dir;
+        self.renew_before = fresh.renew_before;
+        self.policy = fresh.policy;
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }

@@ -126,6 +126,8 @@ pub struct Daemon<R: Runtime + 'static> {
     cert_load_error: Option<String>,
     /// A check was asked for while one was running: run another when it is done.
     certs_again: bool,
+    /// A reload happened while the manager was out in its task.
+    certs_reconfigure: bool,
     dirty: bool,
     wake: Option<Instant>,
     passes: u64,
@@ -154,6 +156,7 @@ impl<R: Runtime + 'static> Daemon<R> {
             cert_states: Vec::new(),
             cert_load_error: None,
             certs_again: false,
+            certs_reconfigure: false,
             rt,
             permits: Arc::new(Semaphore::new(config.reconcile.concurrency.0)),
             backoffs: Backoffs::new(Policy::from_config(&config.reconcile)),
@@ -441,7 +444,10 @@ impl<R: Runtime + 'static> Daemon<R> {
             }
             Outcome::Certs(done) => {
                 self.inflight.remove(&slot);
-                let (certs, report) = *done;
+                let (mut certs, report) = *done;
+                if std::mem::take(&mut self.certs_reconfigure) {
+                    certs.configure(&self.config);
+                }
                 self.certs = Some(certs);
                 self.on_certs(report);
             }
@@ -765,6 +771,13 @@ impl<R: Runtime + 'static> Daemon<R> {
                 }
                 self.backoffs
                     .set_policy(Policy::from_config(&new.reconcile));
+                self.proxy = Arc::new(AnyProxy::from_config(&new));
+                self.issuer = Arc::new(AnyIssuer::from_config(&new));
+                match self.certs.as_mut() {
+                    Some(c) => c.configure(&new),
+                    // Out in its task: configured when it comes back.
+                    None => self.certs_reconfigure = true,
+                }
                 self.config = new;
                 self.dirty = true;
                 tracing::info!(path = %self.options.config_path.display(), "config reloaded");
