@@ -108,3 +108,44 @@ fn no_shell_is_ever_run() {
     }
     assert!(commands >= 1, "the podman CLI call should have been found");
 }
+
+#[test]
+fn writable_key_material_is_refused_with_the_reason() {
+    let podman = PrivatePodman::start();
+    let agent = Agent::new(
+        &podman,
+        "[proxy]\nkind = \"caddy\"\nadmin_socket = \"caddy.sock\"\ncert_dir = \"certs\"\n\
+         [certs]\nissuer = \"acme\"\ndirectory_url = \"https://127.0.0.1:9/dir\"\n",
+    );
+    let certs = agent.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let refused = |what: &str| {
+        for args in [&["--once"][..], &["run"]] {
+            let r = agent.run(args);
+            assert_eq!(r.code, 69, "{args:?}: {r}");
+            assert!(
+                r.stderr.contains(what) && r.stderr.contains("group- or world-writable"),
+                "{r}"
+            );
+        }
+    };
+    set(&certs, 0o777);
+    refused("the certificate directory");
+    set(&certs, 0o700);
+    let key = certs.join("shop.key");
+    std::fs::write(&key, "not really a key").unwrap();
+    set(&key, 0o666);
+    refused("the private key");
+    set(&key, 0o600);
+    let account = agent.db.parent().unwrap().join("acme-account.json");
+    std::fs::write(&account, "{}").unwrap();
+    set(&account, 0o620);
+    refused("the ACME account key");
+    set(&account, 0o600);
+    // All safe: the agent gets past the check (and fails later, on podman/the proxy).
+    let r = agent.run(&["--once"]);
+    assert!(!r.stderr.contains("writable"), "{r}");
+}

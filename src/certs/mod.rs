@@ -608,3 +608,39 @@ impl Certs {
 
 #[cfg(test)]
 mod tests;
+
+/// Refuses key material others could replace: the ACME account key, the certificate
+/// directory and the keys in it must not be group- or world-writable. Absent files are
+/// fine (they are created with safe modes).
+pub fn check_modes(config: &Config) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if config.certs.issuer == IssuerKind::None {
+        return Ok(());
+    }
+    let writable = |p: &std::path::Path, what: &str, fix: &str| -> Result<(), String> {
+        match std::fs::metadata(p) {
+            Ok(m) if m.permissions().mode() & 0o022 != 0 => Err(format!(
+                "{what} {} is group- or world-writable (mode {:o}); run chmod {fix} on it",
+                p.display(),
+                m.permissions().mode() & 0o7777
+            )),
+            _ => Ok(()),
+        }
+    };
+    writable(
+        &acme::account_path(&config.database.path),
+        "the ACME account key",
+        "600",
+    )?;
+    let dir = &config.proxy.cert_dir;
+    writable(dir, "the certificate directory", "700")?;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "key") {
+                writable(&p, "the private key", "600")?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -17,6 +17,7 @@ use crate::runtime::{Runtime, RuntimeError};
 
 pub fn run(config: &Config) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
+    certs::check_modes(config).map_err(|e| Failure::unavailable(anyhow!(e)))?;
     routes::allocate(&mut reg, config)?;
     let mut services = reg.services()?;
     let rt = super::tokio_runtime()?;

@@ -138,6 +138,7 @@ pub struct Daemon<R: Runtime + 'static> {
 impl<R: Runtime + 'static> Daemon<R> {
     pub fn new(rt: Arc<R>, config: Config, options: Options) -> Result<Self, Failure> {
         let mut reader = Registry::open(&config.database.path)?;
+        certs::check_modes(&config).map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
         let writer = writer::StatusWriter::start(Registry::open(&config.database.path)?);
         let data_version = reader.data_version()?;
         let mut services = reader.services()?;
