@@ -31,6 +31,9 @@ pub const ACCOUNT_FILE: &str = "acme-account.json";
 /// How long a TCP connection to the CA may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Orders started again after a request failed on `badNonce` three times in a row.
+const BAD_NONCE_ORDERS: u32 = 2;
+
 /// Polling of an order while the CA validates and issues: quick at first (a local CA
 /// validates in milliseconds), then slower, for at most a minute each.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -281,13 +284,27 @@ impl Acme {
 
 impl Issuer for Acme {
     async fn issue<P: TlsProxy>(&self, names: &[String], proxy: &P) -> Result<Issued, IssueError> {
-        let account = self.account().await?;
-        match self.order(&account, names, proxy).await {
-            Err(IssueError::Acme { reason, .. }) if reason.contains("accountDoesNotExist") => {
-                let account = self.reregister().await?;
-                self.order(&account, names, proxy).await
+        let mut account = self.account().await?;
+        let mut reregistered = false;
+        let mut nonce_orders = 0;
+        loop {
+            match self.order(&account, names, proxy).await {
+                Err(IssueError::Acme { reason, .. })
+                    if reason.contains("accountDoesNotExist") && !reregistered =>
+                {
+                    reregistered = true;
+                    account = self.reregister().await?;
+                }
+                // instant-acme retries a rejected nonce twice per request; a CA that
+                // rejects more (pebble rejects 5 % at random) gets a fresh order.
+                Err(IssueError::Acme { reason, .. })
+                    if reason.contains("badNonce") && nonce_orders < BAD_NONCE_ORDERS =>
+                {
+                    nonce_orders += 1;
+                    tracing::debug!(reason = %reason, "nonce rejected again; a new order");
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 }
