@@ -87,7 +87,7 @@ fn a_crash_loop_backs_off_exponentially_while_a_healthy_neighbour_recovers_fast(
     let podman = podman();
     let agent = Agent::new(
         &podman,
-        "[reconcile]\ninterval = \"1h\"\nbackoff_initial = \"250ms\"\nbackoff_multiplier = 2.0\nbackoff_max = \"1m\"\n",
+        "[reconcile]\ninterval = \"1h\"\nbackoff_initial = \"1s\"\nbackoff_multiplier = 2.0\nbackoff_max = \"1m\"\n",
     );
     agent.apply(
         "s.toml",
@@ -110,7 +110,7 @@ fn a_crash_loop_backs_off_exponentially_while_a_healthy_neighbour_recovers_fast(
     });
     let healthy = t.elapsed();
     // Let the crash loop run for a fixed window, then count its attempts.
-    let window = 8.0;
+    let window = 12.0;
     while since.elapsed().unwrap().as_secs_f64() < window + 1.0 {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -123,21 +123,22 @@ fn a_crash_loop_backs_off_exponentially_while_a_healthy_neighbour_recovers_fast(
         .collect();
     let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("crash starts at {t:?}, gaps {gaps:?}, healthy back in {healthy:?}");
-    // Schedule: delays d_i = 0.25·2^i with jitter up to +100%: attempts at
-    // 0, [.25,.5), [.75,1.5), [1.75,3.5), [3.75,7.5), [7.75,15.5) (+ a little per attempt).
+    // Schedule: delays d_i = 2^i s with jitter up to +100%: attempts at 0, [1,2), [3,6),
+    // [7,14), [15,30), plus each attempt's own latency (up to ~1.5 s on a loaded 2-core
+    // machine). The exact schedule is checked with a paused clock in src/daemon/tests.rs.
     assert!(
-        (4..=6).contains(&t.len()),
+        (3..=4).contains(&t.len()),
         "{} attempts in {window}s: {t:?}",
         t.len()
     );
     for (i, g) in gaps.iter().enumerate() {
-        let d = 0.25 * 2f64.powi(i as i32);
+        let d = 2f64.powi(i as i32);
         assert!(
             *g >= d * 0.95,
             "gap {i} = {g:.3}s is below the schedule's {d}s: {gaps:?}"
         );
         assert!(
-            *g < 2.0 * d + 0.6,
+            *g < 2.0 * d + 1.5,
             "gap {i} = {g:.3}s is above the schedule's {}s: {gaps:?}",
             2.0 * d
         );
