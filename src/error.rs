@@ -62,6 +62,22 @@ impl From<crate::config::ConfigError> for Failure {
     }
 }
 
+/// An error and its causes on one line, `a: b: c` ("connection refused" lives in a
+/// source), without repeating a cause its parent already quotes.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// A position in a text file, 1-based, for messages of the form `file:line:col: reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {

@@ -92,7 +92,7 @@ impl Acme {
         move |e| IssueError::Acme {
             url: self.directory_url.clone(),
             step,
-            reason: error_chain(&e),
+            reason: crate::error::chain(&e),
         }
     }
 
@@ -338,21 +338,6 @@ async fn why_invalid(order: &mut Order) -> String {
     } else {
         reasons.join("; ")
     }
-}
-
-/// An error and its causes, `a: b: c`, for messages that end up in `status`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// An HTTPS client trusting the system's roots and, when set, those of `ca_bundle`

@@ -245,10 +245,7 @@ impl Registry {
         })?;
         let out = read_services(&tx, None);
         drop(tx);
-        out.map_err(|e| match e {
-            ReadError::Sql(what, e) => self.sql(what, e),
-            ReadError::Json(what, e) => self.corrupt(what, e),
-        })
+        out.map_err(|e| e.at(&self.path))
     }
 
     pub fn service(&mut self, name: &str) -> Result<Option<Service>, RegistryError> {
@@ -259,10 +256,7 @@ impl Registry {
         })?;
         let out = read_services(&tx, Some(name));
         drop(tx);
-        out.map(|mut v| v.pop()).map_err(|e| match e {
-            ReadError::Sql(what, e) => self.sql(what, e),
-            ReadError::Json(what, e) => self.corrupt(what, e),
-        })
+        out.map(|mut v| v.pop()).map_err(|e| e.at(&self.path))
     }
 
     /// Writes the services of `files` in one transaction, after checking the rules that
@@ -281,14 +275,7 @@ impl Registry {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin write"))?;
-        let existing = read_services(&tx, None).map_err(|e| match e {
-            ReadError::Sql(what, e) => sql(what)(e),
-            ReadError::Json(what, e) => RegistryError::Corrupt {
-                path: path.clone(),
-                what,
-                reason: e.to_string(),
-            },
-        })?;
+        let existing = read_services(&tx, None).map_err(|e| e.at(&path))?;
         spec::check_registry_rules(&existing, files)?;
         let mut report = ApplyReport::default();
         let now = now_ms() as i64;
@@ -512,14 +499,7 @@ impl Registry {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin write"))?;
-        let services = read_services(&tx, None).map_err(|e| match e {
-            ReadError::Sql(what, e) => sql(what)(e),
-            ReadError::Json(what, e) => RegistryError::Corrupt {
-                path: path.clone(),
-                what,
-                reason: e.to_string(),
-            },
-        })?;
+        let services = read_services(&tx, None).map_err(|e| e.at(&path))?;
         let mut held: std::collections::BTreeSet<u16> = services
             .iter()
             .flat_map(|s| &s.components)
@@ -700,6 +680,20 @@ fn self_sql(path: &Path, what: &'static str, source: rusqlite::Error) -> Registr
 enum ReadError {
     Sql(&'static str, rusqlite::Error),
     Json(String, serde_json::Error),
+}
+
+impl ReadError {
+    /// The registry error for the file at `path`.
+    fn at(self, path: &Path) -> RegistryError {
+        match self {
+            ReadError::Sql(what, source) => self_sql(path, what, source),
+            ReadError::Json(what, e) => RegistryError::Corrupt {
+                path: path.to_path_buf(),
+                what,
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 fn insert_component(

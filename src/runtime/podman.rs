@@ -64,7 +64,7 @@ impl Podman {
             Docker::connect_with_unix(&self.socket, self.timeout.as_secs().max(1), &API_VERSION)
                 .map_err(|e| RuntimeError::Unavailable {
                     socket: self.socket.clone(),
-                    reason: error_chain(&e),
+                    reason: crate::error::chain(&e),
                 })?;
         *d = Some(docker.clone());
         Ok(docker)
@@ -95,25 +95,10 @@ impl Podman {
             }
             other => RuntimeError::Unavailable {
                 socket: self.socket.clone(),
-                reason: error_chain(&other),
+                reason: crate::error::chain(&other),
             },
         }
     }
-}
-
-/// The error and its causes on one line ("connection refused" lives in a source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn restart_policy(r: spec::RestartPolicy) -> RestartPolicy {
