@@ -76,7 +76,8 @@ fn apply_from_another_process_takes_effect_without_a_tick() {
         !podman.running("b")
     });
     agent.ok(&["remove", "b"]);
-    wait_for("b removed after remove", Duration::from_secs(5), || {
+    // (The removal waits for the stop still under way: sleep ignores SIGTERM.)
+    wait_for("b removed after remove", Duration::from_secs(20), || {
         podman.inspect("b").is_none()
     });
     assert!(podman.running("a"));
@@ -395,4 +396,47 @@ fn json_logs_carry_structured_fields_and_an_idle_daemon_is_quiet_at_info() {
     assert_eq!(v["fields"]["container"], "a", "{line}");
     assert_eq!(v["fields"]["action"], "create", "{line}");
     assert_eq!(v["level"], "INFO");
+}
+
+/// Conmon processes still running for containers of this podman's storage root.
+fn conmons_of(podman: &PrivatePodman) -> Vec<u32> {
+    let root = podman.root_dir().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains("conmon") && c.contains(&root)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_remove_right_after_a_stop_waits_for_it_and_leaves_no_process_behind() {
+    let podman = podman();
+    let agent = Agent::new(&podman, NO_TICK);
+    agent.apply("a.toml", &simple("a"));
+    agent.apply("b.toml", &simple("b"));
+    let _d = agent.start_daemon(&[]);
+    wait_for("a and b run", Duration::from_secs(20), || {
+        podman.running("a") && podman.running("b")
+    });
+    // busybox's sleep ignores SIGTERM: the stop takes podman's whole timeout, and the
+    // removal arrives while it is under way.
+    agent.ok(&["stop", "b"]);
+    std::thread::sleep(Duration::from_millis(500));
+    agent.ok(&["remove", "b"]);
+    wait_for("b removed", Duration::from_secs(30), || {
+        podman.inspect("b").is_none()
+    });
+    // Exactly one conmon is left: a's. A forced removal racing the stop used to leave
+    // b's process running with podman no longer knowing it.
+    wait_for("only a's conmon remains", Duration::from_secs(5), || {
+        conmons_of(&podman).len() == 1
+    });
+    assert!(podman.running("a"));
 }

@@ -63,11 +63,11 @@ pub struct Options {
     pub config_path: PathBuf,
 }
 
-/// An operation in flight: on a component, or (removals) on a container.
+/// An operation in flight: on a component (removals count for the component the
+/// container is labelled for), or the proxy or certificate task.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Slot {
     Component(ComponentKey),
-    Container(String),
     /// The one route sync with the proxy.
     Proxy,
     /// The one certificate check (and orders) after a route sync.
@@ -82,11 +82,11 @@ enum Outcome {
 }
 
 impl Slot {
+    /// A removal waits for an operation already running on the same component (a stop,
+    /// say): podman mishandles a forced removal racing a stop, and can lose track of a
+    /// container whose process keeps running.
     fn of(a: &Action) -> Slot {
-        match a {
-            Action::Remove { id, .. } => Slot::Container(id.clone()),
-            other => Slot::Component(other.key().clone()),
-        }
+        Slot::Component(a.key().clone())
     }
 }
 
@@ -107,6 +107,8 @@ pub struct Daemon<R: Runtime + 'static> {
     book: Book,
     backoffs: Backoffs,
     inflight: HashSet<Slot>,
+    /// Components a pass had work for while an operation on them was under way.
+    deferred: HashSet<Slot>,
     tasks: JoinSet<TaskResult>,
     permits: Arc<Semaphore>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -175,6 +177,7 @@ impl<R: Runtime + 'static> Daemon<R> {
             desired: Vec::new(),
             specs: HashMap::new(),
             inflight: HashSet::new(),
+            deferred: HashSet::new(),
             tasks: JoinSet::new(),
             status: BTreeMap::new(),
             podman_up: false,
@@ -328,6 +331,10 @@ impl<R: Runtime + 'static> Daemon<R> {
                 match services {
                     Ok(s) => {
                         tracing::debug!(trigger = "registry", "registry changed");
+                        // What is under way was planned from the old desired state:
+                        // look again when each operation is done.
+                        let busy: Vec<Slot> = self.inflight.iter().cloned().collect();
+                        self.deferred.extend(busy);
                         self.set_services(&s);
                         self.dirty = true;
                     }
@@ -388,6 +395,8 @@ impl<R: Runtime + 'static> Daemon<R> {
         for a in p.actions {
             let slot = Slot::of(&a);
             if self.inflight.contains(&slot) {
+                // Planned again once the operation under way is done.
+                self.deferred.insert(slot);
                 continue;
             }
             if let Action::Wait { key, until, .. } = &a {
@@ -602,6 +611,9 @@ impl<R: Runtime + 'static> Daemon<R> {
 
     fn on_done(&mut self, slot: Slot, result: Result<ComponentReport, RemovalReport>) {
         self.inflight.remove(&slot);
+        if self.deferred.remove(&slot) {
+            self.dirty = true;
+        }
         match result {
             Err(r) => match &r.error {
                 None => tracing::info!(

@@ -214,3 +214,32 @@ async fn shutdown_cancels_operations_that_outlast_the_drain_timeout() {
         "{took:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn work_planned_during_an_operation_is_done_when_it_finishes() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().op_delay = Duration::from_secs(5);
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        rt,
+    )
+    .await;
+    // While the create and start (5 s each) are under way, the service is removed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other.remove("s").unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(11) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No event and no resync tick (1 h) came: the removal still happened.
+    assert!(
+        h.rt.by_name("s-ok").is_none(),
+        "the container outlived its service: list {} create {} remove {}",
+        h.rt.calls("list"),
+        h.rt.calls("create"),
+        h.rt.calls("remove")
+    );
+    assert_eq!(h.rt.calls("remove"), 1);
+    h.stop().await;
+}

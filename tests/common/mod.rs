@@ -307,6 +307,23 @@ impl PrivatePodman {
     }
 }
 
+/// Pids of conmon processes whose command line names a path under `dir`.
+fn conmons_under(dir: &Path) -> Vec<u32> {
+    let dir = dir.display().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("conmon") && c.contains(&dir)
+            })
+        })
+        .collect()
+}
+
 impl Drop for PrivatePodman {
     fn drop(&mut self) {
         let mut errors: Vec<String> = Vec::new();
@@ -343,6 +360,23 @@ impl Drop for PrivatePodman {
             if let Err(e) = stop_child(&mut child) {
                 errors.push(e);
             }
+        }
+
+        // A container podman lost track of keeps its conmon (and process) alive: end
+        // them, children first (they are this test's, found by its storage root).
+        for pid in conmons_under(&self.path) {
+            errors.push(format!("conmon {pid} outlived `podman rm -af`: killed"));
+            let kids = Command::new("pgrep")
+                .args(["-P", &pid.to_string()])
+                .output();
+            if let Ok(out) = kids {
+                for kid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", kid]).status();
+                }
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
 
         // Nothing may stay mounted under the directory; unmount deepest first.
