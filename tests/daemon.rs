@@ -440,3 +440,35 @@ fn a_remove_right_after_a_stop_waits_for_it_and_leaves_no_process_behind() {
     });
     assert!(podman.running("a"));
 }
+
+#[test]
+fn a_second_signal_exits_at_once_while_the_first_drains() {
+    let podman = podman();
+    let agent = Agent::new(&podman, NO_TICK);
+    agent.apply("a.toml", &simple("a"));
+    let mut d = agent.start_daemon(&[]);
+    wait_for("a runs", Duration::from_secs(20), || podman.running("a"));
+    // A stop that takes podman's 10 s timeout (sleep ignores SIGTERM) is in flight.
+    agent.ok(&["stop", "a"]);
+    wait_for("the stop is under way", Duration::from_secs(5), || {
+        d.log().contains("registry changed")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal("TERM");
+    wait_for("draining", Duration::from_secs(5), || {
+        d.log().contains("stopping: finishing in-flight operations")
+    });
+    let t = Instant::now();
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(3)),
+        Some(143),
+        "{}",
+        d.log()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}
