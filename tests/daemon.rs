@@ -472,3 +472,32 @@ fn a_second_signal_exits_at_once_while_the_first_drains() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_crash_of_the_containers_process_is_noticed_at_once() {
+    let podman = podman();
+    let agent = Agent::new(&podman, NO_TICK);
+    agent.apply("a.toml", &simple("a"));
+    let _d = agent.start_daemon(&[]);
+    wait_for("a runs", Duration::from_secs(20), || podman.running("a"));
+    // Let the first bring-up's backoff step pass: this is a one-off crash.
+    std::thread::sleep(Duration::from_millis(2500));
+    // A crash is not `podman kill` (which emits a `kill` event): the process dies on
+    // its own, and podman reports only its death.
+    let pid = podman.inspect("a").unwrap()["State"]["Pid"]
+        .as_i64()
+        .unwrap();
+    let t = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("a died", Duration::from_secs(5), || !podman.running("a"));
+    wait_for(
+        "a running again after its crash",
+        Duration::from_secs(5),
+        || podman.running("a"),
+    );
+    eprintln!("running again {:?} after the crash", t.elapsed());
+}

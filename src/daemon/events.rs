@@ -64,7 +64,11 @@ pub async fn watch(socket: String, tx: mpsc::Sender<Trigger>) {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs().saturating_sub(1));
-        let filters = HashMap::from([("type", vec!["container"]), ("event", ACTIONS.to_vec())]);
+        // Podman 4.3 filters on its own status names, in which a death is `died` (it
+        // reports it as `die`): without it a crash is never delivered.
+        let mut wanted = ACTIONS.to_vec();
+        wanted.push("died");
+        let filters = HashMap::from([("type", vec!["container"]), ("event", wanted)]);
         let opts = EventsOptionsBuilder::new()
             .since(&since.to_string())
             .filters(&filters)

@@ -101,6 +101,8 @@ pub struct Daemon<R: Runtime + 'static> {
     writer: writer::StatusWriter,
     notifier: Notifier,
     data_version: i64,
+    /// The desired-state generation the cached services belong to.
+    generation: i64,
     services: Vec<Service>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
@@ -109,6 +111,8 @@ pub struct Daemon<R: Runtime + 'static> {
     inflight: HashSet<Slot>,
     /// Components a pass had work for while an operation on them was under way.
     deferred: HashSet<Slot>,
+    /// The container each component's last bring-up started.
+    brought_up: HashMap<ComponentKey, String>,
     tasks: JoinSet<TaskResult>,
     permits: Arc<Semaphore>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -143,6 +147,7 @@ impl<R: Runtime + 'static> Daemon<R> {
         certs::check_modes(&config).map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
         let writer = writer::StatusWriter::start(Registry::open(&config.database.path)?);
         let data_version = reader.data_version()?;
+        let generation = reader.generation()?;
         let mut services = reader.services()?;
         if routes::unallocated(&services) && routes::allocate(&mut reader, &config)? {
             services = reader.services()?;
@@ -173,11 +178,13 @@ impl<R: Runtime + 'static> Daemon<R> {
             writer,
             notifier: Notifier::from_env(),
             data_version,
+            generation,
             services: Vec::new(),
             desired: Vec::new(),
             specs: HashMap::new(),
             inflight: HashSet::new(),
             deferred: HashSet::new(),
+            brought_up: HashMap::new(),
             tasks: JoinSet::new(),
             status: BTreeMap::new(),
             podman_up: false,
@@ -302,6 +309,19 @@ impl<R: Runtime + 'static> Daemon<R> {
                 if ev.action == "die" {
                     self.book.died_at.insert(ev.id.clone(), Instant::now());
                 }
+                // Someone removed the container the agent last brought up: that was not
+                // a failed attempt, so its replacement need not wait out the backoff.
+                if ev.action == "remove" {
+                    let key = self
+                        .brought_up
+                        .iter()
+                        .find(|(_, id)| **id == ev.id)
+                        .map(|(k, _)| k.clone());
+                    if let Some(key) = key {
+                        self.brought_up.remove(&key);
+                        self.book.retry_at.remove(&key);
+                    }
+                }
                 tracing::debug!(
                     trigger = "event",
                     action = %ev.action,
@@ -318,6 +338,13 @@ impl<R: Runtime + 'static> Daemon<R> {
             Ok(v) if v == self.data_version => {}
             Ok(v) => {
                 self.data_version = v;
+                // Status writes (ours included) change data_version too: reload only
+                // when the desired state moved.
+                match self.reader.generation() {
+                    Ok(g) if g == self.generation => return,
+                    Ok(g) => self.generation = g,
+                    Err(e) => tracing::warn!(error = %e, "cannot read the registry generation"),
+                }
                 let services = match self.reader.services() {
                     Ok(s) if routes::unallocated(&s) => {
                         match routes::allocate(&mut self.reader, &self.config) {
@@ -636,6 +663,14 @@ impl<R: Runtime + 'static> Daemon<R> {
                 if brought_up && !matches!(r.status, Status::ImageMissing | Status::Conflict) {
                     let next = self.backoffs.attempted(&r.key, now);
                     self.book.retry_at.insert(r.key.clone(), next);
+                    match (&r.container_id, r.status) {
+                        (Some(id), Status::Running) => {
+                            self.brought_up.insert(r.key.clone(), id.clone());
+                        }
+                        _ => {
+                            self.brought_up.remove(&r.key);
+                        }
+                    }
                     if r.status == Status::Failed {
                         self.schedule(next);
                     }

@@ -243,3 +243,62 @@ async fn work_planned_during_an_operation_is_done_when_it_finishes() {
     assert_eq!(h.rt.calls("remove"), 1);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn status_writes_do_not_make_the_daemon_reload_or_pass_again() {
+    let h = start(SERVICE, FakeRuntime::with_images(&["img"])).await;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One pass brought both components up; the status written for them (on the status
+    // writer's connection, which changes data_version) planned nothing more.
+    assert!(h.rt.by_name("s-ok").is_some());
+    assert_eq!(h.rt.calls("list"), 1);
+    // A change of the desired state still does.
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other
+        .set_desired("s", Some("ok"), crate::spec::DesiredState::Stopped)
+        .unwrap();
+    let t = Instant::now();
+    while h.rt.calls("list") < 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the change was not picked up"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_removed_by_someone_is_replaced_without_waiting_out_the_backoff() {
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        FakeRuntime::with_images(&["img"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = h.rt.by_name("s-ok").unwrap();
+    // Removed 0.1 s after its bring-up, well inside the first backoff step (1-2 s).
+    h.rt.remove(&c.actual.id).await.unwrap();
+    let removed = Instant::now();
+    h.triggers
+        .send(Trigger::Event(Event {
+            action: "remove".into(),
+            id: c.actual.id.clone(),
+            name: "s-ok".into(),
+            labels: c.actual.labels.clone(),
+            time: std::time::SystemTime::now(),
+        }))
+        .await
+        .unwrap();
+    while h.rt.by_name("s-ok").is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            removed.elapsed() < Duration::from_millis(500),
+            "waited for the backoff"
+        );
+    }
+    h.stop().await;
+}

@@ -236,6 +236,18 @@ impl Registry {
             .map_err(|e| self.sql("read data_version", e))
     }
 
+    /// Counts changes to the desired state (services, components, routes), not to
+    /// status: the daemon reloads only when it moves.
+    pub fn generation(&self) -> Result<i64, RegistryError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM desired_generation WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql("read generation", e))
+    }
+
     /// Every service, in one read transaction.
     pub fn services(&mut self) -> Result<Vec<Service>, RegistryError> {
         let tx = self.conn.transaction().map_err(|e| RegistryError::Sql {

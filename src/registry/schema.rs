@@ -71,6 +71,32 @@ CREATE TABLE cert_status (
     next_retry_ms  INTEGER,
     updated_ms     INTEGER NOT NULL
 ) STRICT;
+"#, // 3 -> 4: a counter of desired-state changes, kept by triggers, so the daemon can
+    // tell them from status writes (both change PRAGMA data_version).
+    r#"
+CREATE TABLE desired_generation (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    value  INTEGER NOT NULL
+) STRICT;
+INSERT INTO desired_generation (id, value) VALUES (1, 0);
+CREATE TRIGGER desired_services_insert AFTER INSERT ON services
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_services_update AFTER UPDATE ON services
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_services_delete AFTER DELETE ON services
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_components_insert AFTER INSERT ON components
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_components_update AFTER UPDATE ON components
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_components_delete AFTER DELETE ON components
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_routes_insert AFTER INSERT ON routes
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_routes_update AFTER UPDATE OF name, port, mode, hostname, host_port ON routes
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_routes_delete AFTER DELETE ON routes
+BEGIN UPDATE desired_generation SET value = value + 1; END;
 "#,
 ];
 
