@@ -275,18 +275,10 @@ impl Registry {
     /// span the registry. Route host ports already allocated are kept.
     pub fn apply(&mut self, files: &[ServiceFile]) -> Result<ApplyReport, ChangeError> {
         let path = self.path.clone();
-        let sql = |what: &'static str| {
-            let path = path.clone();
-            move |source| RegistryError::Sql {
-                path: path.clone(),
-                what,
-                source,
-            }
-        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("begin write"))?;
+            .map_err(|e| self_sql(&path, "begin write", e))?;
         let existing = read_services(&tx, None).map_err(|e| e.at(&path))?;
         spec::check_registry_rules(&existing, files)?;
         let mut report = ApplyReport::default();
@@ -318,18 +310,19 @@ impl Registry {
                 Some(_) => report.updated.push(s.name.clone()),
             }
             tx.execute("DELETE FROM components WHERE service = ?1", [&s.name])
-                .map_err(sql("delete old components"))?;
+                .map_err(|e| self_sql(&path, "delete old components", e))?;
             tx.execute(
                 "INSERT INTO services (name, active, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET active = excluded.active, updated_ms = excluded.updated_ms",
                 params![s.name, s.active, now],
             )
-            .map_err(sql("write service"))?;
+            .map_err(|e| self_sql(&path, "write service", e))?;
             for (pos, c) in incoming.components.iter().enumerate() {
-                insert_component(&tx, &s.name, pos, c).map_err(sql("write component"))?;
+                insert_component(&tx, &s.name, pos, c)
+                    .map_err(|e| self_sql(&path, "write component", e))?;
             }
         }
-        tx.commit().map_err(sql("commit"))?;
+        tx.commit().map_err(|e| self_sql(&path, "commit", e))?;
         Ok(report)
     }
 
@@ -499,18 +492,10 @@ impl Registry {
         is_free: &mut dyn FnMut(u16) -> bool,
     ) -> Result<(Vec<Allocation>, Vec<Unallocated>), RegistryError> {
         let path = self.path.clone();
-        let sql = |what: &'static str| {
-            let path = path.clone();
-            move |source| RegistryError::Sql {
-                path: path.clone(),
-                what,
-                source,
-            }
-        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("begin write"))?;
+            .map_err(|e| self_sql(&path, "begin write", e))?;
         let services = read_services(&tx, None).map_err(|e| e.at(&path))?;
         let mut held: std::collections::BTreeSet<u16> = services
             .iter()
@@ -534,7 +519,7 @@ impl Registry {
                                 "UPDATE routes SET host_port = ?1 WHERE service = ?2 AND component = ?3 AND name = ?4",
                                 params![port as i64, key.service, key.component, r.name],
                             )
-                            .map_err(sql("store host port"))?;
+                            .map_err(|e| self_sql(&path, "store host port", e))?;
                             held.insert(port);
                             done.push(Allocation {
                                 key,
@@ -552,7 +537,7 @@ impl Registry {
                 }
             }
         }
-        tx.commit().map_err(sql("commit"))?;
+        tx.commit().map_err(|e| self_sql(&path, "commit", e))?;
         Ok((done, failed))
     }
 
