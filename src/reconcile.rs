@@ -327,6 +327,11 @@ pub async fn run_action<R: Runtime>(
                     r.recovered = true;
                     r
                 }
+                // Removed by someone else between the list and the start (an outside
+                // `rm -f` races its own `die` event): bring up a new one instead.
+                Err(RuntimeError::NotFound(_)) => {
+                    bring_up_report(rt, key, None, spec, node, "create").await
+                }
                 Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
             })
         }

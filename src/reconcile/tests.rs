@@ -211,3 +211,23 @@ async fn env_values_never_reach_reports() {
     let text = format!("{r:?} {:?}", r.action_lines());
     assert!(!text.contains("s3cret-value"), "{text}");
 }
+
+#[tokio::test]
+async fn a_container_removed_between_the_list_and_its_start_is_created_instead() {
+    // An outside `rm -f` races its own `die` event: the pass saw the container exited,
+    // and it is gone by the time of the start.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let c = comp("web", "img:1");
+    let spec = ContainerSpec::build(NODE, "shop", &c);
+    let key = ComponentKey::new("shop", "web");
+    let a = Action::Start {
+        key: key.clone(),
+        id: "vanished".into(),
+        strays: vec![],
+    };
+    let r = run_action(&rt, a, Some(&spec), NODE).await.unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(r.verb, Some("create"));
+    assert!(r.recovered);
+    assert_eq!(rt.by_name("shop-web").unwrap().actual.state, State::Running);
+}

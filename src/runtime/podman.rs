@@ -84,7 +84,9 @@ impl Podman {
                     RuntimeError::NameInUse {
                         name: message.clone(),
                     }
-                } else if status_code == 404 {
+                } else if status_code == 404 || message.contains("no such container") {
+                    // Podman 4.3 answers 500 "... does not exist in database: no such
+                    // container" when the container vanished mid-operation (a racing rm).
                     RuntimeError::NotFound(message)
                 } else {
                     RuntimeError::Api(format!("{status_code}: {}", message.trim()))
