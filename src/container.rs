@@ -2,6 +2,7 @@
 //! injected env, published ports, and the spec hash that detects drift.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -119,13 +120,15 @@ impl ContainerSpec {
     }
 }
 
-/// What the labels of a container say about who owns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
+/// What the labels of a container say about who owns it; borrowed from the labels, so
+/// reading it allocates nothing (the plan reads it for every listed container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
     /// Ours: created by this agent on this node, for this component.
     Ours {
-        key: ComponentKey,
-        spec_hash: String,
+        service: &'a str,
+        component: &'a str,
+        spec_hash: &'a str,
     },
     /// Labelled managed but by another node's agent, or with labels we cannot read.
     Foreign,
@@ -133,18 +136,48 @@ pub enum Owner {
     Unmanaged,
 }
 
-pub fn owner(labels: &BTreeMap<String, String>, node: &str) -> Owner {
-    if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
+impl Owner<'_> {
+    /// The component, when ours.
+    pub fn key(&self) -> Option<ComponentKey> {
+        match *self {
+            Owner::Ours {
+                service, component, ..
+            } => Some(ComponentKey::new(service, component)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is ours and for `key`.
+    pub fn is_for(&self, key: &ComponentKey) -> bool {
+        matches!(*self, Owner::Ours { service, component, .. }
+            if service == key.service && component == key.component)
+    }
+}
+
+pub fn owner<'a>(labels: &'a BTreeMap<String, String>, node: &str) -> Owner<'a> {
+    // One descent to the `mcp.` labels, then a walk over them in order: the plan calls this
+    // for every listed container, and separate lookups would walk the map five times.
+    let (mut managed, mut n, mut service, mut component, mut hash) = (None, None, None, None, None);
+    let from = (Bound::Included("mcp."), Bound::Unbounded);
+    for (k, v) in labels.range::<str, _>(from) {
+        match k.as_str() {
+            LABEL_MANAGED => managed = Some(v.as_str()),
+            LABEL_NODE => n = Some(v.as_str()),
+            LABEL_SERVICE => service = Some(v.as_str()),
+            LABEL_COMPONENT => component = Some(v.as_str()),
+            LABEL_SPEC_HASH => hash = Some(v.as_str()),
+            k if !k.starts_with("mcp.") => break,
+            _ => {}
+        }
+    }
+    if managed != Some("true") {
         return Owner::Unmanaged;
     }
-    match (
-        labels.get(LABEL_NODE),
-        labels.get(LABEL_SERVICE),
-        labels.get(LABEL_COMPONENT),
-    ) {
-        (Some(n), Some(s), Some(c)) if n == node => Owner::Ours {
-            key: ComponentKey::new(s.clone(), c.clone()),
-            spec_hash: labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default(),
+    match (n, service, component) {
+        (Some(n), Some(service), Some(component)) if n == node => Owner::Ours {
+            service,
+            component,
+            spec_hash: hash.unwrap_or(""),
         },
         _ => Owner::Foreign,
     }
@@ -178,8 +211,9 @@ mod tests {
         assert_eq!(
             owner(&s.labels, "n1"),
             Owner::Ours {
-                key: ComponentKey::new("shop", "web"),
-                spec_hash: s.spec_hash().to_string()
+                service: "shop",
+                component: "web",
+                spec_hash: s.spec_hash()
             }
         );
         assert_eq!(owner(&s.labels, "n2"), Owner::Foreign);

@@ -147,15 +147,19 @@ pub struct Plan {
 /// labelled ours (same node) that no desired component claims is removed, and no container
 /// without our labels is ever removed, stopped or replaced.
 pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now: Instant) -> Plan {
-    let by_name: HashMap<&str, &Actual> = actual.iter().map(|a| (a.name.as_str(), a)).collect();
-    let mut claimed: HashSet<&str> = HashSet::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(actual.len());
+    for (i, a) in actual.iter().enumerate() {
+        by_name.insert(a.name.as_str(), i);
+    }
+    // Listed containers claimed by name by a desired component, by position in `actual`.
+    let mut claimed = vec![false; actual.len()];
     let mut out = Plan::default();
 
     for d in desired {
-        let holder = by_name.get(d.container_name.as_str()).copied();
-        if let Some(h) = holder {
-            claimed.insert(h.id.as_str());
-        }
+        let holder = by_name.get(d.container_name.as_str()).map(|&i| {
+            claimed[i] = true;
+            &actual[i]
+        });
         let action = match holder {
             None => match d.state {
                 DesiredState::Running => Some(Action::Create {
@@ -173,8 +177,8 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
                     key: d.key.clone(),
                     id: h.id.clone(),
                 }),
-                Owner::Ours { key, spec_hash } => {
-                    let drift = if key != d.key {
+                o @ Owner::Ours { spec_hash, .. } => {
+                    let drift = if !o.is_for(&d.key) {
                         Some(Drift::Stale)
                     } else if spec_hash != d.spec_hash {
                         Some(Drift::SpecChanged)
@@ -193,30 +197,26 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
     // Containers of ours that no desired component claims by name. Those labelled for a
     // wanted component (a leftover of another name) go with that component's own action,
     // so no component ever gets two; while it waits or is in conflict they stay for now.
-    let acting: HashMap<ComponentKey, usize> = out
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.key().clone(), i))
-        .collect();
-    let in_sync: HashSet<&ComponentKey> = out.in_sync.iter().map(|(k, ..)| k).collect();
-    let wanted: HashSet<&ComponentKey> = desired.iter().map(|d| &d.key).collect();
+    // The lookup tables are built only if such a container exists: in a steady pass every
+    // listed container of ours is claimed, and the tables would be most of the work.
+    let mut tables: Option<Tables> = None;
     let mut orphans: BTreeMap<&str, Action> = BTreeMap::new();
     let mut strays: Vec<(usize, String)> = Vec::new();
-    for a in actual {
-        if claimed.contains(a.id.as_str()) {
-            continue;
-        }
-        let Owner::Ours { key, .. } = owner(&a.labels, node) else {
+    for (a, _) in actual.iter().zip(&claimed).filter(|(_, &c)| !c) {
+        let o = owner(&a.labels, node);
+        let Some(key) = o.key() else {
             continue;
         };
-        if wanted.contains(&key) && !in_sync.contains(&key) {
-            if let Some(&i) = acting.get(&key) {
+        let t = tables.get_or_insert_with(|| Tables::new(desired, &out));
+        let wanted = t.wanted.contains(&key);
+        let acting = t.acting.get(&key).copied();
+        if wanted && !t.in_sync.contains(&key) {
+            if let Some(i) = acting {
                 strays.push((i, a.id.clone()));
             }
             continue;
         }
-        if wanted.contains(&key) && acting.contains_key(&key) {
+        if wanted && acting.is_some() {
             continue;
         }
         orphans.insert(
@@ -235,6 +235,29 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
     }
     out.actions.extend(orphans.into_values());
     out
+}
+
+/// The plan's components by role, for placing unclaimed containers of ours.
+struct Tables<'a> {
+    /// Component → index of its action.
+    acting: HashMap<&'a ComponentKey, usize>,
+    in_sync: HashSet<&'a ComponentKey>,
+    wanted: HashSet<&'a ComponentKey>,
+}
+
+impl<'a> Tables<'a> {
+    fn new(desired: &'a [Desired], out: &'a Plan) -> Tables<'a> {
+        Tables {
+            acting: out
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.key(), i))
+                .collect(),
+            in_sync: out.in_sync.iter().map(|(k, ..)| k).collect(),
+            wanted: desired.iter().map(|d| &d.key).collect(),
+        }
+    }
 }
 
 fn plan_owned(
