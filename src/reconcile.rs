@@ -1,7 +1,7 @@
 //! One reconcile pass (DESIGN §4): desired state from the registry, one list of the actual
 //! containers, the pure plan, then its execution with bounded concurrency.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use futures_util::stream::{self, StreamExt};
@@ -228,10 +228,17 @@ pub async fn execute<R: Runtime>(
             until: None,
         });
     }
+    let names = StorageNames::default();
+    for a in &p.actions {
+        if let (Action::Create { .. }, Some(spec)) = (a, specs.get(a.key())) {
+            names.add(&spec.name);
+        }
+    }
+    let names = &names;
     let results: Vec<Result<ComponentReport, RemovalReport>> = stream::iter(p.actions)
         .map(|a| {
             let spec = specs.get(a.key());
-            run_action(rt, a, spec, node)
+            run_action(rt, a, spec, node, names)
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -259,13 +266,74 @@ impl From<RuntimeError> for Fail {
     }
 }
 
+/// Names held by container storage after podman's database was lost, freed with one CLI
+/// call for a whole pass instead of one per container (a podman process start each): the
+/// first create of the pass that finds its name held there frees, with its own, the names
+/// of every create of the pass not yet attempted that the API cannot see either (after a
+/// database loss, that is all of them). Those creates wait for that call; a name is never
+/// freed while a create of ours for it is under way.
+#[derive(Debug, Default)]
+pub struct StorageNames {
+    /// Names of the pass's creates not yet attempted.
+    pending: std::sync::Mutex<BTreeSet<String>>,
+    /// Names freed this pass; its lock is held for the duration of a batch.
+    freed: tokio::sync::Mutex<HashSet<String>>,
+}
+
+/// Names per CLI call, to keep the argv short.
+const NAMES_PER_CALL: usize = 100;
+
+impl StorageNames {
+    /// A create of this pass, not yet attempted.
+    pub fn add(&self, name: &str) {
+        self.pending.lock().unwrap().insert(name.to_string());
+    }
+
+    /// Called before a create of `name`: takes it off the pending names, or, if a batch
+    /// already took it, waits until that batch is done.
+    async fn before_create(&self, name: &str) {
+        if !self.pending.lock().unwrap().remove(name) {
+            drop(self.freed.lock().await);
+        }
+    }
+
+    /// Frees `name` (held by storage, invisible to the API) and every pending name that
+    /// the API cannot see either.
+    async fn free<R: Runtime>(&self, rt: &R, name: &str) -> Result<(), RuntimeError> {
+        let mut freed = self.freed.lock().await;
+        if freed.contains(name) {
+            return Ok(());
+        }
+        let others: Vec<String> = std::mem::take(&mut *self.pending.lock().unwrap())
+            .into_iter()
+            .collect();
+        let mut batch = vec![name.to_string()];
+        for chunk in others.chunks(16) {
+            let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.labels_of(n))).await;
+            for (n, labels) in chunk.iter().zip(seen) {
+                // A name the API shows now is someone's container: never freed by name.
+                if labels?.is_none() {
+                    batch.push(n.clone());
+                }
+            }
+        }
+        for chunk in batch.chunks(NAMES_PER_CALL) {
+            rt.free_storage_names(chunk).await?;
+            freed.extend(chunk.iter().cloned());
+        }
+        Ok(())
+    }
+}
+
 /// Carries out one action; `spec` is the desired container of the action's component
-/// (needed by create and recreate). A removal reports as `Err`.
+/// (needed by create and recreate), `names` the pass's creates (see [`StorageNames`]).
+/// A removal reports as `Err`.
 pub async fn run_action<R: Runtime>(
     rt: &R,
     a: Action,
     spec: Option<&ContainerSpec>,
     node: &str,
+    names: &StorageNames,
 ) -> Result<ComponentReport, RemovalReport> {
     let verb = a.verb();
     let done = |key: ComponentKey, status: Status, detail: Option<String>, id: Option<String>| {
@@ -330,13 +398,13 @@ pub async fn run_action<R: Runtime>(
                 // Removed by someone else between the list and the start (an outside
                 // `rm -f` races its own `die` event): bring up a new one instead.
                 Err(RuntimeError::NotFound(_)) => {
-                    bring_up_report(rt, key, None, spec, node, "create").await
+                    bring_up_report(rt, key, None, spec, node, "create", names).await
                 }
                 Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
             })
         }
         Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
-            Ok(()) => bring_up_report(rt, key, None, spec, node, verb).await,
+            Ok(()) => bring_up_report(rt, key, None, spec, node, verb, names).await,
             Err(e) => done(key, Status::Failed, Some(e.to_string()), None),
         }),
         Action::Recreate {
@@ -345,7 +413,7 @@ pub async fn run_action<R: Runtime>(
             strays,
             ..
         } => Ok(match remove_strays(rt, &strays).await {
-            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb).await,
+            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb, names).await,
             Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(old_id)),
         }),
     }
@@ -369,6 +437,7 @@ async fn bring_up_report<R: Runtime>(
     spec: Option<&ContainerSpec>,
     node: &str,
     verb: &'static str,
+    names: &StorageNames,
 ) -> ComponentReport {
     let Some(spec) = spec else {
         return ComponentReport {
@@ -382,7 +451,7 @@ async fn bring_up_report<R: Runtime>(
             until: None,
         };
     };
-    let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node).await {
+    let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node, names).await {
         Ok(id) => (Status::Running, None, Some(id), true),
         Err(Fail::ImageMissing(image)) => (
             Status::ImageMissing,
@@ -422,6 +491,7 @@ async fn bring_up<R: Runtime>(
     spec: &ContainerSpec,
     old: Option<&str>,
     node: &str,
+    names: &StorageNames,
 ) -> Result<String, Fail> {
     if !rt.image_exists(&spec.image).await? {
         return Err(Fail::ImageMissing(spec.image.clone()));
@@ -433,6 +503,7 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
+    names.before_create(&spec.name).await;
     let id = match rt.create(spec).await {
         Ok(id) => id,
         Err(RuntimeError::NameInUse { .. }) => {
@@ -448,7 +519,7 @@ async fn bring_up<R: Runtime>(
                 },
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
-                None => rt.free_storage_name(&spec.name).await?,
+                None => names.free(rt, &spec.name).await?,
             }
             rt.create(spec).await?
         }

@@ -419,6 +419,7 @@ impl<R: Runtime + 'static> Daemon<R> {
             };
             self.note(&key, status, None, (!id.is_empty()).then_some(id), false);
         }
+        let names = Arc::new(reconcile::StorageNames::default());
         for a in p.actions {
             let slot = Slot::of(&a);
             if self.inflight.contains(&slot) {
@@ -433,13 +434,17 @@ impl<R: Runtime + 'static> Daemon<R> {
                 continue;
             }
             let spec = self.specs.get(a.key()).cloned();
+            if let (Action::Create { .. }, Some(spec)) = (&a, &spec) {
+                names.add(&spec.name);
+            }
+            let names = names.clone();
             let rt = self.rt.clone();
             let permits = self.permits.clone();
             let node = self.config.agent.node.clone();
             self.inflight.insert(slot.clone());
             self.tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let r = reconcile::run_action(&*rt, a, spec.as_ref(), &node).await;
+                let r = reconcile::run_action(&*rt, a, spec.as_ref(), &node, &names).await;
                 (slot, Outcome::Op(r))
             });
         }

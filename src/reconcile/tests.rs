@@ -94,7 +94,7 @@ async fn a_name_held_by_storage_is_freed_with_the_cli_and_the_create_retried() {
     rt.state.lock().unwrap().storage_names = BTreeSet::from(["shop-web".to_string()]);
     let r = once(&rt, &[svc("shop", vec![comp("web", "img:1")])]).await;
     assert_eq!(r.summary().recovered, 1, "{r:?}");
-    assert_eq!(rt.calls("free_storage_name"), 1);
+    assert_eq!(rt.calls("free_storage_names"), 1);
     assert_eq!(rt.calls("create"), 2);
 }
 
@@ -225,9 +225,33 @@ async fn a_container_removed_between_the_list_and_its_start_is_created_instead()
         id: "vanished".into(),
         strays: vec![],
     };
-    let r = run_action(&rt, a, Some(&spec), NODE).await.unwrap();
+    let r = run_action(&rt, a, Some(&spec), NODE, &StorageNames::default())
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::Running, "{r:?}");
     assert_eq!(r.verb, Some("create"));
     assert!(r.recovered);
     assert_eq!(rt.by_name("shop-web").unwrap().actual.state, State::Running);
+}
+
+#[tokio::test]
+async fn names_held_by_storage_are_freed_in_one_call_per_pass() {
+    // After podman's database loss every name is held by storage and the API lists nothing.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let comps: Vec<Component> = (0..20).map(|i| comp(&format!("c{i}"), "img:1")).collect();
+    rt.state.lock().unwrap().storage_names = (0..20)
+        .map(|i| format!("shop-c{i}"))
+        .collect::<BTreeSet<_>>();
+    // One name the API can see (not ours), which must never be freed by name.
+    rt.insert("shop-c7", State::Running, BTreeMap::new());
+    let r = once(&rt, &[svc("shop", comps)]).await;
+    assert_eq!(r.summary().recovered, 19, "{r:?}");
+    assert_eq!(r.summary().failed, 1, "{r:?}");
+    let freed = rt.state.lock().unwrap().freed_per_call.clone();
+    // The first create to find its name held frees the pass's other pending names with
+    // it; creates already in flight (at most `concurrency` = 4) may each free their own.
+    assert!(freed.len() <= 4, "{freed:?}");
+    assert_eq!(freed.iter().sum::<usize>(), 19, "{freed:?}");
+    assert!(rt.by_name("shop-c7").unwrap().actual.labels.is_empty());
+    assert!(rt.state.lock().unwrap().storage_names.contains("shop-c7"));
 }

@@ -22,6 +22,8 @@ pub struct FakeState {
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
+    /// How many names each `free_storage_names` call was given.
+    pub freed_per_call: Vec<usize>,
     /// Containers of these names exit as soon as they are started.
     pub crashing: BTreeSet<String>,
     pub calls: HashMap<&'static str, u64>,
@@ -234,9 +236,12 @@ impl Runtime for FakeRuntime {
         Ok(find_id(&st, name).map(|id| st.containers[&id].actual.labels.clone()))
     }
 
-    async fn free_storage_name(&self, name: &str) -> Result<()> {
-        let mut st = self.enter("free_storage_name")?;
-        st.storage_names.remove(name);
+    async fn free_storage_names(&self, names: &[String]) -> Result<()> {
+        let mut st = self.enter("free_storage_names")?;
+        for name in names {
+            st.storage_names.remove(name);
+        }
+        st.freed_per_call.push(names.len());
         Ok(())
     }
 }

@@ -114,7 +114,8 @@ pub trait Runtime: Send + Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>>> + Send;
-    /// Frees a name held by container storage after podman's database was lost: the one
-    /// case the API cannot handle (`<cli> rm --force NAME`, argv, no shell).
-    fn free_storage_name(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Frees names held by container storage after podman's database was lost: the one
+    /// case the API cannot handle (`<cli> rm --force --ignore NAME…`, argv, no shell; a
+    /// name that nothing holds is no error).
+    fn free_storage_names(&self, names: &[String]) -> impl Future<Output = Result<()>> + Send;
 }

@@ -278,32 +278,36 @@ impl Runtime for Podman {
         }
     }
 
-    async fn free_storage_name(&self, name: &str) -> Result<()> {
+    async fn free_storage_names(&self, names: &[String]) -> Result<()> {
         let (prog, prefix) = self
             .cli
             .split_first()
             .ok_or_else(|| RuntimeError::Cli("[podman].cli is empty".into()))?;
+        let args: Vec<&str> = ["rm", "--force", "--ignore"]
+            .into_iter()
+            .chain(names.iter().map(String::as_str))
+            .collect();
         let argv = || {
             let mut v = self.cli.clone();
-            v.extend(["rm".into(), "--force".into(), name.to_string()]);
+            v.extend(args.iter().map(|a| a.to_string()));
             v.join(" ")
         };
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(prefix)
-            .args(["rm", "--force", name])
+            .args(&args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
             .await
             .map_err(|_| {
                 RuntimeError::Cli(format!(
-                    "`{}` took longer than {CLI_TIMEOUT:?}; free the name by hand with that command",
+                    "`{}` took longer than {CLI_TIMEOUT:?}; free the names by hand with that command",
                     argv()
                 ))
             })?
             .map_err(|e| {
                 RuntimeError::Cli(format!(
-                    "cannot run `{}`: {e}; check [podman].cli, or free the name by hand with that command",
+                    "cannot run `{}`: {e}; check [podman].cli, or free the names by hand with that command",
                     argv()
                 ))
             })?;
@@ -311,7 +315,7 @@ impl Runtime for Podman {
             Ok(())
         } else {
             Err(RuntimeError::Cli(format!(
-                "`{}` failed ({}): {}; the name {name:?} stays held by container storage until it is freed by hand with that command",
+                "`{}` failed ({}): {}; those names stay held by container storage until they are freed by hand with that command",
                 argv(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
