@@ -290,10 +290,9 @@ fn clock_ticks() -> u64 {
 /// Service files holding `n` components in services of up to `per_service`: service
 /// `<prefix>NN`, components `cNN`, busybox `sleep infinity`, restart policy "no".
 ///
-/// `routes`: one L7 route per component (container port 8080, hostname
-/// `<container>.bench.test`). The agent allocates their host ports and, once the proxy is
-/// integrated, registers them with Caddy; see `mass.rs` for what the benchmark must then
-/// also start.
+/// `routes`: one L7 route per component (route `http`, container port 8080, so `PORT=8080`
+/// in its env; hostname `<container>.bench.test`). The agent allocates their host ports
+/// and registers them with its proxy; `mass.rs` starts the Caddy for that.
 pub fn service_files(
     prefix: &str,
     n: usize,
