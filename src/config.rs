@@ -168,7 +168,7 @@ impl Default for ReconcileSection {
     fn default() -> Self {
         ReconcileSection {
             interval: Duration::from_secs(30),
-            concurrency: Positive(8),
+            concurrency: Positive(4),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             backoff_multiplier: Multiplier(2.0),
@@ -500,7 +500,7 @@ mod tests {
     fn empty_config_gives_documented_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.reconcile.interval, Duration::from_secs(30));
-        assert_eq!(c.reconcile.concurrency.0, 8);
+        assert_eq!(c.reconcile.concurrency.0, 4);
         assert_eq!(
             c.ports.range,
             PortRange {
