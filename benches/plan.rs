@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::time::Instant;
 
-use mcp_agent::container::ContainerSpec;
+use mcp_agent::container::{owner, ContainerSpec, Owner};
 use mcp_agent::plan::{self, Book, Desired};
 use mcp_agent::reconcile;
 use mcp_agent::registry::Registry;
@@ -122,6 +122,24 @@ fn bench_plan(c: &mut Criterion) {
                 );
                 assert!(p.actions.is_empty());
                 p
+            })
+        });
+        // The floor: read what the plan reads of its input once (each listed container's
+        // name and ownership labels, each desired component's name and hash), nothing
+        // else. Its cost per component shows the memory hierarchy's share of the curve.
+        group.bench_with_input(BenchmarkId::new("read-input", n), &n, |b, _| {
+            b.iter(|| {
+                let mut bytes = 0usize;
+                for a in black_box(&steady) {
+                    bytes += a.name.len();
+                    if let Owner::Ours { spec_hash, .. } = owner(&a.labels, NODE) {
+                        bytes += spec_hash.len();
+                    }
+                }
+                for d in black_box(&desired) {
+                    bytes += d.container_name.len() + d.spec_hash.len() + d.key.service.len();
+                }
+                bytes
             })
         });
         // After podman lost its database: nothing is listed; everything is created.

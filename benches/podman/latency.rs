@@ -47,6 +47,9 @@ struct Repair {
     total: f64,
     /// `die` → `create` of the replacement (0 when restarted in place).
     to_create: f64,
+    /// `die` → podman's `remove` of the container that died (after a removal: how long
+    /// `podman rm` held the name, which no replacement can take before), 0 if none.
+    to_remove: f64,
     /// How late the `die` event reached the benchmark's own event stream.
     delivery: f64,
     /// Podman's timestamp of the `die`, Unix seconds (to line up with the daemon's log).
@@ -163,6 +166,16 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
     let (sa, sb) = (Stats::of(&base_a), Stats::of(&totals(&agent_a)));
     let (sc, sd) = (Stats::of(&base_b), Stats::of(&totals(&agent_b)));
     let to_create = Stats::of(&agent_a.iter().map(|r| r.to_create).collect::<Vec<_>>());
+    // The rm case split at podman's `remove` of the old container: podman's own removal
+    // (the name is not free before it), then the agent's part after it.
+    let removed: Vec<&Repair> = agent_a.iter().filter(|r| r.to_remove > 0.0).collect();
+    let to_remove = Stats::of(&removed.iter().map(|r| r.to_remove).collect::<Vec<_>>());
+    let after_remove = Stats::of(
+        &removed
+            .iter()
+            .map(|r| r.total - r.to_remove)
+            .collect::<Vec<_>>(),
+    );
     let delivery = Stats::of(
         &agent_a
             .iter()
@@ -219,6 +232,10 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
          rm case, die → create of the replacement: median {:.1} ms, p95 {:.1} ms; \
          repetitions in which the removed container was started again before its \
          replacement: {}.  \n\
+         rm case split at podman's `remove` of the old container ({} repetitions): \
+         die → remove (podman's own removal; the name is held until it) median {:.1} ms, \
+         p95 {:.1}; remove → start of the replacement median {:.1} ms, p95 {:.1} \
+         ({:.2}× / {:.2}× the API create + start median).  \n\
          The benchmark's own event stream (no `since`) received `die` {:.1} ms after its \
          timestamp (median; p95 {:.1}, max {:.1}): podman's file events backend; the agent's \
          stream is not timed here (its debug log is: `MCP_BENCH_DAEMON_LOG=mcp_agent=debug`).  \n\
@@ -226,6 +243,13 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
         ms(to_create.median),
         ms(to_create.p95),
         agent_a.iter().filter(|r| r.restarted_dying).count(),
+        removed.len(),
+        ms(to_remove.median),
+        ms(to_remove.p95),
+        ms(after_remove.median),
+        ms(after_remove.p95),
+        after_remove.median / sa.median,
+        after_remove.p95 / sa.median,
         ms(delivery.median),
         ms(delivery.p95),
         ms(delivery.max),
@@ -238,6 +262,7 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
         "baseline_create_start_s": base_a,
         "agent_rm_s": totals(&agent_a),
         "agent_rm_die_to_create_s": agent_a.iter().map(|r| r.to_create).collect::<Vec<_>>(),
+        "agent_rm_die_to_remove_s": agent_a.iter().map(|r| r.to_remove).collect::<Vec<_>>(),
         "agent_rm_die_unix_s": agent_a.iter().map(|r| r.die_at).collect::<Vec<_>>(),
         "agent_crash_die_unix_s": agent_b.iter().map(|r| r.die_at).collect::<Vec<_>>(),
         "baseline_restart_always_s": base_b,
@@ -249,6 +274,7 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
             "baseline_create_start": sa.json(), "agent_rm": sb.json(),
             "baseline_restart_always": sc.json(), "agent_kill": sd.json(),
             "event_delivery": delivery.json(),
+            "agent_rm_die_to_remove": to_remove.json(), "agent_rm_remove_to_start": after_remove.json(),
         },
         "met": { "rm": do_rm && met_a, "crash": do_crash && met_b },
     });
@@ -320,6 +346,9 @@ async fn repair(
     let create = events.seen().iter().find(|e| {
         e.name == name && e.action == "create" && e.time >= die.time && e.time <= start.time
     });
+    let remove = events.seen().iter().find(|e| {
+        e.id == die.id && e.action == "remove" && e.time >= die.time && e.time <= start.time
+    });
     let restarted_dying = replaced
         && events.seen().iter().any(|e| {
             e.id == die.id && e.action == "start" && e.time > die.time && e.time <= start.time
@@ -328,6 +357,7 @@ async fn repair(
         restarted_dying,
         total: secs_between(die.time, start.time),
         to_create: create.map_or(0.0, |c| secs_between(die.time, c.time)),
+        to_remove: remove.map_or(0.0, |r| secs_between(die.time, r.time)),
         delivery: secs_between(die.time, die.arrived),
         die_at: secs_between(SystemTime::UNIX_EPOCH, die.time),
     })
