@@ -309,10 +309,10 @@ impl StorageNames {
             .collect();
         let mut batch = vec![name.to_string()];
         for chunk in others.chunks(16) {
-            let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.labels_of(n))).await;
-            for (n, labels) in chunk.iter().zip(seen) {
-                // A name the API shows now is someone's container: never freed by name.
-                if labels?.is_none() {
+            let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.holder(n))).await;
+            for (n, holder) in chunk.iter().zip(seen) {
+                // A name the API shows now is someone's container: never freed here.
+                if holder?.is_none() {
                     batch.push(n.clone());
                 }
             }
@@ -507,11 +507,11 @@ async fn bring_up<R: Runtime>(
     let id = match rt.create(spec).await {
         Ok(id) => id,
         Err(RuntimeError::NameInUse { .. }) => {
-            match rt.labels_of(&spec.name).await? {
+            match rt.holder(&spec.name).await? {
                 // Someone holds the name through the API: ours (a leftover) is replaced,
                 // anything else is never touched.
-                Some(labels) => match owner(&labels, node) {
-                    Owner::Ours { .. } => match rt.remove(&spec.name).await {
+                Some((id, labels)) => match owner(&labels, node) {
+                    Owner::Ours { .. } => match rt.remove(&id).await {
                         Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),
                     },

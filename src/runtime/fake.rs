@@ -231,9 +231,13 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn labels_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
-        let st = self.enter("labels_of")?;
-        Ok(find_id(&st, name).map(|id| st.containers[&id].actual.labels.clone()))
+    async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
+        let st = self.enter("holder")?;
+        Ok(st
+            .containers
+            .values()
+            .find(|c| c.actual.name == name)
+            .map(|c| (c.actual.id.clone(), c.actual.labels.clone())))
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {

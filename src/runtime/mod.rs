@@ -109,13 +109,17 @@ pub trait Runtime: Send + Sync {
     fn stop(&self, id: &str, timeout_secs: i64) -> impl Future<Output = Result<()>> + Send;
     /// Force-removes a container by id or name; `NotFound` when the API cannot see it.
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
-    /// The labels of the container of that name, if the API can see one.
-    fn labels_of(
+    /// The id and labels of the container of exactly that name, if the API can see one.
+    /// (Podman resolves a reference that names no container as an id prefix: "db" would
+    /// find a container whose id starts with "db". Only an exact name counts here.)
+    fn holder(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, BTreeMap<String, String>)>>> + Send;
     /// Frees names held by container storage after podman's database was lost: the one
-    /// case the API cannot handle (`<cli> rm --force --ignore NAME…`, argv, no shell; a
-    /// name that nothing holds is no error).
+    /// case the API cannot handle. Through the CLI (argv, no shell): `<cli> ps --all
+    /// --external` finds the storage-only containers holding those exact names, and
+    /// `<cli> rm --force --ignore ID…` removes them by full id (never by name, which podman
+    /// would also resolve as an id prefix). A name that nothing holds is no error.
     fn free_storage_names(&self, names: &[String]) -> impl Future<Output = Result<()>> + Send;
 }

@@ -262,15 +262,18 @@ impl Runtime for Podman {
             .map_err(|e| self.map_err(e))
     }
 
-    async fn labels_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+    async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
         match self.docker()?.inspect_container(name, None).await {
-            Ok(c) => Ok(Some(
+            // An id-prefix match is another container, not the holder of the name.
+            Ok(c) if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) => Ok(None),
+            Ok(c) => Ok(Some((
+                c.id.unwrap_or_default(),
                 c.config
                     .and_then(|c| c.labels)
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
-            )),
+            ))),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -279,22 +282,49 @@ impl Runtime for Podman {
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
+        let listed = self
+            .cli_run(&[
+                "ps",
+                "--all",
+                "--external",
+                "--no-trunc",
+                "--format",
+                "json",
+            ])
+            .await?;
+        let ids = storage_holders(&listed, names).map_err(|e| {
+            RuntimeError::Cli(format!(
+                "`{}` printed what the agent cannot read ({e}); free the names by hand with `{} rm --force NAME`",
+                self.argv(&["ps", "--all", "--external", "--no-trunc", "--format", "json"]),
+                self.cli.join(" ")
+            ))
+        })?;
+        for chunk in ids.chunks(100) {
+            let mut args = vec!["rm", "--force", "--ignore"];
+            args.extend(chunk.iter().map(String::as_str));
+            self.cli_run(&args).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Podman {
+    fn argv(&self, args: &[&str]) -> String {
+        let mut v = self.cli.clone();
+        v.extend(args.iter().map(|a| a.to_string()));
+        v.join(" ")
+    }
+
+    /// Runs the podman CLI with `args` (argv, no shell); its stdout, or an error naming the
+    /// command so that an operator can run it by hand.
+    async fn cli_run(&self, args: &[&str]) -> Result<Vec<u8>> {
         let (prog, prefix) = self
             .cli
             .split_first()
             .ok_or_else(|| RuntimeError::Cli("[podman].cli is empty".into()))?;
-        let args: Vec<&str> = ["rm", "--force", "--ignore"]
-            .into_iter()
-            .chain(names.iter().map(String::as_str))
-            .collect();
-        let argv = || {
-            let mut v = self.cli.clone();
-            v.extend(args.iter().map(|a| a.to_string()));
-            v.join(" ")
-        };
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(prefix)
-            .args(&args)
+            .args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
@@ -302,24 +332,85 @@ impl Runtime for Podman {
             .map_err(|_| {
                 RuntimeError::Cli(format!(
                     "`{}` took longer than {CLI_TIMEOUT:?}; free the names by hand with that command",
-                    argv()
+                    self.argv(args)
                 ))
             })?
             .map_err(|e| {
                 RuntimeError::Cli(format!(
                     "cannot run `{}`: {e}; check [podman].cli, or free the names by hand with that command",
-                    argv()
+                    self.argv(args)
                 ))
             })?;
         if out.status.success() {
-            Ok(())
+            Ok(out.stdout)
         } else {
             Err(RuntimeError::Cli(format!(
-                "`{}` failed ({}): {}; those names stay held by container storage until they are freed by hand with that command",
-                argv(),
+                "`{}` failed ({}): {}; names held by container storage stay held until they are freed by hand with `{} rm --force NAME`",
+                self.argv(args),
                 out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.cli.join(" ")
             )))
         }
+    }
+}
+
+/// The full ids of the storage-only containers (state "storage": in container storage,
+/// unknown to podman's database) that hold one of `names`, from `podman ps --all
+/// --external --no-trunc --format json`.
+pub fn storage_holders(
+    listed: &[u8],
+    names: &[String],
+) -> std::result::Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(rename = "Id")]
+        id: String,
+        #[serde(rename = "Names", default)]
+        names: Vec<String>,
+        #[serde(rename = "State", default)]
+        state: String,
+    }
+    let listed: Vec<Listed> = serde_json::from_slice(listed).map_err(|e| e.to_string())?;
+    Ok(listed
+        .into_iter()
+        .filter(|c| c.state.eq_ignore_ascii_case("storage"))
+        .filter(|c| c.names.iter().any(|n| names.contains(n)))
+        .filter(|c| c.id.len() == 64 && c.id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|c| c.id)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storage_holders;
+
+    fn id(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    #[test]
+    fn only_storage_only_containers_holding_exactly_those_names_are_picked() {
+        let listed = serde_json::json!([
+            { "Id": id('a'), "Names": ["db"], "State": "storage" },
+            // Known to podman's database: never removed by the CLI here.
+            { "Id": id('b'), "Names": ["web"], "State": "created" },
+            // Storage-only but not one of ours: left alone.
+            { "Id": id('c'), "Names": ["buildah-working-container"], "State": "storage" },
+            // Its id starts with "db": a prefix is not a name.
+            { "Id": format!("db{}", "0".repeat(62)), "Names": ["other"], "State": "storage" },
+            { "Id": id('d'), "Names": ["api"], "State": "Storage" },
+        ])
+        .to_string();
+        let names = ["db".to_string(), "web".to_string(), "api".to_string()];
+        assert_eq!(
+            storage_holders(listed.as_bytes(), &names).unwrap(),
+            vec![id('a'), id('d')]
+        );
+        assert_eq!(
+            storage_holders(b"[]", &names).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(storage_holders(b"not json", &names).is_err());
     }
 }

@@ -194,7 +194,13 @@ impl PrivatePodman {
         }
         let value: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("podman container inspect {name}: bad JSON: {e}"));
-        value.as_array().and_then(|a| a.first()).cloned()
+        // Podman resolves an argument that names no container as an id prefix: `inspect b`
+        // finds container `a` when a's id starts with "b". Only an exact name counts.
+        value
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|c| c["Name"].as_str().map(|n| n.trim_start_matches('/')) == Some(name))
+            .cloned()
     }
 
     /// Whether the container exists and is running.
