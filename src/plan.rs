@@ -28,13 +28,6 @@ pub struct Book {
     pub died_at: HashMap<String, Instant>,
     /// How long a dead container whose restart policy podman honours is left to podman.
     pub restart_grace: Duration,
-    /// Containers that died and that podman has not yet finished with: no `cleanup` (after
-    /// an exit) or `remove` (after `podman rm -f`) event yet. Podman 4.3's `rm -f` leaves
-    /// the container plainly `exited` between its death and its removal, and a start in
-    /// that window succeeds and is then killed by the removal; until one of those events
-    /// arrives, or `settle` has passed, an exited container is not started.
-    pub unsettled: HashMap<String, Instant>,
-    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +43,6 @@ pub enum WaitReason {
     Backoff,
     /// Podman's restart policy will bring it back; reacting too would race podman.
     PodmanRestart,
-    /// It just died and podman has not finished with it (see [`Book::unsettled`]).
-    Settling,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,18 +318,6 @@ fn plan_owned(
                             }
                         }
                     }
-                    if h.state == State::Exited {
-                        if let Some(died) = book.unsettled.get(&h.id) {
-                            let until = *died + book.settle;
-                            if until > now {
-                                return Some(Action::Wait {
-                                    key,
-                                    until,
-                                    reason: WaitReason::Settling,
-                                });
-                            }
-                        }
-                    }
                     Some(Action::Start {
                         key,
                         id,
@@ -519,47 +498,6 @@ mod tests {
             assert!(pl.actions.is_empty(), "{s:?}");
             assert_eq!(pl.in_sync[0].1, InSync::Transient);
         }
-    }
-
-    #[test]
-    fn an_exited_container_podman_is_not_done_with_waits_until_it_is_or_the_settle_passes() {
-        let now = Instant::now();
-        let d = run("a", "h");
-        let a = ours("1", "svc", "a", "h", State::Exited);
-        let mut book = Book {
-            settle: Duration::from_millis(500),
-            ..Default::default()
-        };
-        let p_at = |book: &Book, t: Instant| {
-            plan(
-                std::slice::from_ref(&d),
-                std::slice::from_ref(&a),
-                NODE,
-                book,
-                t,
-            )
-            .actions
-        };
-        // No death seen (a pass after a restart of the agent, `--once`): start at once.
-        assert!(matches!(p_at(&book, now)[..], [Action::Start { .. }]));
-        book.unsettled.insert("1".into(), now);
-        assert_eq!(
-            p_at(&book, now),
-            vec![Action::Wait {
-                key: key("a"),
-                until: now + Duration::from_millis(500),
-                reason: WaitReason::Settling
-            }]
-        );
-        // The settle bounds the wait when podman's event never comes.
-        assert!(matches!(
-            p_at(&book, now + Duration::from_millis(500))[..],
-            [Action::Start { .. }]
-        ));
-        // A created (never started) container has nothing to settle.
-        let c = ours("1", "svc", "a", "h", State::Created);
-        let pl = plan(std::slice::from_ref(&d), &[c], NODE, &book, now);
-        assert!(matches!(pl.actions[..], [Action::Start { .. }]));
     }
 
     #[test]

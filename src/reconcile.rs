@@ -369,7 +369,6 @@ pub async fn run_action<R: Runtime>(
             let why = match reason {
                 WaitReason::Backoff => "backing off",
                 WaitReason::PodmanRestart => "left to podman's restart policy",
-                WaitReason::Settling => "podman is still finishing with the exited container",
             };
             let mut r = done(key, Status::Waiting, Some(why.into()), None);
             r.verb = None;

@@ -24,8 +24,7 @@ pub enum Trigger {
 }
 
 /// Container events that can mean a component needs work.
-/// `cleanup` marks podman done with an exited container (see `plan::Book::unsettled`).
-pub const ACTIONS: &[&str] = &["die", "stop", "kill", "remove", "oom", "cleanup"];
+pub const ACTIONS: &[&str] = &["die", "stop", "kill", "remove", "oom"];
 
 /// The event stream's own client timeout. bollard's default (120 s) would cut a quiet
 /// stream; the stream must stay open through long quiet periods.

@@ -38,9 +38,6 @@ use notify::Notifier;
 /// How long podman's own restart policy is given to bring a dead container back before
 /// the agent acts (podman restarts in ≈ 70 ms here).
 pub const RESTART_GRACE: Duration = Duration::from_secs(1);
-/// The longest an exited container waits for podman's `cleanup` or `remove` event before
-/// it is started again (`plan::Book::unsettled`); the events normally come within 100 ms.
-pub const SETTLE: Duration = Duration::from_millis(500);
 /// How often the registry is asked whether another process changed it.
 pub const REGISTRY_POLL: Duration = Duration::from_millis(250);
 /// In-flight operations get this long to finish after SIGTERM; the rest are cancelled.
@@ -173,8 +170,6 @@ impl<R: Runtime + 'static> Daemon<R> {
             backoffs: Backoffs::new(Policy::from_config(&config.reconcile)),
             book: Book {
                 restart_grace: RESTART_GRACE,
-                settle: SETTLE,
-                unsettled: HashMap::new(),
                 ..Default::default()
             },
             config,
@@ -313,10 +308,6 @@ impl<R: Runtime + 'static> Daemon<R> {
                 }
                 if ev.action == "die" {
                     self.book.died_at.insert(ev.id.clone(), Instant::now());
-                    self.book.unsettled.insert(ev.id.clone(), Instant::now());
-                }
-                if ev.action == "cleanup" || ev.action == "remove" {
-                    self.book.unsettled.remove(&ev.id);
                 }
                 // Someone removed the container the agent last brought up: that was not
                 // a failed attempt, so its replacement need not wait out the backoff.
@@ -403,9 +394,6 @@ impl<R: Runtime + 'static> Daemon<R> {
         let horizon = RESTART_GRACE * 10;
         self.book
             .died_at
-            .retain(|_, t| now.saturating_duration_since(*t) < horizon);
-        self.book
-            .unsettled
             .retain(|_, t| now.saturating_duration_since(*t) < horizon);
         let p = plan::plan(
             &self.desired,

@@ -68,17 +68,11 @@ async fn start(service: &str, rt: FakeRuntime) -> Harness {
 
 impl Harness {
     /// Sends the `die` event podman would send for the named container.
-    /// A crash as podman reports it: `die`, then `cleanup` once it is done with it.
     async fn died(&self, name: &str) {
-        self.event("die", name).await;
-        self.event("cleanup", name).await;
-    }
-
-    async fn event(&self, action: &str, name: &str) {
         let c = self.rt.by_name(name).expect("container exists");
         self.triggers
             .send(Trigger::Event(Event {
-                action: action.into(),
+                action: "die".into(),
                 id: c.actual.id.clone(),
                 name: name.into(),
                 labels: c.actual.labels.clone(),
@@ -306,54 +300,5 @@ async fn a_container_removed_by_someone_is_replaced_without_waiting_out_the_back
             "waited for the backoff"
         );
     }
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_exited_container_is_started_when_podman_is_done_with_it_not_before() {
-    let rt = FakeRuntime::with_images(&["img"]);
-    let h = start(SERVICE, rt).await;
-    let t0 = Instant::now();
-    while h.starts_of("s-ok").is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "s-ok never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Past the backoff step its first start set (1 s, up to +100 % jitter).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // `podman rm -f` or a crash: `die` first, and for a while nothing else.
-    h.rt.set_state("s-ok", State::Exited);
-    h.event("die", "s-ok").await;
-    let died = Instant::now();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        h.starts_of("s-ok").len(),
-        1,
-        "started while podman was not done"
-    );
-    // Podman's `cleanup`: started at once.
-    h.event("cleanup", "s-ok").await;
-    let t1 = Instant::now();
-    while h.starts_of("s-ok").len() < 2 {
-        assert!(
-            t1.elapsed() < Duration::from_millis(50),
-            "not started after cleanup"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    // No cleanup at all: started once the settle has passed.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    h.rt.set_state("s-ok", State::Exited);
-    h.event("die", "s-ok").await;
-    let died2 = Instant::now();
-    while h.starts_of("s-ok").len() < 3 {
-        assert!(
-            died2.elapsed() < Duration::from_secs(2),
-            "never started without cleanup"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let waited = *h.starts_of("s-ok").last().unwrap() - died2;
-    assert!(waited >= super::SETTLE, "{waited:?}");
-    assert!(died < t1);
     h.stop().await;
 }
