@@ -46,6 +46,7 @@ use std::process::Output;
 use std::time::Instant;
 
 use mcp_agent::container::ContainerSpec;
+use mcp_agent::proxy::caddy::route_json;
 use mcp_agent::proxy::{ProxyRoute, ACME_PREFIX, OWNED_PREFIX};
 use mcp_agent::reconcile;
 use mcp_agent::registry::Registry;
@@ -166,20 +167,6 @@ impl Proxy {
     fn cpu_s(&self) -> f64 {
         ProcUsage::of(self.caddy.pid().expect("caddy runs")).cpu_s
     }
-}
-
-/// The Caddy route of one of the agent's routes, as the agent writes it
-/// (`route_json` in src/proxy/caddy.rs), so that neither side sees the other's as drift.
-fn route_json(r: &ProxyRoute) -> serde_json::Value {
-    serde_json::json!({
-        "@id": r.id,
-        "match": [{ "host": [r.hostname] }],
-        "handle": [{
-            "handler": "reverse_proxy",
-            "upstreams": [{ "dial": format!("127.0.0.1:{}", r.upstream_port) }],
-        }],
-        "terminal": true,
-    })
 }
 
 /// Config appended after the agent's `[reconcile]` table: with routes, the host port

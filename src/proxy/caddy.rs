@@ -607,8 +607,9 @@ fn id_path(id: &str) -> String {
     format!("/id/{id}")
 }
 
-/// The Caddy route of one of the agent's routes.
-fn route_json(route: &ProxyRoute) -> Value {
+/// The Caddy route of one of the agent's routes (public for the benchmarks, whose baseline
+/// registers the very same routes).
+pub fn route_json(route: &ProxyRoute) -> Value {
     json!({
         "@id": route.id,
         "match": [{ "host": [route.hostname] }],

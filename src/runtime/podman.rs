@@ -282,21 +282,20 @@ impl Runtime for Podman {
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
-        let listed = self
-            .cli_run(&[
-                "ps",
-                "--all",
-                "--external",
-                "--no-trunc",
-                "--format",
-                "json",
-            ])
-            .await?;
+        const PS: [&str; 6] = [
+            "ps",
+            "--all",
+            "--external",
+            "--no-trunc",
+            "--format",
+            "json",
+        ];
+        let listed = self.cli_run(&PS).await?;
         let ids = storage_holders(&listed, names).map_err(|e| {
             RuntimeError::Cli(format!(
-                "`{}` printed what the agent cannot read ({e}); free the names by hand with `{} rm --force NAME`",
-                self.argv(&["ps", "--all", "--external", "--no-trunc", "--format", "json"]),
-                self.cli.join(" ")
+                "`{}` printed what the agent cannot read ({e}); {}",
+                self.argv(&PS),
+                self.by_hand()
             ))
         })?;
         for chunk in ids.chunks(100) {
@@ -309,6 +308,14 @@ impl Runtime for Podman {
 }
 
 impl Podman {
+    /// What an operator can do when the CLI fails.
+    fn by_hand(&self) -> String {
+        let cli = self.cli.join(" ");
+        format!(
+            "names held by container storage stay held until freed by hand: `{cli} ps --all --external` shows them, `{cli} rm --force ID` frees one"
+        )
+    }
+
     fn argv(&self, args: &[&str]) -> String {
         let mut v = self.cli.clone();
         v.extend(args.iter().map(|a| a.to_string()));
@@ -331,25 +338,27 @@ impl Podman {
             .await
             .map_err(|_| {
                 RuntimeError::Cli(format!(
-                    "`{}` took longer than {CLI_TIMEOUT:?}; free the names by hand with that command",
-                    self.argv(args)
+                    "`{}` took longer than {CLI_TIMEOUT:?}; {}",
+                    self.argv(args),
+                    self.by_hand()
                 ))
             })?
             .map_err(|e| {
                 RuntimeError::Cli(format!(
-                    "cannot run `{}`: {e}; check [podman].cli, or free the names by hand with that command",
-                    self.argv(args)
+                    "cannot run `{}`: {e}; check [podman].cli; {}",
+                    self.argv(args),
+                    self.by_hand()
                 ))
             })?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
             Err(RuntimeError::Cli(format!(
-                "`{}` failed ({}): {}; names held by container storage stay held until they are freed by hand with `{} rm --force NAME`",
+                "`{}` failed ({}): {}; {}",
                 self.argv(args),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim(),
-                self.cli.join(" ")
+                self.by_hand()
             )))
         }
     }
