@@ -1,12 +1,13 @@
 //! mcp-agent: keeps a machine's podman containers equal to a desired state held in an
 //! embedded SQLite registry, and recreates them after podman's own database is lost.
 
+pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod container;
-pub mod daemon;
+pub mod control;
 pub mod error;
 pub mod logging;
 pub mod plan;

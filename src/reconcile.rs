@@ -68,6 +68,9 @@ pub struct ComponentReport {
     pub recovered: bool,
     /// When the plan said to look again (waits).
     pub until: Option<Instant>,
+    /// The failure was podman not answering: nothing was done to the container, so it
+    /// is no attempt to back off from (the agent checks podman's health instead).
+    pub unavailable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +229,7 @@ pub async fn execute<R: Runtime>(
             container_id: (!id.is_empty()).then_some(id),
             recovered: false,
             until: None,
+            unavailable: false,
         });
     }
     let names = StorageNames::default();
@@ -346,7 +350,12 @@ pub async fn run_action<R: Runtime>(
             container_id: id,
             recovered: false,
             until: None,
+            unavailable: false,
         }
+    };
+    let failed = |key: ComponentKey, e: RuntimeError, id: Option<String>| ComponentReport {
+        unavailable: e.is_unavailable(),
+        ..done(key, Status::Failed, Some(e.to_string()), id)
     };
     match a {
         Action::Remove { id, name, owner } => {
@@ -376,12 +385,12 @@ pub async fn run_action<R: Runtime>(
             Ok(r)
         }
         Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
-            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+            Err(e) => failed(key, e, Some(id)),
             Ok(()) => match rt.stop(&id, STOP_TIMEOUT_SECS).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {
                     done(key, Status::Stopped, None, Some(id))
                 }
-                Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+                Err(e) => failed(key, e, Some(id)),
             },
         }),
         Action::Start { key, id, strays } => {
@@ -400,12 +409,12 @@ pub async fn run_action<R: Runtime>(
                 Err(RuntimeError::NotFound(_)) => {
                     bring_up_report(rt, key, None, spec, node, "create", names).await
                 }
-                Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(id)),
+                Err(e) => failed(key, e, Some(id)),
             })
         }
         Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
             Ok(()) => bring_up_report(rt, key, None, spec, node, verb, names).await,
-            Err(e) => done(key, Status::Failed, Some(e.to_string()), None),
+            Err(e) => failed(key, e, None),
         }),
         Action::Recreate {
             key,
@@ -414,7 +423,7 @@ pub async fn run_action<R: Runtime>(
             ..
         } => Ok(match remove_strays(rt, &strays).await {
             Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb, names).await,
-            Err(e) => done(key, Status::Failed, Some(e.to_string()), Some(old_id)),
+            Err(e) => failed(key, e, Some(old_id)),
         }),
     }
 }
@@ -449,8 +458,10 @@ async fn bring_up_report<R: Runtime>(
             container_id: old,
             recovered: false,
             until: None,
+            unavailable: false,
         };
     };
+    let mut unavailable = false;
     let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node, names).await {
         Ok(id) => (Status::Running, None, Some(id), true),
         Err(Fail::ImageMissing(image)) => (
@@ -470,7 +481,10 @@ async fn bring_up_report<R: Runtime>(
             None,
             false,
         ),
-        Err(Fail::Runtime(e)) => (Status::Failed, Some(e.to_string()), None, false),
+        Err(Fail::Runtime(e)) => {
+            unavailable = e.is_unavailable();
+            (Status::Failed, Some(e.to_string()), None, false)
+        }
     };
     ComponentReport {
         container: spec.name.clone(),
@@ -481,6 +495,7 @@ async fn bring_up_report<R: Runtime>(
         container_id: id,
         recovered,
         until: None,
+        unavailable,
     }
 }
 

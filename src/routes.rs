@@ -1,7 +1,7 @@
 //! Routes as desired state (DESIGN §3, §6): host ports allocated in the registry before a
 //! pass, and the set of L7 routes the proxy must serve after it.
 
-use crate::config::{Config, ProxyKind};
+use crate::config::Config;
 use crate::container::ComponentKey;
 use crate::proxy::{ProxyError, ProxyRoute, SyncReport};
 use crate::registry::{Registry, RegistryError, RouteProxyState};
@@ -72,13 +72,14 @@ pub fn desired(services: &[Service]) -> Vec<(ComponentKey, String, ProxyRoute)> 
 }
 
 /// The registry's record of each desired route after a sync.
+/// `proxied` is false where no proxy serves routes (`[proxy] kind = "none"`).
 pub fn states(
-    config: &Config,
+    proxied: bool,
     desired: &[(ComponentKey, String, ProxyRoute)],
     result: &Result<SyncReport, ProxyError>,
 ) -> Vec<(ComponentKey, String, RouteProxyState)> {
-    let state = match (config.proxy.kind, result) {
-        (ProxyKind::None, _) => RouteProxyState {
+    let state = match (proxied, result) {
+        (false, _) => RouteProxyState {
             state: "no-proxy".into(),
             error: None,
         },

@@ -12,8 +12,6 @@ mod run;
 mod state;
 mod status;
 
-pub use recover::recover;
-
 /// Runs the command `opts` names and returns its exit code.
 pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
     let command = match (opts.once, opts.command) {

@@ -1,5 +1,6 @@
 //! `mcp-agent run` (and bare `mcp-agent`): the daemon, with the process's signals.
-//! SIGTERM/SIGINT stop it gracefully (a second one exits at once); SIGHUP reloads.
+//! SIGTERM/SIGINT stop it gracefully (a second one exits at once); SIGHUP reloads. The
+//! signals are handled here only, on a task of their own that never waits for the loop.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,12 +9,11 @@ use anyhow::anyhow;
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
+use crate::agent::{Agent, Context, Controls};
 use crate::config::Config;
-use crate::daemon::{events, Control, Daemon, Options};
 use crate::error::{exit, Failure};
-use crate::runtime::podman::Podman;
 
 pub fn run(config_path: &Path, config: Config) -> Result<u8, Failure> {
     let rt = super::tokio_runtime()?;
@@ -25,45 +25,50 @@ pub fn run(config_path: &Path, config: Config) -> Result<u8, Failure> {
 
 async fn daemon(config_path: &Path, config: Config) -> Result<u8, Failure> {
     // Signals first: one arriving during start-up must not kill the process untidily.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Failure::unavailable(anyhow!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let controls = Controls::default();
+    let (force_tx, force_rx) = oneshot::channel();
+    let signal_task = tokio::spawn(handle_signals(signals, controls.clone(), force_tx));
     let socket = config.podman.socket.0.clone();
-    let podman = Podman::new(&socket, config.podman.cli.0.clone());
-    let daemon = Daemon::new(
-        std::sync::Arc::new(podman),
-        config,
-        Options {
-            config_path: config_path.to_path_buf(),
-        },
-    )?;
+    let ctx = Context::podman(&config);
+    let agent = Agent::new(ctx, config, config_path.to_path_buf())?;
     tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "mcp-agent starting");
-    let (trigger_tx, trigger_rx) = mpsc::channel(1024);
-    let watcher = tokio::spawn(events::watch(socket, trigger_tx));
-    let (control_tx, control_rx) = mpsc::channel(8);
-    let run = daemon.run(trigger_rx, control_rx);
-    tokio::pin!(run);
-    let mut stopping = false;
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r.map(|()| exit::OK),
-            Some(sig) = signals.next() => match sig {
-                SIGHUP => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    let _ = control_tx.send(Control::Reload).await;
-                }
-                _ if !stopping => {
-                    stopping = true;
-                    tracing::info!(signal = sig, "stopping: finishing in-flight operations (a second signal exits at once)");
-                    let _ = control_tx.send(Control::Shutdown).await;
-                }
-                _ => {
-                    tracing::warn!(signal = sig, "second signal: exiting at once");
-                    break Ok(128 + sig as u8);
-                }
-            },
+    let result = tokio::select! {
+        r = agent.run(controls) => r.map(|()| exit::OK),
+        Ok(sig) = force_rx => {
+            tracing::warn!(signal = sig, "second signal: exiting at once");
+            Ok(128 + sig as u8)
         }
     };
-    watcher.abort();
-    signals.handle().close();
+    handle.close();
+    signal_task.abort();
     result
+}
+
+/// SIGHUP asks for a reload (many before the loop sees one are one reload); the first
+/// SIGTERM/SIGINT cancels the loop; a second one exits at once.
+async fn handle_signals(mut signals: Signals, controls: Controls, force: oneshot::Sender<i32>) {
+    let mut force = Some(force);
+    while let Some(sig) = signals.next().await {
+        match sig {
+            SIGHUP => {
+                tracing::info!("SIGHUP: reloading the config");
+                controls.reload.notify_one();
+            }
+            _ if !controls.shutdown.is_cancelled() => {
+                tracing::info!(
+                    signal = sig,
+                    "stopping: finishing in-flight operations (a second signal exits at once)"
+                );
+                controls.shutdown.cancel();
+            }
+            _ => {
+                if let Some(f) = force.take() {
+                    let _ = f.send(sig);
+                }
+            }
+        }
+    }
 }

@@ -208,6 +208,14 @@ impl AnyProxy {
     }
 }
 
+impl AnyProxy {
+    /// Whether a proxy serves the routes at all (false for `kind = "none"`: routes are
+    /// then reachable on their host ports only).
+    pub fn serves_routes(&self) -> bool {
+        !matches!(self, AnyProxy::None(_))
+    }
+}
+
 impl Proxy for AnyProxy {
     async fn sync(&self, routes: &[ProxyRoute]) -> Result<SyncReport, ProxyError> {
         match self {

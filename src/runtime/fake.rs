@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{Actual, Result, Runtime, RuntimeError, State};
+use super::{Actual, Result, Runtime, RuntimeError, State, Trigger};
 use crate::container::ContainerSpec;
 
 #[derive(Debug, Clone)]
@@ -36,13 +36,33 @@ pub struct FakeState {
     pub started: Vec<(String, tokio::time::Instant)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeRuntime {
     pub state: Mutex<FakeState>,
     next_id: AtomicU64,
+    /// The test's end of the event stream (see [`FakeRuntime::event_sender`]).
+    events_tx: tokio::sync::mpsc::Sender<Trigger>,
+    events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Trigger>>>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        let (events_tx, rx) = tokio::sync::mpsc::channel(1024);
+        FakeRuntime {
+            state: Mutex::default(),
+            next_id: AtomicU64::default(),
+            events_tx,
+            events_rx: Mutex::new(Some(rx)),
+        }
+    }
 }
 
 impl FakeRuntime {
+    /// What the test sends here comes out of [`Runtime::events`].
+    pub fn event_sender(&self) -> tokio::sync::mpsc::Sender<Trigger> {
+        self.events_tx.clone()
+    }
+
     pub fn with_images(images: &[&str]) -> FakeRuntime {
         let f = FakeRuntime::default();
         f.state.lock().unwrap().images = images.iter().map(|s| s.to_string()).collect();
@@ -175,6 +195,15 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn events(&self) -> tokio::sync::mpsc::Receiver<Trigger> {
+        self.events_rx.lock().unwrap().take().unwrap_or_else(|| {
+            // A second watcher gets a stream that never yields.
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            std::mem::forget(tx);
+            rx
+        })
+    }
+
     async fn ping(&self) -> Result<()> {
         self.enter("ping").map(|_| ())
     }

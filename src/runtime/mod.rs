@@ -1,5 +1,6 @@
 //! The container runtime as the agent sees it: a small trait over podman's API, with the
-//! bollard implementation in `podman.rs` and an in-memory fake for unit tests.
+//! bollard implementation in `podman.rs` (its event stream in `events.rs`) and an
+//! in-memory fake for unit tests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -7,8 +8,12 @@ use std::time::SystemTime;
 
 use crate::container::ContainerSpec;
 
+pub mod events;
+#[cfg(test)]
 pub mod fake;
 pub mod podman;
+
+pub use events::Trigger;
 
 /// Container state as podman reports it in a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +100,9 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 /// Docker-compatible API) and a fake; methods return `Send` futures so passes can run on
 /// any runtime thread.
 pub trait Runtime: Send + Sync {
+    /// Starts watching the runtime's events: container events that may mean work, and
+    /// the stream's connection state. The watcher ends when the receiver is dropped.
+    fn events(&self) -> tokio::sync::mpsc::Receiver<Trigger>;
     /// Cheap liveness check.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// Every container, running or not, in one call.

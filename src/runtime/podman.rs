@@ -150,6 +150,12 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
 }
 
 impl Runtime for Podman {
+    fn events(&self) -> tokio::sync::mpsc::Receiver<super::Trigger> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(super::events::watch(self.socket.clone(), tx));
+        rx
+    }
+
     async fn ping(&self) -> Result<()> {
         self.docker()?
             .ping()

@@ -1,6 +1,8 @@
-//! Podman's event stream as triggers for the control loop: container deaths and removals,
+//! Podman's event stream as triggers for the agent's loop: container deaths and removals,
 //! and the stream's own connection state. Reconnects with backoff whenever podman's API
-//! service goes away; every reconnect is announced so that a full pass follows.
+//! service goes away; every reconnect is announced so that a full pass follows. The
+//! stream only says that something may have changed: podman is judged up or down by the
+//! agent's own pings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,6 +11,7 @@ use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::control::{Backoff, BackoffPolicy};
 use crate::runtime::podman::Podman;
 use crate::runtime::{Event, Runtime};
 
@@ -30,19 +33,37 @@ pub const ACTIONS: &[&str] = &["die", "stop", "kill", "remove", "oom"];
 /// stream; the stream must stay open through long quiet periods.
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Reconnect delays while podman is away.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+pub const RECONNECT: BackoffPolicy = BackoffPolicy::doubling(
+    Duration::from_millis(100),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+);
+/// How long the watcher's own ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs until `tx` is closed.
+/// Runs until the receiving end of `tx` is dropped.
 pub async fn watch(socket: String, tx: mpsc::Sender<Trigger>) {
+    let closed = tx.clone();
+    tokio::select! {
+        () = watch_inner(socket, tx) => {}
+        () = closed.closed() => {}
+    }
+}
+
+async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
     let client = Podman::with_timeout(&socket, Vec::new(), STREAM_TIMEOUT);
-    let mut delay = RECONNECT_MIN;
+    let mut backoff = Backoff::new(RECONNECT);
     let mut was_up = true;
     loop {
-        if tx.is_closed() {
-            return;
-        }
-        if let Err(e) = client.ping().await {
+        let ping = tokio::time::timeout(PING_TIMEOUT, client.ping())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::runtime::RuntimeError::Unavailable {
+                    socket: socket.clone(),
+                    reason: format!("no answer to a ping within {PING_TIMEOUT:?}"),
+                })
+            });
+        if let Err(e) = ping {
             if was_up {
                 tracing::warn!(error = %e, "podman is unreachable; retrying");
                 was_up = false;
@@ -50,11 +71,10 @@ pub async fn watch(socket: String, tx: mpsc::Sender<Trigger>) {
             if tx.send(Trigger::Lost(e.to_string())).await.is_err() {
                 return;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECONNECT_MAX);
+            tokio::time::sleep(backoff.next_delay(tokio::time::Instant::now())).await;
             continue;
         }
-        delay = RECONNECT_MIN;
+        backoff.reset();
         if !was_up {
             tracing::info!("podman is back");
         }

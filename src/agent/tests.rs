@@ -1,4 +1,4 @@
-//! The control loop driven with the fake runtime under a paused tokio clock.
+//! The agent's loop driven with the fake runtime under a paused tokio clock.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::spec::parse_service;
 struct Harness {
     rt: Arc<FakeRuntime>,
     triggers: mpsc::Sender<Trigger>,
-    control: mpsc::Sender<Control>,
+    controls: Controls,
     task: tokio::task::JoinHandle<Result<(), Failure>>,
     dir: tempfile::TempDir,
 }
@@ -45,22 +45,20 @@ async fn start(service: &str, rt: FakeRuntime) -> Harness {
     reg.apply(&[parse_service(std::path::Path::new("s.toml"), service).unwrap()])
         .unwrap();
     let rt = Arc::new(rt);
-    let d = Daemon::new(
-        rt.clone(),
+    let d = Agent::new(
+        Context::new(rt.clone(), &cfg),
         cfg,
-        Options {
-            config_path: dir.path().join("none.toml"),
-        },
+        dir.path().join("none.toml"),
     )
     .unwrap();
-    let (triggers, trx) = mpsc::channel(256);
-    let (control, crx) = mpsc::channel(4);
-    let task = tokio::spawn(d.run(trx, crx));
+    let triggers = rt.event_sender();
+    let controls = Controls::default();
+    let task = tokio::spawn(d.run(controls.clone()));
     triggers.send(Trigger::Connected).await.unwrap();
     Harness {
         rt,
         triggers,
-        control,
+        controls,
         task,
         dir,
     }
@@ -92,7 +90,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.control.send(Control::Shutdown).await.unwrap();
+        self.controls.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         drop(self.dir);
     }
@@ -206,7 +204,7 @@ async fn shutdown_cancels_operations_that_outlast_the_drain_timeout() {
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
-    h.control.send(Control::Shutdown).await.unwrap();
+    h.controls.shutdown.cancel();
     h.task.await.unwrap().unwrap();
     let took = t.elapsed();
     assert!(

@@ -1,0 +1,239 @@
+//! The containers' part of the loop: a pass's plan turned into keyed work, podman's
+//! events read for what they mean to the plan, and each operation's outcome recorded —
+//! status, backoff, the next pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::work::{Listed, Work, NORMAL, SOON, URGENT};
+use super::{Agent, Mode, LIST_RETRY, RESTART_GRACE};
+use crate::config::Config;
+use crate::container::{owner, ComponentKey, Owner};
+use crate::control::BackoffPolicy;
+use crate::plan::{self, Action, InSync};
+use crate::reconcile::{ComponentReport, RemovalReport, Status, StorageNames};
+use crate::runtime::{Event, Runtime};
+
+/// The components' backoff, from `[reconcile]`.
+pub(super) fn policy(config: &Config) -> BackoffPolicy {
+    let r = &config.reconcile;
+    BackoffPolicy {
+        initial: r.backoff_initial,
+        max: r.backoff_max,
+        multiplier: r.backoff_multiplier.0,
+        reset_after: r.stable_after,
+        jitter: true,
+    }
+}
+
+impl<R: Runtime + 'static> Agent<R> {
+    /// A podman event: returns whether it can mean work (a container of ours, or one
+    /// holding a name we want).
+    pub(super) fn on_event(&mut self, ev: &Event) -> bool {
+        let ours = match owner(&ev.labels, &self.config.agent.node) {
+            Owner::Ours { .. } => true,
+            // A foreign container leaving may free one of our names.
+            _ => self.desired.iter().any(|d| d.container_name == ev.name),
+        };
+        if !ours {
+            return false;
+        }
+        if ev.action == "die" {
+            self.book.died_at.insert(ev.id.clone(), Instant::now());
+        }
+        // Someone removed the container the agent last brought up: that was not a
+        // failed attempt, so its replacement need not wait out the backoff.
+        if ev.action == "remove" {
+            let key = self
+                .brought_up
+                .iter()
+                .find(|(_, id)| **id == ev.id)
+                .map(|(k, _)| k.clone());
+            if let Some(key) = key {
+                self.brought_up.remove(&key);
+                self.book.retry_at.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// A pass: plan from the list, and make the plan's actions the components' work.
+    pub(super) fn on_listed(&mut self, listed: Listed) {
+        self.passes += 1;
+        self.synced = true;
+        if self.mode == Mode::Once {
+            self.report.moved = listed.moved;
+        }
+        if let Some(s) = listed.services {
+            self.set_services(s);
+        }
+        let now = Instant::now();
+        let horizon = RESTART_GRACE * 10;
+        self.book
+            .died_at
+            .retain(|_, t| now.saturating_duration_since(*t) < horizon);
+        let p = plan::plan(
+            &self.desired,
+            &listed.actual,
+            &self.config.agent.node,
+            &self.book,
+            now,
+        );
+        for (key, sync, id) in p.in_sync {
+            if sync == InSync::Running {
+                self.backoffs.observed_ok(&key, now);
+                if self.backoffs.attempts(&key) == 0 {
+                    self.book.retry_at.remove(&key);
+                }
+            }
+            if self.sched.is_running(&Work::Component(key.clone())) {
+                continue;
+            }
+            let status = match sync {
+                InSync::Running => Status::Running,
+                InSync::Stopped => Status::Stopped,
+                InSync::Transient => Status::Transient,
+            };
+            let id = (!id.is_empty()).then_some(id);
+            if self.mode == Mode::Once {
+                self.report.pass.components.push(ComponentReport {
+                    container: key.container_name(),
+                    key: key.clone(),
+                    verb: None,
+                    status,
+                    detail: None,
+                    container_id: id.clone(),
+                    recovered: false,
+                    until: None,
+                    unavailable: false,
+                });
+            }
+            self.note(&key, status, None, id, false);
+        }
+        let names = Arc::new(StorageNames::default());
+        let mut pending = HashMap::with_capacity(p.actions.len());
+        for a in p.actions {
+            let key = a.key().clone();
+            let work = Work::Component(key.clone());
+            if self.sched.is_running(&work) || pending.contains_key(&key) {
+                // Planned again once the operation under way is done.
+                self.deferred.insert(key);
+                continue;
+            }
+            if let Action::Wait { until, .. } = &a {
+                let until = *until;
+                self.sched.schedule(Work::List, URGENT, until);
+                self.note_waiting(&key, until);
+                continue;
+            }
+            if let (Action::Create { .. }, Some(spec)) = (&a, self.specs.get(&key)) {
+                names.add(&spec.name);
+            }
+            let priority = if a.brings_up() { NORMAL } else { SOON };
+            self.sched.schedule(work, priority, now);
+            pending.insert(key, (a, names.clone()));
+        }
+        // What the last plan wanted and this one does not is no longer to be done.
+        for key in self.pending.keys() {
+            if !pending.contains_key(key) {
+                self.sched.cancel(&Work::Component(key.clone()));
+            }
+        }
+        self.pending = pending;
+        self.sched.schedule(Work::Routes, SOON, now);
+    }
+
+    /// An operation on a component is done.
+    pub(super) fn on_done(
+        &mut self,
+        key: ComponentKey,
+        result: Result<ComponentReport, RemovalReport>,
+    ) {
+        if self.deferred.remove(&key) {
+            self.want_pass();
+        }
+        match result {
+            Err(r) => {
+                match &r.error {
+                    None => tracing::info!(
+                        action = "remove", service = %r.owner.service, component = %r.owner.component,
+                        container = %r.name, "removed container no longer in the registry"
+                    ),
+                    Some(e) => {
+                        tracing::warn!(
+                            action = "remove", service = %r.owner.service, component = %r.owner.component,
+                            container = %r.name, error = %e, "could not remove container"
+                        );
+                        self.retry_pass();
+                    }
+                }
+                if self.mode == Mode::Once {
+                    self.report.pass.removals.push(r);
+                }
+            }
+            Ok(r) => {
+                let now = Instant::now();
+                let brought_up = matches!(r.verb, Some("create" | "recreate" | "start"));
+                if r.unavailable {
+                    // Podman did not answer: nothing happened to the container. Its
+                    // health decides; the work is planned again after that.
+                    self.sched.schedule(Work::Ping, URGENT, now);
+                    self.retry_pass();
+                } else if brought_up
+                    && self.mode == Mode::Daemon
+                    // Image checks and conflicts touch no container: retried at every
+                    // pass and event, not backed off.
+                    && !matches!(r.status, Status::ImageMissing | Status::Conflict)
+                {
+                    let next = self.backoffs.attempted(&r.key, now);
+                    self.book.retry_at.insert(r.key.clone(), next);
+                    match (&r.container_id, r.status) {
+                        (Some(id), Status::Running) => {
+                            self.brought_up.insert(r.key.clone(), id.clone());
+                        }
+                        _ => {
+                            self.brought_up.remove(&r.key);
+                        }
+                    }
+                    if r.status == Status::Failed {
+                        self.sched.schedule(Work::List, URGENT, next);
+                    }
+                }
+                match (r.status.is_failure(), r.verb) {
+                    (true, _) => tracing::warn!(
+                        action = r.verb.unwrap_or("none"), service = %r.key.service,
+                        component = %r.key.component, container = %r.container,
+                        error = r.detail.as_deref().unwrap_or(""), state = r.status.as_str(),
+                        "component not reconciled"
+                    ),
+                    (false, Some(verb)) => tracing::info!(
+                        action = verb, service = %r.key.service, component = %r.key.component,
+                        container = %r.container, state = r.status.as_str(), "reconciled"
+                    ),
+                    _ => {}
+                }
+                let key = r.key.clone();
+                self.note(
+                    &key,
+                    r.status,
+                    r.detail.clone(),
+                    r.container_id.clone(),
+                    r.recovered,
+                );
+                if self.mode == Mode::Once {
+                    self.report.pass.components.push(r);
+                }
+            }
+        }
+    }
+
+    /// Another pass a little later (after a failure that backoff does not cover).
+    fn retry_pass(&mut self) {
+        if self.mode == Mode::Daemon {
+            self.sched
+                .schedule(Work::List, URGENT, Instant::now() + LIST_RETRY);
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The agent (docs/design.md §5): one loop that keeps podman's containers, the proxy's
+//! routes and the certificates equal to the registry, run two ways — as the daemon
+//! ([`Agent::run`]) until told to stop, or once ([`Agent::once`]) until every piece of
+//! work has reported, with backoff off.
+//!
+//! The loop owns the state and never waits on podman, SQLite or the proxy: each piece of
+//! work (a component, the container list, the proxy, the certificates, podman's health,
+//! the registry poll) is a key in a [`Scheduler`] and runs as a task of its own; its
+//! outcome comes back to the loop. Triggers only make work due, so a storm of events is
+//! a few passes. Podman is judged up or down only by a ping.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::certs::{self, AnyIssuer, Certs, Wanted};
+use crate::config::Config;
+use crate::container::{ComponentKey, ContainerSpec};
+use crate::control::{Backoff, BackoffPolicy, Backoffs, Scheduler};
+use crate::error::Failure;
+use crate::plan::{Action, Book, Desired};
+use crate::proxy::{AnyProxy, ProxyRoute};
+use crate::reconcile::{self, Status, StorageNames};
+use crate::registry::{CertStatus, Registry, RouteProxyState};
+use crate::routes;
+use crate::runtime::podman::Podman;
+use crate::runtime::{Runtime, RuntimeError, Trigger};
+use crate::spec::Service;
+
+mod containers;
+mod edge;
+pub mod notify;
+mod status;
+mod work;
+mod writer;
+
+pub use edge::CertsOutcome;
+pub use work::OnceReport;
+
+use notify::Notifier;
+use work::{Outcome, Work};
+
+/// How long podman's own restart policy is given to bring a dead container back before
+/// the agent acts (podman restarts in ≈ 70 ms here).
+pub const RESTART_GRACE: Duration = Duration::from_secs(1);
+/// How often the registry is asked whether another process changed it.
+pub const REGISTRY_POLL: Duration = Duration::from_millis(250);
+/// After SIGTERM, operations on containers get this long to finish; the rest are
+/// cancelled. With the writer's limit below, the daemon exits within 10 s.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long the status writer may take to flush at exit.
+pub const WRITER_CLOSE: Duration = Duration::from_millis(1500);
+/// A pass that could not list containers, or a removal that failed, is retried after this.
+pub const LIST_RETRY: Duration = Duration::from_secs(1);
+/// A ping podman does not answer in this long counts as podman down.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// A list that takes longer than this makes the agent check podman's health.
+pub const SLOW_LIST: Duration = Duration::from_secs(3);
+/// Pings while podman is down: quick, so work resumes within a second of its return.
+pub const PODMAN_RETRY: BackoffPolicy = BackoffPolicy::doubling(
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(30),
+);
+/// Route registration while the proxy is down: doubling, capped, so the routes follow
+/// within seconds of the proxy coming back.
+pub const PROXY_RETRY: BackoffPolicy = BackoffPolicy::doubling(
+    Duration::from_millis(500),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+);
+/// A certificate retry wakes the loop this long after it is due.
+pub const CERT_RETRY_SLACK: Duration = Duration::from_millis(50);
+
+/// The outside systems the agent works on, built by the command and passed in.
+pub struct Context<R> {
+    pub runtime: Arc<R>,
+    pub proxy: Arc<AnyProxy>,
+    pub issuer: Arc<AnyIssuer>,
+    /// Builds the proxy and the issuer anew from a reloaded config.
+    pub rebuild: fn(&Config) -> (AnyProxy, AnyIssuer),
+}
+
+fn from_config(config: &Config) -> (AnyProxy, AnyIssuer) {
+    (
+        AnyProxy::from_config(config),
+        AnyIssuer::from_config(config),
+    )
+}
+
+impl<R> Context<R> {
+    /// The runtime given, with the proxy and issuer `config` names.
+    pub fn new(runtime: Arc<R>, config: &Config) -> Context<R> {
+        let (proxy, issuer) = from_config(config);
+        Context {
+            runtime,
+            proxy: Arc::new(proxy),
+            issuer: Arc::new(issuer),
+            rebuild: from_config,
+        }
+    }
+}
+
+impl Context<Podman> {
+    /// Podman at `[podman].socket`, and the proxy and issuer of the config.
+    pub fn podman(config: &Config) -> Context<Podman> {
+        let podman = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
+        Context::new(Arc::new(podman), config)
+    }
+}
+
+/// What tells the daemon to stop or reload: handled by the process's signal task, never
+/// blocked by the loop (a reload requested many times before the loop sees it is one).
+#[derive(Clone, Default)]
+pub struct Controls {
+    pub shutdown: CancellationToken,
+    pub reload: Arc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Daemon,
+    Once,
+}
+
+/// Podman's health as the agent's pings last found it.
+struct Health {
+    /// `None` until the first ping answers or fails.
+    up: Option<bool>,
+    error: Option<String>,
+    retry: Backoff,
+}
+
+/// The loop's state. Generic over the runtime so tests can drive it with the fake.
+pub struct Agent<R: Runtime + 'static> {
+    ctx: Context<R>,
+    config: Config,
+    config_path: PathBuf,
+    mode: Mode,
+    /// The registry connection of the poll (taken while the poll runs).
+    poll_reg: Option<Registry>,
+    /// The registry connection of the port moves a pass makes (taken while it runs).
+    pass_reg: Option<Registry>,
+    writer: writer::StatusWriter,
+    notifier: Notifier,
+    data_version: i64,
+    /// The desired-state generation the cached services belong to.
+    generation: i64,
+    services: Vec<Service>,
+    desired: Vec<Desired>,
+    specs: HashMap<ComponentKey, ContainerSpec>,
+    book: Book,
+    backoffs: Backoffs<ComponentKey>,
+    sched: Scheduler<Work>,
+    /// The action the last plan has for each component waiting in the scheduler.
+    pending: HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
+    /// Components a plan had work for while an operation on them was under way: a pass
+    /// follows when it is done.
+    deferred: HashSet<ComponentKey>,
+    /// The container each component's last bring-up started.
+    brought_up: HashMap<ComponentKey, String>,
+    tasks: JoinSet<(Work, Outcome)>,
+    running: HashMap<tokio::task::Id, (Work, Instant, AbortHandle)>,
+    status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
+    podman: Health,
+    /// A pass has completed since podman was last found up.
+    synced: bool,
+    wanted_routes: Vec<(ComponentKey, String, ProxyRoute)>,
+    route_states: Vec<(ComponentKey, String, RouteProxyState)>,
+    proxy_error: Option<String>,
+    proxy_retry: Backoff,
+    /// `None` while the certificate task has it.
+    certs: Option<Certs>,
+    wanted_certs: Vec<Wanted>,
+    /// What the registry holds for the certificates (compared without `updated_ms`).
+    cert_states: Vec<CertStatus>,
+    cert_load_error: Option<String>,
+    /// A reload happened while the manager was out in its task.
+    certs_reconfigure: bool,
+    resync: Duration,
+    passes: u64,
+    ready: bool,
+    last_status_line: String,
+    /// Why the watchdog is withheld, once said.
+    stuck: Option<String>,
+    report: OnceReport,
+}
+
+impl<R: Runtime + 'static> Agent<R> {
+    /// Opens the registry (allocating route ports still missing) and readies the loop.
+    pub fn new(ctx: Context<R>, config: Config, config_path: PathBuf) -> Result<Self, Failure> {
+        let mut reader = Registry::open(&config.database.path)?;
+        certs::check_modes(&config).map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
+        let writer = writer::StatusWriter::start(Registry::open(&config.database.path)?);
+        let data_version = reader.data_version()?;
+        let generation = reader.generation()?;
+        let mut services = reader.services()?;
+        if routes::unallocated(&services) && routes::allocate(&mut reader, &config)? {
+            services = reader.services()?;
+        }
+        let pass_reg = Some(Registry::open(&config.database.path)?);
+        let mut a = Agent {
+            wanted_routes: Vec::new(),
+            route_states: Vec::new(),
+            proxy_error: None,
+            proxy_retry: Backoff::new(PROXY_RETRY),
+            certs: Some(Certs::from_config(&config)),
+            wanted_certs: Vec::new(),
+            cert_states: Vec::new(),
+            cert_load_error: None,
+            certs_reconfigure: false,
+            backoffs: Backoffs::new(containers::policy(&config)),
+            book: Book {
+                restart_grace: RESTART_GRACE,
+                ..Default::default()
+            },
+            resync: config.reconcile.interval,
+            ctx,
+            config,
+            config_path,
+            mode: Mode::Daemon,
+            poll_reg: Some(reader),
+            pass_reg,
+            writer,
+            notifier: Notifier::from_env(),
+            data_version,
+            generation,
+            services: Vec::new(),
+            desired: Vec::new(),
+            specs: HashMap::new(),
+            sched: Scheduler::default(),
+            pending: HashMap::new(),
+            deferred: HashSet::new(),
+            brought_up: HashMap::new(),
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            status: BTreeMap::new(),
+            podman: Health {
+                up: None,
+                error: None,
+                retry: Backoff::new(PODMAN_RETRY),
+            },
+            synced: false,
+            passes: 0,
+            ready: false,
+            last_status_line: String::new(),
+            stuck: None,
+            report: OnceReport::default(),
+        };
+        a.set_services(services);
+        Ok(a)
+    }
+
+    /// Number of passes planned so far (tests and benchmarks read it).
+    pub fn passes(&self) -> u64 {
+        self.passes
+    }
+
+    /// The daemon: runs until `controls.shutdown` is cancelled, then lets operations on
+    /// containers finish for up to [`DRAIN_TIMEOUT`] and returns.
+    pub async fn run(mut self, controls: Controls) -> Result<(), Failure> {
+        let mut events = self.ctx.runtime.events();
+        self.notifier.status("waiting for podman");
+        let now = Instant::now();
+        self.sched.schedule(Work::Ping, work::URGENT, now);
+        self.sched
+            .schedule(Work::Registry, work::URGENT, now + REGISTRY_POLL);
+        let mut resync = self.resync_timer();
+        let watchdog_every = notify::watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut events_open = true;
+        loop {
+            self.start_due_work();
+            self.maybe_ready();
+            self.update_status_line();
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                () = controls.shutdown.cancelled() => break,
+                () = controls.reload.notified() => {
+                    if self.reload() {
+                        resync = self.resync_timer();
+                    }
+                }
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.joined(done);
+                    while let Some(done) = self.tasks.try_join_next_with_id() {
+                        self.joined(done);
+                    }
+                }
+                t = events.recv(), if events_open => match t {
+                    Some(t) => {
+                        self.on_trigger(t);
+                        while let Ok(t) = events.try_recv() {
+                            self.on_trigger(t);
+                        }
+                    }
+                    None => {
+                        tracing::warn!("podman's event stream watcher ended; relying on resyncs");
+                        events_open = false;
+                    }
+                },
+                () = sleep_until(wake), if wake.is_some() => {}
+                _ = resync.tick() => {
+                    tracing::debug!(trigger = "resync", "periodic resync");
+                    self.want_pass();
+                }
+                _ = watchdog.tick(), if watchdog_every.is_some() => self.watchdog(),
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// One recovery pass: podman pinged, the containers listed and brought to the
+    /// registry's state without backoff, the routes registered, the certificates
+    /// ensured; returns when every piece of that work has reported.
+    pub async fn once(mut self) -> Result<OnceReport, Failure> {
+        self.mode = Mode::Once;
+        self.book = Book::default();
+        let rt = self.ctx.runtime.clone();
+        let unavailable = |e: RuntimeError| Failure::unavailable(anyhow::anyhow!("{e}"));
+        match tokio::time::timeout(PING_TIMEOUT * 5, rt.ping()).await {
+            Ok(r) => r.map_err(unavailable)?,
+            Err(_) => {
+                return Err(Failure::unavailable(anyhow::anyhow!(
+                    "podman did not answer a ping at {} within {:?}",
+                    self.config.podman.socket.0,
+                    PING_TIMEOUT * 5
+                )))
+            }
+        }
+        self.podman.up = Some(true);
+        self.sched
+            .schedule(Work::List, work::URGENT, Instant::now());
+        loop {
+            self.start_due_work();
+            let Some(done) = self.tasks.join_next_with_id().await else {
+                break;
+            };
+            self.joined(done);
+            if let Some(e) = self.report.list_error.take() {
+                self.writer.close(WRITER_CLOSE).await;
+                return Err(unavailable(e));
+            }
+        }
+        self.writer.prune();
+        self.writer.close(Duration::from_secs(30)).await;
+        let mut report = std::mem::take(&mut self.report);
+        report.pass.components.sort_by(|a, b| a.key.cmp(&b.key));
+        report.pass.removals.sort_by(|a, b| a.name.cmp(&b.name));
+        report.wanted_routes = self.wanted_routes.len();
+        report.proxy_serves = self.ctx.proxy.serves_routes();
+        Ok(report)
+    }
+
+    fn resync_timer(&self) -> tokio::time::Interval {
+        let mut t = tokio::time::interval_at(Instant::now() + self.resync, self.resync);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    }
+
+    /// Replaces the cached desired state. What is waiting was planned from the old one:
+    /// it is dropped, and a pass plans again (operations under way are looked at again
+    /// when they are done).
+    fn set_services(&mut self, services: Vec<Service>) {
+        self.wanted_routes = routes::desired(&services);
+        self.wanted_certs = certs::wanted(&services);
+        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
+            reconcile::desired(&services, &self.config.agent.node)
+                .into_iter()
+                .unzip();
+        self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
+        self.desired = desired;
+        self.services = services;
+        let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
+        self.backoffs.retain(|k| wanted.contains(k));
+        self.book.retry_at.retain(|k, _| wanted.contains(k));
+        self.status.retain(|k, _| wanted.contains(k));
+        for key in self.pending.keys() {
+            self.sched.cancel(&Work::Component(key.clone()));
+        }
+        self.pending.clear();
+        let busy: Vec<ComponentKey> = self
+            .running
+            .values()
+            .filter_map(|(w, ..)| match w {
+                Work::Component(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        self.deferred.extend(busy);
+        self.want_pass();
+    }
+
+    /// Asks for a pass: one list and plan as soon as podman is up (requests while one is
+    /// waiting are the same request; one made while a list runs is another pass after it).
+    fn want_pass(&mut self) {
+        if self.mode == Mode::Daemon {
+            self.sched
+                .schedule(Work::List, work::URGENT, Instant::now());
+        }
+    }
+
+    fn on_trigger(&mut self, t: Trigger) {
+        match t {
+            Trigger::Connected => {
+                tracing::debug!(trigger = "connected", "event stream open; full pass");
+                self.sched
+                    .schedule(Work::Ping, work::URGENT, Instant::now());
+                self.want_pass();
+            }
+            Trigger::Lost(e) => {
+                tracing::debug!(trigger = "lost", error = %e, "event stream lost");
+                self.sched
+                    .schedule(Work::Ping, work::URGENT, Instant::now());
+            }
+            Trigger::Event(ev) => {
+                if self.on_event(&ev) {
+                    tracing::debug!(
+                        trigger = "event",
+                        action = %ev.action,
+                        container = %ev.name,
+                        "podman event"
+                    );
+                    self.want_pass();
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: reload the config; a bad one is logged and the old one kept. Returns
+    /// whether the resync interval changed.
+    fn reload(&mut self) -> bool {
+        self.notifier.reloading();
+        let mut resync_changed = false;
+        match Config::load(&self.config_path) {
+            Ok(mut new) => {
+                for (what, changed) in [
+                    ("[agent].node", new.agent.node != self.config.agent.node),
+                    (
+                        "[database].path",
+                        new.database.path != self.config.database.path,
+                    ),
+                    (
+                        "[podman].socket",
+                        new.podman.socket != self.config.podman.socket,
+                    ),
+                ] {
+                    if changed {
+                        tracing::warn!(
+                            key = what,
+                            "changed in the config; takes effect at the next restart"
+                        );
+                    }
+                }
+                new.agent.node = self.config.agent.node.clone();
+                new.database.path = self.config.database.path.clone();
+                new.podman.socket = self.config.podman.socket.clone();
+                if new.reconcile.interval != self.resync {
+                    self.resync = new.reconcile.interval;
+                    resync_changed = true;
+                }
+                self.backoffs.set_policy(containers::policy(&new));
+                let (proxy, issuer) = (self.ctx.rebuild)(&new);
+                self.ctx.proxy = Arc::new(proxy);
+                self.ctx.issuer = Arc::new(issuer);
+                match self.certs.as_mut() {
+                    Some(c) => c.configure(&new),
+                    // Out in its task: configured when it comes back.
+                    None => self.certs_reconfigure = true,
+                }
+                self.config = new;
+                self.want_pass();
+                tracing::info!(path = %self.config_path.display(), "config reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config")
+            }
+        }
+        self.notifier.ready(&self.status_line());
+        resync_changed
+    }
+
+    async fn shutdown(mut self) {
+        self.notifier.stopping();
+        // Work that changes nothing is cancelled at once; operations on containers,
+        // routes and certificates may finish, for a while.
+        for (w, _, handle) in self.running.values() {
+            if matches!(w, Work::Ping | Work::Registry | Work::List) {
+                handle.abort();
+            }
+        }
+        tracing::info!(in_flight = self.tasks.len(), "stopping");
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(done)) => self.joined(done),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        cancelled = self.tasks.len(),
+                        "in-flight operations cancelled at shutdown"
+                    );
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        self.writer.close(WRITER_CLOSE).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    tokio::time::sleep_until(at.unwrap_or_else(Instant::now)).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,510 @@
+//! The agent's kinds of work, how each is started as a task, and how outcomes come back
+//! to the loop; readiness and the watchdog, which both follow from the work's progress.
+
+use std::time::Duration;
+
+use tokio::task::JoinError;
+use tokio::time::Instant;
+
+use super::{Agent, Mode, LIST_RETRY, PING_TIMEOUT, REGISTRY_POLL, SLOW_LIST};
+use crate::certs::{Certs, EnsureReport};
+use crate::config::Config;
+use crate::container::ComponentKey;
+use crate::proxy::{ProxyError, SyncReport};
+use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport};
+use crate::registry::{Registry, RegistryError};
+use crate::routes::{self, Moved};
+use crate::runtime::{Actual, Runtime, RuntimeError};
+use crate::spec::Service;
+
+/// A key of the scheduler: one of each, and one per component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Work {
+    /// Is podman answering?
+    Ping,
+    /// Did another process change the registry?
+    Registry,
+    /// List the containers and plan a pass.
+    List,
+    /// Make the proxy serve exactly the routes.
+    Routes,
+    /// Make every certificate valid and loaded.
+    Certs,
+    /// Carry out the action the last plan has for this component.
+    Component(ComponentKey),
+}
+
+/// Priorities: health, the registry and the list first; then what takes things away or
+/// reports (stops, removals, conflicts) and the proxy; then what brings things up.
+pub(super) const URGENT: u8 = 0;
+pub(super) const SOON: u8 = 1;
+pub(super) const NORMAL: u8 = 2;
+
+impl Work {
+    /// How long a task of this kind may run before the loop counts as stuck (each
+    /// request it makes has a shorter timeout of its own).
+    fn limit(&self) -> Option<Duration> {
+        match self {
+            Work::Ping => Some(PING_TIMEOUT * 5),
+            Work::Registry => Some(Duration::from_secs(60)),
+            Work::List => Some(Duration::from_secs(150)),
+            Work::Routes => Some(Duration::from_secs(300)),
+            Work::Component(_) => Some(Duration::from_secs(300)),
+            // An order may wait on the CA for its own (configured) time.
+            Work::Certs => None,
+        }
+    }
+}
+
+pub(super) enum Outcome {
+    Ping(Result<(), RuntimeError>),
+    Registry(Option<Registry>, Result<Polled, RegistryError>),
+    List(Option<Registry>, Result<Listed, RuntimeError>),
+    Component(Result<ComponentReport, RemovalReport>),
+    Routes(Result<SyncReport, ProxyError>),
+    Certs(Box<(Certs, EnsureReport)>),
+}
+
+/// What a registry poll found.
+pub(super) struct Polled {
+    data_version: i64,
+    generation: i64,
+    /// The desired state, when its generation moved.
+    services: Option<Vec<Service>>,
+}
+
+/// What a pass's list found.
+pub(super) struct Listed {
+    pub actual: Vec<Actual>,
+    /// Routes moved off host ports another process took.
+    pub moved: Vec<Moved>,
+    /// The desired state after such a move.
+    pub services: Option<Vec<Service>>,
+}
+
+/// What `--once` did, for `commands/recover.rs` to print.
+#[derive(Debug, Default)]
+pub struct OnceReport {
+    pub pass: PassReport,
+    pub moved: Vec<Moved>,
+    pub wanted_routes: usize,
+    /// Whether a proxy serves the routes (`[proxy] kind` is not "none").
+    pub proxy_serves: bool,
+    pub routes: Option<Result<SyncReport, ProxyError>>,
+    pub certs: Option<super::CertsOutcome>,
+    pub(super) list_error: Option<RuntimeError>,
+}
+
+impl<R: Runtime + 'static> Agent<R> {
+    /// Whether `w` may start now.
+    fn can_start(&self, w: &Work, components_running: usize) -> bool {
+        let up = self.podman.up == Some(true);
+        match w {
+            Work::List => up,
+            Work::Component(_) => up && components_running < self.config.reconcile.concurrency.0,
+            _ => true,
+        }
+    }
+
+    fn components_running(&self) -> usize {
+        self.sched
+            .count_running(|w| matches!(w, Work::Component(_)))
+    }
+
+    /// Starts every piece of work that is due and may start.
+    pub(super) fn start_due_work(&mut self) {
+        let now = Instant::now();
+        loop {
+            let busy = self.components_running();
+            let up = self.podman.up == Some(true);
+            let limit = self.config.reconcile.concurrency.0;
+            let Some(w) = self.sched.pop_due(now, |w| match w {
+                Work::List => up,
+                Work::Component(_) => up && busy < limit,
+                _ => true,
+            }) else {
+                return;
+            };
+            self.start(w, now);
+        }
+    }
+
+    /// When the loop must wake for work that is not due yet.
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let busy = self.components_running();
+        self.sched.next_due(|w| self.can_start(w, busy))
+    }
+
+    fn start(&mut self, w: Work, now: Instant) {
+        let handle = match &w {
+            Work::Ping => {
+                let rt = self.ctx.runtime.clone();
+                let socket = self.config.podman.socket.0.clone();
+                self.tasks.spawn(async move {
+                    let r = match tokio::time::timeout(PING_TIMEOUT, rt.ping()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(RuntimeError::Unavailable {
+                            socket,
+                            reason: format!("no answer to a ping within {PING_TIMEOUT:?}"),
+                        }),
+                    };
+                    (Work::Ping, Outcome::Ping(r))
+                })
+            }
+            Work::Registry => {
+                let reg = self.poll_reg.take();
+                let config = self.config.clone();
+                let seen = (self.data_version, self.generation);
+                let path = self.config.database.path.clone();
+                self.tasks.spawn(async move {
+                    let r = tokio::task::spawn_blocking(move || {
+                        let mut reg = match reg {
+                            Some(r) => r,
+                            None => match Registry::open(&config.database.path) {
+                                Ok(r) => r,
+                                Err(e) => return (None, Err(e)),
+                            },
+                        };
+                        let r = poll(&mut reg, &config, seen);
+                        (Some(reg), r)
+                    })
+                    .await;
+                    let (reg, r) = r.unwrap_or_else(|e| {
+                        let source = Box::new(e);
+                        (None, Err(RegistryError::Open { path, source }))
+                    });
+                    (Work::Registry, Outcome::Registry(reg, r))
+                })
+            }
+            Work::List => {
+                let rt = self.ctx.runtime.clone();
+                let moves = self
+                    .services
+                    .iter()
+                    .flat_map(|s| &s.components)
+                    .any(|c| !c.routes.is_empty());
+                let reg = if moves { self.pass_reg.take() } else { None };
+                let config = self.config.clone();
+                let services = self.services.clone();
+                // A list podman does not answer soon makes the agent look at its health.
+                self.sched.schedule(Work::Ping, URGENT, now + SLOW_LIST);
+                self.tasks.spawn(async move {
+                    let r = list(&*rt, moves, reg, config, services).await;
+                    (Work::List, Outcome::List(r.0, r.1))
+                })
+            }
+            Work::Routes => {
+                let proxy = self.ctx.proxy.clone();
+                let wanted: Vec<_> = self.wanted_routes.iter().map(|(.., r)| r.clone()).collect();
+                self.tasks.spawn(async move {
+                    use crate::proxy::Proxy;
+                    let r = proxy.sync(&wanted).await;
+                    (Work::Routes, Outcome::Routes(r))
+                })
+            }
+            Work::Certs => {
+                let Some(mut manager) = self.certs.take() else {
+                    self.sched.finish(&w);
+                    return;
+                };
+                let issuer = self.ctx.issuer.clone();
+                let proxy = self.ctx.proxy.clone();
+                let wanted = self.wanted_certs.clone();
+                let ignore_backoff = self.mode == Mode::Once;
+                self.tasks.spawn(async move {
+                    let report = manager
+                        .ensure(
+                            &*issuer,
+                            &*proxy,
+                            &wanted,
+                            std::time::SystemTime::now(),
+                            ignore_backoff,
+                        )
+                        .await;
+                    (Work::Certs, Outcome::Certs(Box::new((manager, report))))
+                })
+            }
+            Work::Component(key) => {
+                let Some((action, names)) = self.pending.remove(key) else {
+                    self.sched.finish(&w);
+                    return;
+                };
+                let spec = self.specs.get(action.key()).cloned();
+                let rt = self.ctx.runtime.clone();
+                let node = self.config.agent.node.clone();
+                let key = key.clone();
+                self.tasks.spawn(async move {
+                    let r = reconcile::run_action(&*rt, action, spec.as_ref(), &node, &names).await;
+                    (Work::Component(key), Outcome::Component(r))
+                })
+            }
+        };
+        self.running.insert(handle.id(), (w, now, handle));
+    }
+
+    /// A task ended: its key is free again and its outcome goes to the loop.
+    pub(super) fn joined(&mut self, done: Result<(tokio::task::Id, (Work, Outcome)), JoinError>) {
+        let (id, outcome) = match done {
+            Ok((id, (w, outcome))) => (id, Some((w, outcome))),
+            Err(e) => (e.id(), None),
+        };
+        let Some((w, ..)) = self.running.remove(&id) else {
+            return;
+        };
+        self.sched.finish(&w);
+        match outcome {
+            Some((_, outcome)) => self.on_outcome(w, outcome),
+            None => {
+                // Cancelled at shutdown, or a panic (a bug): what the task held is
+                // made anew, and the work is tried again.
+                tracing::error!(work = ?w, "a task of the agent ended without a result");
+                match &w {
+                    Work::Certs => self.certs = Some(Certs::from_config(&self.config)),
+                    Work::Component(k) => {
+                        self.deferred.insert(k.clone());
+                    }
+                    _ => {}
+                }
+                self.sched.schedule(w, URGENT, Instant::now() + LIST_RETRY);
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, w: Work, outcome: Outcome) {
+        match outcome {
+            Outcome::Ping(r) => self.on_ping(r),
+            Outcome::Registry(reg, r) => {
+                if reg.is_some() {
+                    self.poll_reg = reg;
+                }
+                self.on_polled(r);
+            }
+            Outcome::List(reg, r) => {
+                if reg.is_some() {
+                    self.pass_reg = reg;
+                }
+                self.sched.cancel(&Work::Ping);
+                match r {
+                    Ok(listed) => self.on_listed(listed),
+                    Err(e) => self.on_list_failed(e),
+                }
+            }
+            Outcome::Component(r) => {
+                let Work::Component(key) = w else { return };
+                self.on_done(key, r);
+            }
+            Outcome::Routes(r) => self.on_routes_synced(r),
+            Outcome::Certs(done) => {
+                let (mut certs, report) = *done;
+                if std::mem::take(&mut self.certs_reconfigure) {
+                    certs.configure(&self.config);
+                }
+                self.certs = Some(certs);
+                self.on_certs(report);
+            }
+        }
+    }
+
+    fn on_ping(&mut self, r: Result<(), RuntimeError>) {
+        let now = Instant::now();
+        match r {
+            Ok(()) => {
+                if self.podman.up != Some(true) {
+                    if self.podman.up == Some(false) {
+                        tracing::info!("podman answers again");
+                    }
+                    self.podman.up = Some(true);
+                    self.podman.error = None;
+                    self.synced = false;
+                    self.want_pass();
+                }
+                self.podman.retry.reset();
+            }
+            Err(e) => {
+                if self.podman.up != Some(false) {
+                    tracing::warn!(error = %e, "podman does not answer; waiting for it");
+                }
+                self.podman.up = Some(false);
+                self.podman.error = Some(e.to_string());
+                let delay = self.podman.retry.next_delay(now);
+                self.sched.schedule(Work::Ping, URGENT, now + delay);
+            }
+        }
+    }
+
+    fn on_polled(&mut self, r: Result<Polled, RegistryError>) {
+        if self.mode == Mode::Daemon {
+            self.sched
+                .schedule(Work::Registry, URGENT, Instant::now() + REGISTRY_POLL);
+        }
+        match r {
+            Ok(p) => {
+                self.data_version = p.data_version;
+                self.generation = p.generation;
+                if let Some(s) = p.services {
+                    tracing::debug!(trigger = "registry", "registry changed");
+                    self.set_services(s);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the registry; keeping the last desired state")
+            }
+        }
+    }
+
+    fn on_list_failed(&mut self, e: RuntimeError) {
+        if self.mode == Mode::Once {
+            self.report.list_error = Some(e);
+            return;
+        }
+        tracing::warn!(error = %e, "cannot list containers; retrying");
+        let now = Instant::now();
+        if e.is_unavailable() {
+            self.sched.schedule(Work::Ping, URGENT, now);
+        }
+        self.sched.schedule(Work::List, URGENT, now + LIST_RETRY);
+    }
+
+    /// Readiness: once podman is up and the first pass's operations and route sync are
+    /// done. A certificate order may wait on the CA for minutes and does not hold it.
+    pub(super) fn maybe_ready(&mut self) {
+        if self.ready || self.mode == Mode::Once || self.podman.up != Some(true) || !self.synced {
+            return;
+        }
+        let busy = |w: &Work| matches!(w, Work::Component(_) | Work::Routes);
+        if self.sched.count_waiting(busy) + self.sched.count_running(busy) > 0 {
+            return;
+        }
+        self.ready = true;
+        let line = self.status_line();
+        tracing::info!(status = %line, "first pass done; ready");
+        self.notifier.ready(&line);
+        self.last_status_line = line;
+    }
+
+    /// WATCHDOG=1 only while the loop makes progress: it turns (this runs on it), and no
+    /// task has outlived its limit.
+    pub(super) fn watchdog(&mut self) {
+        let now = Instant::now();
+        let stuck = self.running.values().find_map(|(w, started, _)| {
+            let limit = w.limit()?;
+            (now.saturating_duration_since(*started) > limit)
+                .then(|| format!("{w:?} running for over {}s", limit.as_secs()))
+        });
+        match stuck {
+            None => {
+                if self.stuck.take().is_some() {
+                    tracing::info!("the agent makes progress again; watchdog resumed");
+                }
+                self.notifier.watchdog();
+            }
+            Some(why) => {
+                if self.stuck.is_none() {
+                    tracing::error!(reason = %why, "the agent is stuck; withholding the watchdog");
+                }
+                self.stuck = Some(why);
+            }
+        }
+    }
+}
+
+/// The registry poll: cheap (`PRAGMA data_version`) unless another connection wrote;
+/// the services only when the desired state's generation moved (status writes, ours
+/// included, change the data version but not the generation).
+fn poll(reg: &mut Registry, config: &Config, seen: (i64, i64)) -> Result<Polled, RegistryError> {
+    let data_version = reg.data_version()?;
+    let unchanged = Polled {
+        data_version,
+        generation: seen.1,
+        services: None,
+    };
+    if data_version == seen.0 {
+        return Ok(unchanged);
+    }
+    let generation = reg.generation()?;
+    if generation == seen.1 {
+        return Ok(unchanged);
+    }
+    let mut services = reg.services()?;
+    if routes::unallocated(&services) && routes::allocate(reg, config)? {
+        services = reg.services()?;
+    }
+    Ok(Polled {
+        data_version,
+        generation,
+        services: Some(services),
+    })
+}
+
+/// A pass's list, then (when routes exist) the move of routes whose host port another
+/// process took while their container was down, off the loop.
+async fn list<R: Runtime>(
+    rt: &R,
+    moves: bool,
+    reg: Option<Registry>,
+    config: Config,
+    services: Vec<Service>,
+) -> (Option<Registry>, Result<Listed, RuntimeError>) {
+    let actual = match rt.list().await {
+        Ok(a) => a,
+        Err(e) => return (reg, Err(e)),
+    };
+    let mut listed = Listed {
+        actual,
+        moved: Vec::new(),
+        services: None,
+    };
+    if !moves {
+        return (reg, Ok(listed));
+    }
+    let up: std::collections::HashSet<String> = listed
+        .actual
+        .iter()
+        .filter(|a| a.state.is_up())
+        .map(|a| a.name.clone())
+        .collect();
+    let moved = tokio::task::spawn_blocking(move || {
+        let mut reg = match reg {
+            Some(r) => r,
+            None => Registry::open(&config.database.path)?,
+        };
+        let moved = routes::reallocate_taken(
+            &mut reg,
+            &config,
+            &services,
+            &up,
+            &mut crate::ports::host_port_free,
+        );
+        let services = match &moved {
+            Ok(m) if !m.is_empty() => Some(reg.services()),
+            _ => None,
+        };
+        Ok::<_, RegistryError>((reg, moved, services))
+    })
+    .await;
+    let reg = match moved {
+        Ok(Ok((reg, moved, services))) => {
+            match moved {
+                Ok(m) => listed.moved = m,
+                Err(e) => tracing::warn!(error = %e, "cannot move routes off taken host ports"),
+            }
+            match services {
+                Some(Ok(s)) => listed.services = Some(s),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the registry after moving routes")
+                }
+                None => {}
+            }
+            Some(reg)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot open the registry to move routes");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the route move task failed");
+            None
+        }
+    };
+    (reg, Ok(listed))
+}
