@@ -10,15 +10,15 @@ use crate::runtime::fake::FakeRuntime;
 use crate::runtime::{Event, State};
 use crate::spec::parse_service;
 
-struct Harness {
-    rt: Arc<FakeRuntime>,
-    triggers: mpsc::Sender<Trigger>,
-    controls: Controls,
-    task: tokio::task::JoinHandle<Result<(), Failure>>,
-    dir: tempfile::TempDir,
+pub(super) struct Harness {
+    pub rt: Arc<FakeRuntime>,
+    pub triggers: mpsc::Sender<Trigger>,
+    pub controls: Controls,
+    pub task: tokio::task::JoinHandle<Result<(), Failure>>,
+    pub dir: tempfile::TempDir,
 }
 
-const SERVICE: &str = r#"
+pub(super) const SERVICE: &str = r#"
 name = "s"
 [[components]]
 name = "crash"
@@ -28,7 +28,7 @@ name = "ok"
 image = "img"
 "#;
 
-fn config(dir: &std::path::Path) -> Config {
+pub(super) fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
     c.agent.node = "n1".into();
     c.database.path = dir.join("registry.db");
@@ -38,9 +38,18 @@ fn config(dir: &std::path::Path) -> Config {
     c
 }
 
-async fn start(service: &str, rt: FakeRuntime) -> Harness {
+pub(super) async fn start(service: &str, rt: FakeRuntime) -> Harness {
+    start_with(service, rt, |_| {}).await
+}
+
+pub(super) async fn start_with(
+    service: &str,
+    rt: FakeRuntime,
+    configure: impl FnOnce(&mut Config),
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let mut cfg = config(dir.path());
+    configure(&mut cfg);
     let mut reg = Registry::open(&cfg.database.path).unwrap();
     reg.apply(&[parse_service(std::path::Path::new("s.toml"), service).unwrap()])
         .unwrap();
@@ -89,7 +98,7 @@ impl Harness {
             .collect()
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.controls.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         drop(self.dir);

@@ -34,6 +34,10 @@ pub struct FakeState {
     pub max_in_flight_per_name: u32,
     /// Every successful start: container name and (tokio) time.
     pub started: Vec<(String, tokio::time::Instant)>,
+    /// Starts of containers of these names fail with this API error.
+    pub failing_start: BTreeMap<String, String>,
+    /// Every create, start, stop and remove that changed something: (call, container name).
+    pub ops: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug)]
@@ -43,6 +47,8 @@ pub struct FakeRuntime {
     /// The test's end of the event stream (see [`FakeRuntime::event_sender`]).
     events_tx: tokio::sync::mpsc::Sender<Trigger>,
     events_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Trigger>>>,
+    /// While true every call waits, as against a SIGSTOPped podman.
+    hung: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for FakeRuntime {
@@ -53,6 +59,7 @@ impl Default for FakeRuntime {
             next_id: AtomicU64::default(),
             events_tx,
             events_rx: Mutex::new(Some(rx)),
+            hung: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -61,6 +68,16 @@ impl FakeRuntime {
     /// What the test sends here comes out of [`Runtime::events`].
     pub fn event_sender(&self) -> tokio::sync::mpsc::Sender<Trigger> {
         self.events_tx.clone()
+    }
+
+    /// Makes every call wait (`true`) until released (`false`), like a SIGSTOPped podman.
+    pub fn hang(&self, on: bool) {
+        self.hung.send_replace(on);
+    }
+
+    async fn gate(&self) {
+        let mut rx = self.hung.subscribe();
+        let _ = rx.wait_for(|hung| !*hung).await;
     }
 
     pub fn with_images(images: &[&str]) -> FakeRuntime {
@@ -158,6 +175,7 @@ impl FakeRuntime {
                 spec: Some(spec.clone()),
             },
         );
+        st.ops.push(("create", spec.name.clone()));
         Ok(id)
     }
 
@@ -165,6 +183,10 @@ impl FakeRuntime {
         let mut st = self.enter("start")?;
         let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let name = st.containers[&id].actual.name.clone();
+        if let Some(msg) = st.failing_start.get(&name) {
+            return Err(RuntimeError::Api(msg.clone()));
+        }
+        st.ops.push(("start", name.clone()));
         let crashing = st.crashing.contains(&name);
         st.started.push((name, tokio::time::Instant::now()));
         st.containers.get_mut(&id).unwrap().actual.state = if crashing {
@@ -205,19 +227,23 @@ impl Runtime for FakeRuntime {
     }
 
     async fn ping(&self) -> Result<()> {
+        self.gate().await;
         self.enter("ping").map(|_| ())
     }
 
     async fn list(&self) -> Result<Vec<Actual>> {
+        self.gate().await;
         let st = self.enter("list")?;
         Ok(st.containers.values().map(|c| c.actual.clone()).collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
+        self.gate().await;
         Ok(self.enter("image_exists")?.images.contains(image))
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {
+        self.gate().await;
         self.enter("ensure_network")?
             .networks
             .insert(name.to_string());
@@ -225,6 +251,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        self.gate().await;
         self.busy(&spec.name, true).await;
         let r = self.create_now(spec);
         self.busy(&spec.name, false).await;
@@ -232,6 +259,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
+        self.gate().await;
         let name = {
             let st = self.state.lock().unwrap();
             find_id(&st, id).map(|i| st.containers[&i].actual.name.clone())
@@ -247,20 +275,28 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, id: &str, _timeout_secs: i64) -> Result<()> {
+        self.gate().await;
         let mut st = self.enter("stop")?;
         let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        st.containers.get_mut(&id).unwrap().actual.state = State::Exited;
+        let c = st.containers.get_mut(&id).unwrap();
+        c.actual.state = State::Exited;
+        let name = c.actual.name.clone();
+        st.ops.push(("stop", name));
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
+        self.gate().await;
         let mut st = self.enter("remove")?;
         let id = find_id(&st, id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        st.containers.remove(&id);
+        if let Some(c) = st.containers.remove(&id) {
+            st.ops.push(("remove", c.actual.name));
+        }
         Ok(())
     }
 
     async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
+        self.gate().await;
         let st = self.enter("holder")?;
         Ok(st
             .containers
@@ -270,6 +306,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
+        self.gate().await;
         let mut st = self.enter("free_storage_names")?;
         for name in names {
             st.storage_names.remove(name);
