@@ -45,6 +45,46 @@ pub enum WaitReason {
     PodmanRestart,
 }
 
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Backoff => "backing off",
+            WaitReason::PodmanRestart => "left to podman's restart policy",
+        }
+    }
+}
+
+/// What an action does, as logs and `--once` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Recreate,
+    Start,
+    Stop,
+    Remove,
+    Conflict,
+    Wait,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Create => "create",
+            Verb::Recreate => "recreate",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Remove => "remove",
+            Verb::Conflict => "conflict",
+            Verb::Wait => "wait",
+        }
+    }
+
+    /// Whether it brings a component up (and so is subject to backoff).
+    pub fn brings_up(self) -> bool {
+        matches!(self, Verb::Create | Verb::Recreate | Verb::Start)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Create {
@@ -97,15 +137,15 @@ impl Action {
         }
     }
 
-    pub fn verb(&self) -> &'static str {
+    pub fn verb(&self) -> Verb {
         match self {
-            Action::Create { .. } => "create",
-            Action::Recreate { .. } => "recreate",
-            Action::Start { .. } => "start",
-            Action::Stop { .. } => "stop",
-            Action::Remove { .. } => "remove",
-            Action::Conflict { .. } => "conflict",
-            Action::Wait { .. } => "wait",
+            Action::Create { .. } => Verb::Create,
+            Action::Recreate { .. } => Verb::Recreate,
+            Action::Start { .. } => Verb::Start,
+            Action::Stop { .. } => Verb::Stop,
+            Action::Remove { .. } => Verb::Remove,
+            Action::Conflict { .. } => Verb::Conflict,
+            Action::Wait { .. } => Verb::Wait,
         }
     }
 
@@ -121,10 +161,7 @@ impl Action {
 
     /// Whether the action brings a component up (and so is subject to backoff).
     pub fn brings_up(&self) -> bool {
-        matches!(
-            self,
-            Action::Create { .. } | Action::Recreate { .. } | Action::Start { .. }
-        )
+        self.verb().brings_up()
     }
 }
 

@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
-use crate::plan::{self, Action, Book, Desired, InSync, Plan, WaitReason};
+use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::Service;
@@ -54,30 +54,81 @@ impl Status {
     }
 }
 
+/// Why an action did not bring its component to the desired state. Never holds env
+/// values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("image {0} is not in the local image store (the agent never pulls); load it, e.g. with podman load")]
+    ImageMissing(String),
+    #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
+    Conflict(String),
+    #[error("no desired spec for this component (internal error)")]
+    NoSpec,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl ActionError {
+    /// Podman did not answer: nothing was done to the container, so it is no attempt to
+    /// back off from (the agent checks podman's health instead).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ActionError::Runtime(e) if e.is_unavailable())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentReport {
     pub key: ComponentKey,
     pub container: String,
     /// The action taken, if any.
-    pub verb: Option<&'static str>,
+    pub verb: Option<Verb>,
     pub status: Status,
-    /// Why it failed or waits; never contains env values.
-    pub detail: Option<String>,
+    /// Why it failed.
+    pub error: Option<ActionError>,
+    /// Why it waits.
+    pub wait: Option<WaitReason>,
     pub container_id: Option<String>,
     /// Whether this pass brought it (back) up.
     pub recovered: bool,
     /// When the plan said to look again (waits).
     pub until: Option<Instant>,
-    /// The failure was podman not answering: nothing was done to the container, so it
-    /// is no attempt to back off from (the agent checks podman's health instead).
-    pub unavailable: bool,
+}
+
+impl ComponentReport {
+    /// A report of no action: the component is as `status` says.
+    pub fn in_sync(key: ComponentKey, status: Status, container_id: Option<String>) -> Self {
+        ComponentReport {
+            container: key.container_name(),
+            key,
+            verb: None,
+            status,
+            error: None,
+            wait: None,
+            container_id,
+            recovered: false,
+            until: None,
+        }
+    }
+
+    /// Why it failed or waits, for people.
+    pub fn detail(&self) -> Option<String> {
+        match (&self.error, self.wait) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, Some(w)) => Some(w.as_str().to_string()),
+            (None, None) => None,
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.error.as_ref().is_some_and(ActionError::is_unavailable)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovalReport {
     pub name: String,
     pub owner: ComponentKey,
-    pub error: Option<String>,
+    pub error: Option<RuntimeError>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,7 +177,8 @@ impl PassReport {
         let mut lines = Vec::new();
         for c in &self.components {
             let Some(verb) = c.verb else { continue };
-            let what = match (&c.detail, c.status) {
+            let verb = verb.as_str();
+            let what = match (c.detail(), c.status) {
                 (Some(d), _) => format!("{}: {d}", c.status.as_str()),
                 (None, s) => s.as_str().to_string(),
             };
@@ -153,7 +205,7 @@ impl PassReport {
                     ComponentStatus {
                         state: c.status.as_str().to_string(),
                         container_id: c.container_id.clone(),
-                        last_error: c.detail.clone().filter(|_| c.status.is_failure()),
+                        last_error: c.detail().filter(|_| c.status.is_failure()),
                         restarts: 0,
                         next_retry_ms: None,
                         updated_ms: now,
@@ -220,17 +272,11 @@ pub async fn execute<R: Runtime>(
             InSync::Stopped => Status::Stopped,
             InSync::Transient => Status::Transient,
         };
-        report.components.push(ComponentReport {
-            container: key.container_name(),
+        report.components.push(ComponentReport::in_sync(
             key,
-            verb: None,
             status,
-            detail: None,
-            container_id: (!id.is_empty()).then_some(id),
-            recovered: false,
-            until: None,
-            unavailable: false,
-        });
+            (!id.is_empty()).then_some(id),
+        ));
     }
     let names = StorageNames::default();
     for a in &p.actions {
@@ -256,18 +302,6 @@ pub async fn execute<R: Runtime>(
     report.components.sort_by(|a, b| a.key.cmp(&b.key));
     report.removals.sort_by(|a, b| a.name.cmp(&b.name));
     report
-}
-
-enum Fail {
-    ImageMissing(String),
-    Conflict(String),
-    Runtime(RuntimeError),
-}
-
-impl From<RuntimeError> for Fail {
-    fn from(e: RuntimeError) -> Self {
-        Fail::Runtime(e)
-    }
 }
 
 /// Names held by container storage after podman's database was lost, freed with one CLI
@@ -340,57 +374,36 @@ pub async fn run_action<R: Runtime>(
     names: &StorageNames,
 ) -> Result<ComponentReport, RemovalReport> {
     let verb = a.verb();
-    let done = |key: ComponentKey, status: Status, detail: Option<String>, id: Option<String>| {
-        ComponentReport {
-            container: key.container_name(),
-            key,
-            verb: Some(verb),
-            status,
-            detail,
-            container_id: id,
-            recovered: false,
-            until: None,
-            unavailable: false,
-        }
+    let done = |key: ComponentKey, status: Status, id: Option<String>| ComponentReport {
+        verb: Some(verb),
+        ..ComponentReport::in_sync(key, status, id)
     };
-    let failed = |key: ComponentKey, e: RuntimeError, id: Option<String>| ComponentReport {
-        unavailable: e.is_unavailable(),
-        ..done(key, Status::Failed, Some(e.to_string()), id)
+    let failed = |key: ComponentKey, e: ActionError, id: Option<String>| ComponentReport {
+        error: Some(e),
+        ..done(key, Status::Failed, id)
     };
     match a {
         Action::Remove { id, name, owner } => {
             let error = match rt.remove(&id).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => None,
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(e),
             };
             Err(RemovalReport { name, owner, error })
         }
-        Action::Conflict { key, id } => Ok(done(
-            key,
-            Status::Conflict,
-            Some(format!(
-                "a container of that name without our labels exists (id {}); left alone",
-                short(&id)
-            )),
-            None,
-        )),
-        Action::Wait { key, until, reason } => {
-            let why = match reason {
-                WaitReason::Backoff => "backing off",
-                WaitReason::PodmanRestart => "left to podman's restart policy",
-            };
-            let mut r = done(key, Status::Waiting, Some(why.into()), None);
-            r.verb = None;
-            r.until = Some(until);
-            Ok(r)
-        }
+        Action::Conflict { key, id } => Ok(ComponentReport {
+            error: Some(ActionError::Conflict(id)),
+            ..done(key, Status::Conflict, None)
+        }),
+        Action::Wait { key, until, reason } => Ok(ComponentReport {
+            wait: Some(reason),
+            until: Some(until),
+            ..ComponentReport::in_sync(key, Status::Waiting, None)
+        }),
         Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
-            Err(e) => failed(key, e, Some(id)),
+            Err(e) => failed(key, e.into(), Some(id)),
             Ok(()) => match rt.stop(&id, STOP_TIMEOUT_SECS).await {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {
-                    done(key, Status::Stopped, None, Some(id))
-                }
-                Err(e) => failed(key, e, Some(id)),
+                Ok(()) | Err(RuntimeError::NotFound(_)) => done(key, Status::Stopped, Some(id)),
+                Err(e) => failed(key, e.into(), Some(id)),
             },
         }),
         Action::Start { key, id, strays } => {
@@ -399,22 +412,21 @@ pub async fn run_action<R: Runtime>(
                 Err(e) => Err(e),
             };
             Ok(match started {
-                Ok(()) => {
-                    let mut r = done(key, Status::Running, None, Some(id));
-                    r.recovered = true;
-                    r
-                }
+                Ok(()) => ComponentReport {
+                    recovered: true,
+                    ..done(key, Status::Running, Some(id))
+                },
                 // Removed by someone else between the list and the start (an outside
                 // `rm -f` races its own `die` event): bring up a new one instead.
                 Err(RuntimeError::NotFound(_)) => {
-                    bring_up_report(rt, key, None, spec, node, "create", names).await
+                    bring_up_report(rt, key, None, spec, node, Verb::Create, names).await
                 }
-                Err(e) => failed(key, e, Some(id)),
+                Err(e) => failed(key, e.into(), Some(id)),
             })
         }
         Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
             Ok(()) => bring_up_report(rt, key, None, spec, node, verb, names).await,
-            Err(e) => failed(key, e, None),
+            Err(e) => failed(key, e.into(), None),
         }),
         Action::Recreate {
             key,
@@ -423,7 +435,7 @@ pub async fn run_action<R: Runtime>(
             ..
         } => Ok(match remove_strays(rt, &strays).await {
             Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb, names).await,
-            Err(e) => failed(key, e, Some(old_id)),
+            Err(e) => failed(key, e.into(), Some(old_id)),
         }),
     }
 }
@@ -445,58 +457,38 @@ async fn bring_up_report<R: Runtime>(
     old: Option<String>,
     spec: Option<&ContainerSpec>,
     node: &str,
-    verb: &'static str,
+    verb: Verb,
     names: &StorageNames,
 ) -> ComponentReport {
+    let report = |key: ComponentKey, status: Status, id: Option<String>| ComponentReport {
+        verb: Some(verb),
+        ..ComponentReport::in_sync(key, status, id)
+    };
     let Some(spec) = spec else {
         return ComponentReport {
-            container: key.container_name(),
-            key,
-            verb: Some(verb),
-            status: Status::Failed,
-            detail: Some("no desired spec for this component (internal error)".into()),
-            container_id: old,
-            recovered: false,
-            until: None,
-            unavailable: false,
+            error: Some(ActionError::NoSpec),
+            ..report(key, Status::Failed, old)
         };
     };
-    let mut unavailable = false;
-    let (status, detail, id, recovered) = match bring_up(rt, spec, old.as_deref(), node, names).await {
-        Ok(id) => (Status::Running, None, Some(id), true),
-        Err(Fail::ImageMissing(image)) => (
-            Status::ImageMissing,
-            Some(format!(
-                "image {image} is not in the local image store (the agent never pulls); load it, e.g. with podman load"
-            )),
-            old,
-            false,
-        ),
-        Err(Fail::Conflict(id)) => (
-            Status::Conflict,
-            Some(format!(
-                "a container of that name without our labels exists (id {}); left alone",
-                short(&id)
-            )),
-            None,
-            false,
-        ),
-        Err(Fail::Runtime(e)) => {
-            unavailable = e.is_unavailable();
-            (Status::Failed, Some(e.to_string()), None, false)
+    let mut r = match bring_up(rt, spec, old.as_deref(), node, names).await {
+        Ok(id) => ComponentReport {
+            recovered: true,
+            ..report(key, Status::Running, Some(id))
+        },
+        Err(e) => {
+            let (status, id) = match &e {
+                ActionError::ImageMissing(_) => (Status::ImageMissing, old),
+                ActionError::Conflict(_) => (Status::Conflict, None),
+                _ => (Status::Failed, None),
+            };
+            ComponentReport {
+                error: Some(e),
+                ..report(key, status, id)
+            }
         }
     };
-    ComponentReport {
-        container: spec.name.clone(),
-        key,
-        verb: Some(verb),
-        status,
-        detail,
-        container_id: id,
-        recovered,
-        until: None,
-        unavailable,
-    }
+    r.container = spec.name.clone();
+    r
 }
 
 /// Create = image check → remove our stale container → network → create (freeing a
@@ -507,9 +499,9 @@ async fn bring_up<R: Runtime>(
     old: Option<&str>,
     node: &str,
     names: &StorageNames,
-) -> Result<String, Fail> {
+) -> Result<String, ActionError> {
     if !rt.image_exists(&spec.image).await? {
-        return Err(Fail::ImageMissing(spec.image.clone()));
+        return Err(ActionError::ImageMissing(spec.image.clone()));
     }
     if let Some(old) = old {
         match rt.remove(old).await {
@@ -530,7 +522,7 @@ async fn bring_up<R: Runtime>(
                         Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),
                     },
-                    _ => return Err(Fail::Conflict(spec.name.clone())),
+                    _ => return Err(ActionError::Conflict(id)),
                 },
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.

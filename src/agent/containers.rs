@@ -12,7 +12,7 @@ use super::{Agent, Mode, LIST_RETRY, RESTART_GRACE};
 use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::BackoffPolicy;
-use crate::plan::{self, Action, InSync};
+use crate::plan::{self, Action, InSync, Verb};
 use crate::reconcile::{ComponentReport, RemovalReport, Status, StorageNames};
 use crate::runtime::{Event, Runtime};
 
@@ -98,17 +98,11 @@ impl<R: Runtime + 'static> Agent<R> {
             };
             let id = (!id.is_empty()).then_some(id);
             if self.mode == Mode::Once {
-                self.report.pass.components.push(ComponentReport {
-                    container: key.container_name(),
-                    key: key.clone(),
-                    verb: None,
+                self.report.pass.components.push(ComponentReport::in_sync(
+                    key.clone(),
                     status,
-                    detail: None,
-                    container_id: id.clone(),
-                    recovered: false,
-                    until: None,
-                    unavailable: false,
-                });
+                    id.clone(),
+                ));
             }
             self.note(&key, status, None, id, false);
         }
@@ -175,8 +169,8 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Ok(r) => {
                 let now = Instant::now();
-                let brought_up = matches!(r.verb, Some("create" | "recreate" | "start"));
-                if r.unavailable {
+                let brought_up = r.verb.is_some_and(Verb::brings_up);
+                if r.is_unavailable() {
                     // Podman did not answer: nothing happened to the container. Its
                     // health decides; the work is planned again after that.
                     self.sched.schedule(Work::Ping, URGENT, now);
@@ -201,27 +195,23 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.sched.schedule(Work::List, URGENT, next);
                     }
                 }
+                let action = r.verb.map_or("none", Verb::as_str);
+                let detail = r.detail();
                 match (r.status.is_failure(), r.verb) {
                     (true, _) => tracing::warn!(
-                        action = r.verb.unwrap_or("none"), service = %r.key.service,
+                        action, service = %r.key.service,
                         component = %r.key.component, container = %r.container,
-                        error = r.detail.as_deref().unwrap_or(""), state = r.status.as_str(),
-                        "component not reconciled"
+                        error = detail.as_deref().unwrap_or(""), state = r.status.as_str(),
+                        "component {} not reconciled: {}", r.key, detail.as_deref().unwrap_or(r.status.as_str())
                     ),
-                    (false, Some(verb)) => tracing::info!(
-                        action = verb, service = %r.key.service, component = %r.key.component,
+                    (false, Some(_)) => tracing::info!(
+                        action, service = %r.key.service, component = %r.key.component,
                         container = %r.container, state = r.status.as_str(), "reconciled"
                     ),
                     _ => {}
                 }
                 let key = r.key.clone();
-                self.note(
-                    &key,
-                    r.status,
-                    r.detail.clone(),
-                    r.container_id.clone(),
-                    r.recovered,
-                );
+                self.note(&key, r.status, detail, r.container_id.clone(), r.recovered);
                 if self.mode == Mode::Once {
                     self.report.pass.components.push(r);
                 }

@@ -8,7 +8,9 @@ use tokio::time::Instant;
 
 use super::tests::{start, start_with, Harness};
 use super::*;
-use crate::container::{LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH};
+use crate::container::{
+    LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH,
+};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::{Event, State};
 use crate::spec::{parse_service, DesiredState};
@@ -19,7 +21,9 @@ const ONE: &str = "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\
 fn many(n: usize) -> String {
     let mut s = String::from("name = \"big\"\n");
     for i in 0..n {
-        s.push_str(&format!("[[components]]\nname = \"c{i}\"\nimage = \"img\"\n"));
+        s.push_str(&format!(
+            "[[components]]\nname = \"c{i}\"\nimage = \"img\"\n"
+        ));
     }
     s
 }
@@ -46,7 +50,12 @@ impl Harness {
     /// Removes a container behind the agent's back and sends podman's `remove` event.
     async fn removed(&self, name: &str) {
         let c = self.rt.by_name(name).expect("container exists");
-        self.rt.state.lock().unwrap().containers.remove(&c.actual.id);
+        self.rt
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .remove(&c.actual.id);
         self.triggers
             .send(Trigger::Event(Event {
                 action: "remove".into(),
@@ -78,20 +87,31 @@ impl Harness {
 #[tokio::test(start_paused = true)]
 async fn a_hung_podman_is_judged_down_by_a_ping_and_repairs_resume_at_once_when_it_answers() {
     let h = start(ONE, FakeRuntime::with_images(&["img"])).await;
-    within("first bring-up", Duration::from_secs(2), || h.running("s-ok")).await;
+    within("first bring-up", Duration::from_secs(2), || {
+        h.running("s-ok")
+    })
+    .await;
     h.rt.hang(true);
     h.removed("s-ok").await;
     pass_time(Duration::from_secs(70)).await;
-    assert!(h.rt.by_name("s-ok").is_none(), "nothing can happen while podman hangs");
+    assert!(
+        h.rt.by_name("s-ok").is_none(),
+        "nothing can happen while podman hangs"
+    );
     h.rt.hang(false);
-    let took = within("the repair after podman answers", Duration::from_secs(1), || {
-        h.running("s-ok")
-    })
+    let took = within(
+        "the repair after podman answers",
+        Duration::from_secs(1),
+        || h.running("s-ok"),
+    )
     .await;
     assert!(took < Duration::from_secs(1), "{took:?}");
     // And later work still happens: the loop did not give up on podman.
     h.removed("s-ok").await;
-    within("a later repair", Duration::from_secs(1), || h.running("s-ok")).await;
+    within("a later repair", Duration::from_secs(1), || {
+        h.running("s-ok")
+    })
+    .await;
     h.stop().await;
 }
 
@@ -104,7 +124,10 @@ async fn a_start_error_that_says_unreachable_leaves_the_agent_reconciling() {
         .failing_start
         .insert("s-crash".into(), "500: network is unreachable".into());
     let h = start(super::tests::SERVICE, rt).await;
-    within("the healthy one up", Duration::from_secs(2), || h.running("s-ok")).await;
+    within("the healthy one up", Duration::from_secs(2), || {
+        h.running("s-ok")
+    })
+    .await;
     pass_time(Duration::from_secs(1)).await;
     assert!(h.rt.calls("start") >= 1);
     h.removed("s-ok").await;
@@ -118,7 +141,10 @@ async fn a_start_error_that_says_unreachable_leaves_the_agent_reconciling() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_storm_while_podman_hangs_never_blocks_shutdown_and_nothing_starts_after_it() {
     let h = start(ONE, FakeRuntime::with_images(&["img"])).await;
-    within("first bring-up", Duration::from_secs(2), || h.running("s-ok")).await;
+    within("first bring-up", Duration::from_secs(2), || {
+        h.running("s-ok")
+    })
+    .await;
     h.rt.hang(true);
     h.removed("s-ok").await;
     for _ in 0..200 {
@@ -130,10 +156,21 @@ async fn a_reload_storm_while_podman_hangs_never_blocks_shutdown_and_nothing_sta
     h.controls.shutdown.cancel();
     let Harness { rt, task, .. } = h;
     task.await.unwrap().unwrap();
-    assert!(t.elapsed() <= DRAIN_TIMEOUT + Duration::from_millis(100), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() <= DRAIN_TIMEOUT + Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
     rt.hang(false);
     pass_time(Duration::from_secs(5)).await;
-    let after = rt.state.lock().unwrap().ops.iter().filter(|(op, _)| *op == "create").count();
+    let after = rt
+        .state
+        .lock()
+        .unwrap()
+        .ops
+        .iter()
+        .filter(|(op, _)| *op == "create")
+        .count();
     assert_eq!(after, creates, "a create after the shutdown");
 }
 
@@ -183,7 +220,10 @@ async fn an_event_storm_is_a_few_passes_not_one_per_event() {
     // Each turn of the loop takes every event waiting; with the fake's instant list a
     // pass can follow each turn, still at most one per 50 events (one per event before).
     let passes = h.rt.calls("list") - lists;
-    assert!((1..=40).contains(&passes), "{passes} passes for 2000 events");
+    assert!(
+        (1..=40).contains(&passes),
+        "{passes} passes for 2000 events"
+    );
     h.stop().await;
 }
 
@@ -192,7 +232,10 @@ async fn a_stop_during_a_mass_recovery_goes_ahead_of_the_creates_waiting() {
     let rt = FakeRuntime::with_images(&["img"]);
     rt.state.lock().unwrap().op_delay = Duration::from_millis(200);
     let h = start(&many(100), rt).await;
-    within("the first up", Duration::from_secs(3), || h.running("big-c0")).await;
+    within("the first up", Duration::from_secs(3), || {
+        h.running("big-c0")
+    })
+    .await;
     h.other_registry()
         .set_desired("big", Some("c0"), DesiredState::Stopped)
         .unwrap();
@@ -217,9 +260,16 @@ async fn a_crash_loop_of_podman_pings_is_no_storm_of_pings() {
     let pings = h.rt.calls("ping");
     // Every 0.1 s doubling to 0.5 s: about 20 in 10 s, never a tight loop.
     assert!((10..=40).contains(&pings), "{pings} pings in 10 s");
-    assert_eq!(h.rt.calls("list"), 0, "nothing is listed while podman is down");
+    assert_eq!(
+        h.rt.calls("list"),
+        0,
+        "nothing is listed while podman is down"
+    );
     h.rt.state.lock().unwrap().unavailable = false;
-    within("up after podman answers", Duration::from_secs(1), || h.running("s-ok")).await;
+    within("up after podman answers", Duration::from_secs(1), || {
+        h.running("s-ok")
+    })
+    .await;
     h.stop().await;
 }
 
@@ -263,7 +313,11 @@ fn scenario() -> impl Strategy<Value = (Vec<bool>, Vec<Holder>, Vec<usize>)> {
     )
 }
 
-fn labels(service: &str, component: &str, hash: &str) -> std::collections::BTreeMap<String, String> {
+fn labels(
+    service: &str,
+    component: &str,
+    hash: &str,
+) -> std::collections::BTreeMap<String, String> {
     [
         (LABEL_MANAGED, "true"),
         (LABEL_NODE, "n1"),
@@ -294,7 +348,9 @@ fn run_scenario(
         for (s, comps) in SERVICES {
             let mut text = format!("name = \"{s}\"\n");
             for c in *comps {
-                text.push_str(&format!("[[components]]\nname = \"{c}\"\nimage = \"img\"\n"));
+                text.push_str(&format!(
+                    "[[components]]\nname = \"{c}\"\nimage = \"img\"\n"
+                ));
             }
             files.push(parse_service(std::path::Path::new("s.toml"), &text).unwrap());
         }
@@ -327,7 +383,8 @@ fn run_scenario(
             fake.insert(&name, state(*st), labels("a", &format!("gone{n}"), "h"));
         }
         let fake = Arc::new(fake);
-        let agent = Agent::new(Context::new(fake.clone(), &cfg), cfg, dir.path().join("x")).unwrap();
+        let agent =
+            Agent::new(Context::new(fake.clone(), &cfg), cfg, dir.path().join("x")).unwrap();
         if once {
             agent.once().await.unwrap();
         } else {
@@ -360,10 +417,22 @@ proptest! {
 fn the_scenario_runner_sees_actions() {
     // A sanity check of the property's harness: an empty runtime means a create per
     // running component, whichever way it runs.
-    let s = (vec![true, true, false, true], vec![Holder::Absent; 4], vec![0]);
+    let s = (
+        vec![true, true, false, true],
+        vec![Holder::Absent; 4],
+        vec![0],
+    );
     let ops = run_scenario(&s, true);
-    assert_eq!(ops.iter().filter(|(o, _)| *o == "create").count(), 3, "{ops:?}");
-    assert_eq!(ops.iter().filter(|(o, _)| *o == "remove").count(), 1, "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|(o, _)| *o == "create").count(),
+        3,
+        "{ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|(o, _)| *o == "remove").count(),
+        1,
+        "{ops:?}"
+    );
     assert_eq!(ops, run_scenario(&s, false));
 }
 
@@ -371,12 +440,19 @@ fn the_scenario_runner_sees_actions() {
 async fn a_shutdown_cancels_a_hung_list_at_once() {
     let rt = FakeRuntime::with_images(&["img"]);
     let h = start_with(ONE, rt, |_| {}).await;
-    within("first bring-up", Duration::from_secs(2), || h.running("s-ok")).await;
+    within("first bring-up", Duration::from_secs(2), || {
+        h.running("s-ok")
+    })
+    .await;
     h.rt.hang(true);
     h.triggers.send(Trigger::Connected).await.unwrap();
     pass_time(Duration::from_secs(1)).await;
     let t = Instant::now();
     h.controls.shutdown.cancel();
     h.task.await.unwrap().unwrap();
-    assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -97,7 +97,7 @@ fn print(report: &OnceReport) -> u8 {
             },
             c.key,
             c.container,
-            c.detail.as_deref().unwrap_or(c.status.as_str())
+            c.detail().as_deref().unwrap_or(c.status.as_str())
         );
     }
     for line in &cert_failures {

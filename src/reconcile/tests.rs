@@ -84,7 +84,7 @@ async fn a_missing_image_is_skipped_never_pulled_and_others_run() {
         .find(|c| c.key.component == "db")
         .unwrap();
     assert_eq!(db.status, Status::ImageMissing);
-    assert!(db.detail.as_ref().unwrap().contains("gone:1"));
+    assert!(db.detail().unwrap().contains("gone:1"));
     assert!(rt.by_name("shop-db").is_none());
 }
 
@@ -192,11 +192,8 @@ async fn podman_unreachable_during_a_pass_fails_components_not_the_process() {
             ..Default::default()
         }
     );
-    assert!(r.components[0]
-        .detail
-        .as_ref()
-        .unwrap()
-        .contains("unreachable"));
+    assert!(r.components[0].detail().unwrap().contains("unreachable"));
+    assert!(r.components[0].is_unavailable());
     assert!(pass(&rt, &services, NODE, &Book::default(), 2)
         .await
         .is_err());
@@ -229,7 +226,7 @@ async fn a_container_removed_between_the_list_and_its_start_is_created_instead()
         .await
         .unwrap();
     assert_eq!(r.status, Status::Running, "{r:?}");
-    assert_eq!(r.verb, Some("create"));
+    assert_eq!(r.verb, Some(crate::plan::Verb::Create));
     assert!(r.recovered);
     assert_eq!(rt.by_name("shop-web").unwrap().actual.state, State::Running);
 }

@@ -74,7 +74,7 @@ pub struct Event {
     pub time: SystemTime,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
     #[error("podman is unreachable at {socket}: {reason}")]
     Unavailable { socket: String, reason: String },
