@@ -402,7 +402,7 @@ impl Config {
             at: key_location(text, key),
             reason,
         };
-        if !crate::spec::is_label_value(&cfg.agent.node) {
+        if !crate::model::is_label_value(&cfg.agent.node) {
             return Err(invalid(
                 "node",
                 format!(
@@ -411,7 +411,7 @@ impl Config {
                 ),
             ));
         }
-        if !crate::spec::is_name(&cfg.proxy.server) {
+        if !crate::model::is_name(&cfg.proxy.server) {
             return Err(invalid(
                 "server",
                 format!(

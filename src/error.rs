@@ -50,18 +50,6 @@ impl fmt::Display for Failure {
     }
 }
 
-impl From<crate::registry::RegistryError> for Failure {
-    fn from(e: crate::registry::RegistryError) -> Self {
-        Failure::unavailable(e)
-    }
-}
-
-impl From<crate::config::ConfigError> for Failure {
-    fn from(e: crate::config::ConfigError) -> Self {
-        Failure::config(e)
-    }
-}
-
 /// An error and its causes on one line, `a: b: c` ("connection refused" lives in a
 /// source), without repeating a cause its parent already quotes.
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -9,6 +9,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod logging;
+pub mod model;
 pub mod plan;
 pub mod ports;
 pub mod proxy;

@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::Location;
+pub use crate::model::{
+    container_name, is_hostname, is_label_value, is_name, Component, DesiredState, PortPublish,
+    Proto, RestartPolicy, Route, RouteMode, Service, RESERVED_SERVICE_NAMES,
+};
 
 /// Largest service file accepted; a bigger one is almost certainly not a service file.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -21,208 +24,6 @@ pub const MAX_ROUTES: usize = 64;
 pub const MAX_VALUE_LEN: usize = 32 * 1024;
 /// Most entries in one list or table (cmd, env, volumes, ports).
 pub const MAX_ENTRIES: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DesiredState {
-    #[default]
-    Running,
-    Stopped,
-}
-
-impl DesiredState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesiredState::Running => "running",
-            DesiredState::Stopped => "stopped",
-        }
-    }
-}
-
-/// Podman's own restart policy, applied within one podman lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    No,
-    Always,
-    OnFailure,
-    UnlessStopped,
-}
-
-impl RestartPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RestartPolicy::No => "no",
-            RestartPolicy::Always => "always",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::UnlessStopped => "unless-stopped",
-        }
-    }
-
-    /// Whether podman itself may bring a dead container of this policy back.
-    pub fn podman_restarts(self) -> bool {
-        self != RestartPolicy::No
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteMode {
-    #[default]
-    L7,
-    L4,
-}
-
-impl RouteMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteMode::L7 => "l7",
-            RouteMode::L4 => "l4",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-}
-
-/// A fixed publish, `[ip:]host:container[/proto]`, as podman writes them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortPublish {
-    pub ip: Option<IpAddr>,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub proto: Proto,
-}
-
-impl fmt::Display for PortPublish {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ip {
-            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
-            Some(ip) => write!(f, "{ip}:")?,
-            None => {}
-        }
-        write!(
-            f,
-            "{}:{}/{}",
-            self.host_port,
-            self.container_port,
-            self.proto.as_str()
-        )
-    }
-}
-
-impl std::str::FromStr for PortPublish {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (rest, proto) = match s.rsplit_once('/') {
-            Some((r, "tcp")) => (r, Proto::Tcp),
-            Some((r, "udp")) => (r, Proto::Udp),
-            Some((r, "sctp")) => (r, Proto::Sctp),
-            Some((_, p)) => return Err(format!("protocol {p:?} must be tcp, udp or sctp")),
-            None => (s, Proto::Tcp),
-        };
-        let (rest, container) = rest
-            .rsplit_once(':')
-            .ok_or("expected [IP:]HOST_PORT:CONTAINER_PORT[/PROTO]")?;
-        let (ip, host) = match rest.rsplit_once(':') {
-            Some((ip, host)) => {
-                let ip = ip
-                    .strip_prefix('[')
-                    .and_then(|i| i.strip_suffix(']'))
-                    .unwrap_or(ip);
-                let ip: IpAddr = ip
-                    .parse()
-                    .map_err(|_| format!("{ip:?} is not an IP address"))?;
-                (Some(ip), host)
-            }
-            None => (None, rest),
-        };
-        Ok(PortPublish {
-            ip,
-            host_port: port_number(host)?,
-            container_port: port_number(container)?,
-            proto,
-        })
-    }
-}
-
-fn port_number(s: &str) -> Result<u16, String> {
-    match s.parse::<u32>() {
-        Ok(n @ 1..=65535) => Ok(n as u16),
-        Ok(n) => Err(format!("port {n} is outside 1-65535")),
-        Err(_) => Err(format!("{s:?} is not a port number")),
-    }
-}
-
-impl Serialize for PortPublish {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// One route of a component: a container port that gets a host port from `[ports].range`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Route {
-    pub name: String,
-    pub port: u16,
-    pub mode: RouteMode,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// Allocated by the agent and kept in the registry; never written in service files.
-    #[serde(skip)]
-    pub host_port: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Component {
-    pub name: String,
-    pub image: String,
-    pub desired_state: DesiredState,
-    pub network: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    pub restart: RestartPolicy,
-    pub cmd: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub volumes: Vec<String>,
-    pub ports: Vec<PortPublish>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Service {
-    pub name: String,
-    pub active: bool,
-    pub components: Vec<Component>,
-}
-
-/// The podman container name of a component: the service name when they are equal,
-/// else `service-component`.
-pub fn container_name(service: &str, component: &str) -> String {
-    if service == component {
-        service.to_string()
-    } else {
-        format!("{service}-{component}")
-    }
-}
 
 impl Service {
     /// The service as a service file; `apply` of this text gives the same service back.
@@ -343,40 +144,6 @@ struct RawRoute {
     #[serde(default)]
     mode: RouteMode,
     hostname: Option<Spanned<String>>,
-}
-
-/// Service names the agent keeps for itself.
-pub const RESERVED_SERVICE_NAMES: &[&str] = &["acme"];
-
-/// `[a-z0-9][a-z0-9-]{0,62}`: service, component and route names.
-pub fn is_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-/// A label value such as the node name: `[A-Za-z0-9._-]{1,63}`.
-pub fn is_label_value(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-}
-
-/// An RFC 1123 hostname in lowercase ASCII (IDNs must be given in punycode).
-pub fn is_hostname(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        })
 }
 
 fn is_network(s: &str) -> bool {
@@ -1017,26 +784,6 @@ desired_state = "stopped"
         assert_eq!(parse(&s.to_toml()).unwrap(), s);
     }
 
-    #[test]
-    fn container_names_drop_the_component_when_equal_to_the_service() {
-        assert_eq!(container_name("wiki", "wiki"), "wiki");
-        assert_eq!(container_name("wiki", "db"), "wiki-db");
-    }
-
-    #[test]
-    fn port_publishes_parse_like_podman() {
-        let p: PortPublish = "9000:80".parse().unwrap();
-        assert_eq!(
-            (p.ip, p.host_port, p.container_port, p.proto),
-            (None, 9000, 80, Proto::Tcp)
-        );
-        let p: PortPublish = "[::1]:53:53/udp".parse().unwrap();
-        assert_eq!(p.to_string(), "[::1]:53:53/udp");
-        for bad in ["80", "0:80", "1:70000", "x:1:2", "1:2/icmp", "a:b"] {
-            assert!(bad.parse::<PortPublish>().is_err(), "{bad}");
-        }
-    }
-
     /// Each rule of DESIGN §3, with the line the error must name and words of its reason.
     #[test]
     fn every_rule_names_the_line_and_reason() {
@@ -1075,31 +822,6 @@ desired_state = "stopped"
         let e = parse("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = { K = \"s3cret\\u0000\" }\n")
             .unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
-    }
-
-    #[test]
-    fn hostile_names_are_rejected() {
-        for name in [
-            "../etc",
-            "a/b",
-            "a\u{0}b",
-            "wіki", /* Cyrillic і */
-            &"a".repeat(64),
-            "",
-        ] {
-            assert!(!is_name(name), "{name:?}");
-        }
-        for h in [
-            "wіki.example.org",
-            "-a.b",
-            "a..b",
-            &"a".repeat(64),
-            "A.b",
-            "a_b.c",
-        ] {
-            assert!(!is_hostname(h), "{h:?}");
-        }
-        assert!(is_hostname("xn--wki-8cd.example.org"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use crate::container::ComponentKey;
-use crate::spec::{self, Component, DesiredState, Route, Service, ServiceFile};
+use crate::model::{Component, ComponentKey, DesiredState, Route, Service};
+use crate::spec::{self, ServiceFile};
 
 mod schema;
 
