@@ -1,4 +1,5 @@
-//! The agent's own configuration file (DESIGN §2): parsing, defaults and validation.
+//! The agent's own configuration file (docs/design.md §2): parsing, defaults and
+//! validation.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

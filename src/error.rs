@@ -1,4 +1,5 @@
-//! Exit codes of the command line contract (DESIGN §1) and the error that carries one.
+//! Exit codes of the command line contract (docs/design.md §1.3) and the error that
+//! carries one.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
-//! The registry (DESIGN §3): the durable desired state in SQLite — services, components,
-//! routes with their allocated host ports, and each component's last observed status.
+//! The registry (docs/design.md §9): the durable desired state in SQLite — services,
+//! components, routes with their allocated host ports, and each component's last
+//! observed status.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

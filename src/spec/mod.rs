@@ -1,5 +1,5 @@
-//! Service files (DESIGN §3): the desired state a user writes, parsed and validated with
-//! the file, line and reason of every problem.
+//! Service files (docs/design.md §3): the desired state a user writes, parsed and
+//! validated with the file, line and reason of every problem.
 
 use std::path::{Path, PathBuf};
 

@@ -52,7 +52,8 @@ fn export_text_parses_back_to_the_same_service() {
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
 
-/// Each rule of DESIGN §3, with the line the error must name and words of its reason.
+/// Each rule of docs/design.md §3.3, with the line the error must name and words of its
+/// reason.
 #[test]
 fn every_rule_names_the_line_and_reason() {
     let cases: &[(&str, &str, &str)] = &[
