@@ -42,8 +42,7 @@ impl ContainerSpec {
         let mut ports = component.ports.clone();
         let routes = &component.routes;
         for r in routes {
-            let key = format!("PORT_{}", r.name.to_ascii_uppercase().replace('-', "_"));
-            env.insert(key, r.port.to_string());
+            env.insert(model::route_env_key(&r.name), r.port.to_string());
             if let Some(host_port) = r.host_port {
                 ports.push(PortPublish {
                     // L7 routes are reached only through the proxy on this machine.

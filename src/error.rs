@@ -1,5 +1,10 @@
 //! Exit codes of the command line contract (docs/design.md §1.3) and the error that
-//! carries one.
+//! carries one, plus the two helpers every layer reports with: `chain` (an error and its
+//! causes on one line) and `Location` (a position in an input file).
+//!
+//! A leaf beside `model`: it imports nothing of the crate, so any module may use it.
+//! Which errors map to which exit code is decided by the commands (`commands/mod.rs`),
+//! not here.
 
 use std::fmt;
 

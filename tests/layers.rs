@@ -196,10 +196,14 @@ fn no_top_level_modules_import_each_other_in_a_circle() {
 }
 
 #[test]
-fn the_model_imports_nothing_of_the_crate() {
+fn the_model_and_error_import_nothing_of_the_crate() {
     let graph = module_graph();
-    let model = graph.get("model").expect("src/model exists");
-    assert!(model.is_empty(), "model imports {model:?}");
+    for leaf in ["model", "error"] {
+        let uses = graph
+            .get(leaf)
+            .unwrap_or_else(|| panic!("src/{leaf} exists"));
+        assert!(uses.is_empty(), "{leaf} imports {uses:?}");
+    }
 }
 
 #[test]

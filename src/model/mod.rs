@@ -119,6 +119,13 @@ pub fn container_name(service: &str, component: &str) -> String {
     }
 }
 
+/// The env key that carries a route's container port: `PORT_<ROUTE>`, the route name
+/// uppercased with `-` as `_` (docs/design.md §3.2). Both the container and the rule
+/// that keeps service files from setting it use this one spelling.
+pub fn route_env_key(route: &str) -> String {
+    format!("PORT_{}", route.to_ascii_uppercase().replace('-', "_"))
+}
+
 /// Identifies a component across the registry, plans and status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ComponentKey {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{Issue, Issues, ServiceFile};
 use crate::error::Location;
-use crate::model::{container_name, Proto, Route, Service};
+use crate::model::{container_name, route_env_key, Proto, Route, Service};
 
 pub(super) fn is_network(s: &str) -> bool {
     let b = s.as_bytes();
@@ -75,10 +75,7 @@ pub(super) fn check_volume(v: &str) -> Result<(), String> {
 
 /// The env keys the agent injects for a component's routes.
 pub fn injected_env_keys(routes: &[Route]) -> Vec<String> {
-    let mut keys: Vec<String> = routes
-        .iter()
-        .map(|r| format!("PORT_{}", r.name.to_ascii_uppercase().replace('-', "_")))
-        .collect();
+    let mut keys: Vec<String> = routes.iter().map(|r| route_env_key(&r.name)).collect();
     if routes.len() == 1 {
         keys.push("PORT".into());
     }
