@@ -1,4 +1,4 @@
-//! The command line (DESIGN §1).
+//! The command line (docs/design.md §1).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! The agent's own configuration file (DESIGN §2): parsing, defaults and validation.
+//! The agent's own configuration file (docs/design.md §2): parsing, defaults and
+//! validation.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -402,7 +403,7 @@ impl Config {
             at: key_location(text, key),
             reason,
         };
-        if !crate::spec::is_label_value(&cfg.agent.node) {
+        if !crate::model::is_label_value(&cfg.agent.node) {
             return Err(invalid(
                 "node",
                 format!(
@@ -411,7 +412,7 @@ impl Config {
                 ),
             ));
         }
-        if !crate::spec::is_name(&cfg.proxy.server) {
+        if !crate::model::is_name(&cfg.proxy.server) {
             return Err(invalid(
                 "server",
                 format!(

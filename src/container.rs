@@ -7,39 +7,14 @@ use std::ops::Bound;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::spec::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode};
+pub use crate::model::ComponentKey;
+use crate::model::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode};
 
 pub const LABEL_MANAGED: &str = "mcp.managed";
 pub const LABEL_NODE: &str = "mcp.node";
 pub const LABEL_SERVICE: &str = "mcp.service";
 pub const LABEL_COMPONENT: &str = "mcp.component";
 pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
-
-/// Identifies a component across the registry, plans and status.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ComponentKey {
-    pub service: String,
-    pub component: String,
-}
-
-impl ComponentKey {
-    pub fn new(service: impl Into<String>, component: impl Into<String>) -> Self {
-        ComponentKey {
-            service: service.into(),
-            component: component.into(),
-        }
-    }
-
-    pub fn container_name(&self) -> String {
-        spec::container_name(&self.service, &self.component)
-    }
-}
-
-impl std::fmt::Display for ComponentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.service, self.component)
-    }
-}
 
 /// Everything podman is told when the container is created. Serialized canonically (sorted
 /// maps, fixed field order) to compute the spec hash, so any change to what would be
@@ -67,8 +42,7 @@ impl ContainerSpec {
         let mut ports = component.ports.clone();
         let routes = &component.routes;
         for r in routes {
-            let key = format!("PORT_{}", r.name.to_ascii_uppercase().replace('-', "_"));
-            env.insert(key, r.port.to_string());
+            env.insert(model::route_env_key(&r.name), r.port.to_string());
             if let Some(host_port) = r.host_port {
                 ports.push(PortPublish {
                     // L7 routes are reached only through the proxy on this machine.
@@ -86,7 +60,7 @@ impl ContainerSpec {
             env.insert("PORT".into(), r.port.to_string());
         }
         let mut spec = ContainerSpec {
-            name: spec::container_name(service, &component.name),
+            name: model::container_name(service, &component.name),
             image: component.image.clone(),
             cmd: component.cmd.clone(),
             env,
@@ -186,7 +160,7 @@ pub fn owner<'a>(labels: &'a BTreeMap<String, String>, node: &str) -> Owner<'a> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{DesiredState, Route};
+    use crate::model::{DesiredState, Route};
 
     fn comp() -> Component {
         Component {

@@ -1,4 +1,10 @@
-//! Exit codes of the command line contract (DESIGN §1) and the error that carries one.
+//! Exit codes of the command line contract (docs/design.md §1.3) and the error that
+//! carries one, plus the two helpers every layer reports with: `chain` (an error and its
+//! causes on one line) and `Location` (a position in an input file).
+//!
+//! A leaf beside `model`: it imports nothing of the crate, so any module may use it.
+//! Which errors map to which exit code is decided by the commands (`commands/mod.rs`),
+//! not here.
 
 use std::fmt;
 
@@ -47,18 +53,6 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#}", self.error)
-    }
-}
-
-impl From<crate::registry::RegistryError> for Failure {
-    fn from(e: crate::registry::RegistryError) -> Self {
-        Failure::unavailable(e)
-    }
-}
-
-impl From<crate::config::ConfigError> for Failure {
-    fn from(e: crate::config::ConfigError) -> Self {
-        Failure::config(e)
     }
 }
 

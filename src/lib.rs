@@ -10,6 +10,7 @@ pub mod container;
 pub mod control;
 pub mod error;
 pub mod logging;
+pub mod model;
 pub mod plan;
 pub mod ports;
 pub mod proxy;

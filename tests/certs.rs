@@ -1,6 +1,7 @@
-//! TLS certificates (DESIGN §7) against a real podman, Caddy and pebble, all private to
-//! the test: HTTP-01 really validated through Caddy, certificates reused, renewed,
-//! widened when a hostname is added, and a CA outage that never touches containers.
+//! TLS certificates (docs/design.md §7) against a real podman, Caddy and pebble, all
+//! private to the test: HTTP-01 really validated through Caddy, certificates reused,
+//! renewed, widened when a hostname is added, and a CA outage that never touches
+//! containers.
 
 mod agentkit;
 mod common;

@@ -38,10 +38,10 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         Command::Apply { paths } => apply::run(&config, &paths),
         Command::Status { service, json } => status::run(&config, service.as_deref(), json),
         Command::Stop { target } => {
-            state::set(&config, &target, crate::spec::DesiredState::Stopped)
+            state::set(&config, &target, crate::model::DesiredState::Stopped)
         }
         Command::Start { target } => {
-            state::set(&config, &target, crate::spec::DesiredState::Running)
+            state::set(&config, &target, crate::model::DesiredState::Running)
         }
         Command::Remove { service } => state::remove(&config, &service),
         Command::Export {
@@ -57,6 +57,20 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
 
 fn open_registry(config: &Config) -> Result<Registry, Failure> {
     Ok(Registry::open(&config.database.path)?)
+}
+
+/// The registry unreachable or unusable: EX_UNAVAILABLE.
+impl From<crate::registry::RegistryError> for Failure {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        Failure::unavailable(e)
+    }
+}
+
+/// A bad config: EX_CONFIG.
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Failure::config(e)
+    }
 }
 
 impl From<ChangeError> for Failure {

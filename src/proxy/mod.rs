@@ -1,6 +1,6 @@
-//! The reverse proxy as the agent sees it (DESIGN §6): a small trait that makes the proxy
-//! serve exactly the agent's L7 routes, with Caddy's admin API in `caddy.rs` and a no-op
-//! for `[proxy] kind = "none"` in `none.rs`.
+//! The reverse proxy as the agent sees it (docs/design.md §6): a small trait that makes
+//! the proxy serve exactly the agent's L7 routes, with Caddy's admin API in `caddy/` and
+//! a no-op for `[proxy] kind = "none"` in `none.rs`.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -159,8 +159,8 @@ pub struct CertFiles {
     pub serial: String,
 }
 
-/// The proxy's part in TLS (DESIGN §7): HTTP-01 answers while orders are pending, and
-/// the certificates it serves on the HTTPS server.
+/// The proxy's part in TLS (docs/design.md §7): HTTP-01 answers while orders are
+/// pending, and the certificates it serves on the HTTPS server.
 pub trait TlsProxy: Send + Sync {
     /// Serves `challenge` on the HTTP server, before any other route.
     fn add_challenge(

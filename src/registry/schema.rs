@@ -59,7 +59,8 @@ CREATE TABLE component_status (
 ALTER TABLE routes ADD COLUMN proxy_state TEXT;
 ALTER TABLE routes ADD COLUMN proxy_error TEXT;
 "#,
-    // 2 -> 3: each service's TLS certificate as last observed (DESIGN §7), for `status`.
+    // 2 -> 3: each service's TLS certificate as last observed (docs/design.md §7), for
+    // `status`.
     r#"
 CREATE TABLE cert_status (
     service        TEXT PRIMARY KEY REFERENCES services (name) ON DELETE CASCADE,

@@ -2,7 +2,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::*;
-use crate::spec::parse_service;
+use crate::model::{ComponentKey, DesiredState};
+use crate::spec::{parse_service, ServiceFile};
 
 fn file(name: &str, text: &str) -> ServiceFile {
     parse_service(Path::new(name), text).unwrap()

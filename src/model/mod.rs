@@ -1,0 +1,156 @@
+//! The vocabulary every layer shares: services, components, routes, their states and
+//! keys, and the rules for their names. The ground floor: it imports nothing of the crate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+mod names;
+mod publish;
+
+pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
+pub use publish::{PortPublish, Proto};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Podman's own restart policy, applied within one podman lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    OnFailure,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Whether podman itself may bring a dead container of this policy back.
+    pub fn podman_restarts(self) -> bool {
+        self != RestartPolicy::No
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteMode {
+    #[default]
+    L7,
+    L4,
+}
+
+impl RouteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMode::L7 => "l7",
+            RouteMode::L4 => "l4",
+        }
+    }
+}
+
+/// One route of a component: a container port that gets a host port from `[ports].range`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub name: String,
+    pub port: u16,
+    pub mode: RouteMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Allocated by the agent and kept in the registry; never written in service files.
+    #[serde(skip)]
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub image: String,
+    pub desired_state: DesiredState,
+    pub network: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub restart: RestartPolicy,
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub volumes: Vec<String>,
+    pub ports: Vec<PortPublish>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub active: bool,
+    pub components: Vec<Component>,
+}
+
+/// The podman container name of a component: the service name when they are equal,
+/// else `service-component`.
+pub fn container_name(service: &str, component: &str) -> String {
+    if service == component {
+        service.to_string()
+    } else {
+        format!("{service}-{component}")
+    }
+}
+
+/// The env key that carries a route's container port: `PORT_<ROUTE>`, the route name
+/// uppercased with `-` as `_` (docs/design.md §3.2). Both the container and the rule
+/// that keeps service files from setting it use this one spelling.
+pub fn route_env_key(route: &str) -> String {
+    format!("PORT_{}", route.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Identifies a component across the registry, plans and status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentKey {
+    pub service: String,
+    pub component: String,
+}
+
+impl ComponentKey {
+    pub fn new(service: impl Into<String>, component: impl Into<String>) -> Self {
+        ComponentKey {
+            service: service.into(),
+            component: component.into(),
+        }
+    }
+
+    pub fn container_name(&self) -> String {
+        container_name(&self.service, &self.component)
+    }
+}
+
+impl std::fmt::Display for ComponentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.service, self.component)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! The rules of service-file fields (networks, users, volumes, injected env) and the rules
+//! that span the registry (container names, fixed host ports, hostnames).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{Issue, Issues, ServiceFile};
+use crate::error::Location;
+use crate::model::{container_name, route_env_key, Proto, Route, Service};
+
+pub(super) fn is_network(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+pub(super) fn is_user(s: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    };
+    match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    }
+}
+
+pub(super) const VOLUME_OPTIONS: &[&str] = &[
+    "ro", "rw", "z", "Z", "U", "shared", "slave", "private", "rshared", "rslave", "rprivate",
+    "nocopy", "noexec", "exec", "nosuid", "suid", "nodev", "dev",
+];
+
+pub(super) fn check_volume(v: &str) -> Result<(), String> {
+    let mut parts = v.split(':');
+    let host = parts.next().unwrap_or("");
+    let Some(target) = parts.next() else {
+        return Err(format!(
+            "volume {v:?} must be HOST_PATH:CONTAINER_PATH[:OPTIONS]"
+        ));
+    };
+    let opts = parts.next();
+    if parts.next().is_some() {
+        return Err(format!("volume {v:?} has too many ':' parts"));
+    }
+    if !host.starts_with('/') {
+        return Err(format!(
+            "volume host path {host:?} must be absolute (named volumes live in podman's database and would be lost with it)"
+        ));
+    }
+    for p in [host, target] {
+        if p.split('/').any(|c| c == ".." || c == ".") {
+            return Err(format!(
+                "volume path {p:?} must not contain '.' or '..' components"
+            ));
+        }
+    }
+    if !target.starts_with('/') {
+        return Err(format!("volume container path {target:?} must be absolute"));
+    }
+    if let Some(opts) = opts {
+        if let Some(bad) = opts.split(',').find(|o| !VOLUME_OPTIONS.contains(o)) {
+            return Err(format!(
+                "volume option {bad:?} is not one of {}",
+                VOLUME_OPTIONS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The env keys the agent injects for a component's routes.
+pub fn injected_env_keys(routes: &[Route]) -> Vec<String> {
+    let mut keys: Vec<String> = routes.iter().map(|r| route_env_key(&r.name)).collect();
+    if routes.len() == 1 {
+        keys.push("PORT".into());
+    }
+    keys
+}
+
+/// The rules that span services: container names, fixed host ports and hostnames must be
+/// unique across the whole registry. `existing` is what the registry holds; services named
+/// in `incoming` replace their registry versions.
+pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> Result<(), Issues> {
+    enum Owner<'a> {
+        Registry(&'a str),
+        File(&'a Path, Option<Location>),
+    }
+    let describe = |o: &Owner| match o {
+        Owner::Registry(s) => format!("service {s:?} in the registry"),
+        Owner::File(p, Some(at)) => format!("{}:{at}", p.display()),
+        Owner::File(p, None) => p.display().to_string(),
+    };
+    let mut containers: HashMap<String, Owner> = HashMap::new();
+    let mut host_ports: HashMap<(Proto, u16), Owner> = HashMap::new();
+    let mut hostnames: HashMap<String, Owner> = HashMap::new();
+    for s in existing {
+        if incoming.iter().any(|f| f.service.name == s.name) {
+            continue;
+        }
+        for comp in &s.components {
+            containers.insert(
+                container_name(&s.name, &comp.name),
+                Owner::Registry(&s.name),
+            );
+            for p in &comp.ports {
+                host_ports.insert((p.proto, p.host_port), Owner::Registry(&s.name));
+            }
+            for r in &comp.routes {
+                if let Some(hp) = r.host_port {
+                    host_ports.insert((Proto::Tcp, hp), Owner::Registry(&s.name));
+                }
+                if let Some(h) = &r.hostname {
+                    hostnames.insert(h.clone(), Owner::Registry(&s.name));
+                }
+            }
+        }
+    }
+    let mut issues = Vec::new();
+    for f in incoming {
+        let s = &f.service;
+        for (ci, comp) in s.components.iter().enumerate() {
+            let cs = f.source.components.get(ci).cloned().unwrap_or_default();
+            let cname = container_name(&s.name, &comp.name);
+            if let Some(o) = containers.get(&cname) {
+                issues.push(Issue {
+                    path: f.path.clone(),
+                    at: cs.name,
+                    reason: format!("container name {cname:?} is also used by {}", describe(o)),
+                });
+            } else {
+                containers.insert(cname, Owner::File(&f.path, cs.name));
+            }
+            for (pi, p) in comp.ports.iter().enumerate() {
+                let at = cs.ports.get(pi).copied();
+                if let Some(o) = host_ports.get(&(p.proto, p.host_port)) {
+                    if !matches!(o, Owner::File(fp, _) if *fp == f.path.as_path()) {
+                        issues.push(Issue {
+                            path: f.path.clone(),
+                            at,
+                            reason: format!(
+                                "fixed host port {}/{} is also used by {}",
+                                p.host_port,
+                                p.proto.as_str(),
+                                describe(o)
+                            ),
+                        });
+                    }
+                    continue;
+                }
+                host_ports.insert((p.proto, p.host_port), Owner::File(&f.path, at));
+            }
+            for (ri, r) in comp.routes.iter().enumerate() {
+                let Some(h) = &r.hostname else { continue };
+                let at = cs.routes.get(ri).and_then(|(_, h)| *h);
+                if let Some(o) = hostnames.get(h) {
+                    issues.push(Issue {
+                        path: f.path.clone(),
+                        at,
+                        reason: format!("hostname {h:?} is also routed by {}", describe(o)),
+                    });
+                } else {
+                    hostnames.insert(h.clone(), Owner::File(&f.path, at));
+                }
+            }
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(Issues(issues))
+    }
+}

@@ -1,0 +1,182 @@
+use super::*;
+
+const GOOD: &str = r#"
+name = "wiki"
+
+[[components]]
+name = "wiki"
+image = "localhost/wiki:1.4"
+user = "1000:1000"
+restart = "unless-stopped"
+cmd = ["wiki", "--listen", ":8080"]
+env = { LOG_LEVEL = "info" }
+volumes = ["/srv/wiki:/data:rw"]
+ports = ["127.0.0.1:9000:9000/tcp"]
+
+[[components.routes]]
+name = "http"
+port = 8080
+hostname = "wiki.example.org"
+
+[[components]]
+name = "db"
+image = "localhost/db:1"
+desired_state = "stopped"
+"#;
+
+fn parse(text: &str) -> Result<Service, String> {
+    parse_service(Path::new("svc.toml"), text)
+        .map(|f| f.service)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_full_service_file_parses_with_defaults() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.name, "wiki");
+    assert!(s.active);
+    assert_eq!(s.components.len(), 2);
+    let w = &s.components[0];
+    assert_eq!(w.restart, RestartPolicy::UnlessStopped);
+    assert_eq!(w.ports[0].to_string(), "127.0.0.1:9000:9000/tcp");
+    assert_eq!(w.routes[0].mode, RouteMode::L7);
+    let db = &s.components[1];
+    assert_eq!(db.network, "bridge");
+    assert_eq!(db.restart, RestartPolicy::No);
+    assert_eq!(db.desired_state, DesiredState::Stopped);
+}
+
+#[test]
+fn export_text_parses_back_to_the_same_service() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+/// Each rule of docs/design.md §3.3, with the line the error must name and words of its
+/// reason.
+#[test]
+fn every_rule_names_the_line_and_reason() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name = \"Wiki\"\n", "svc.toml:1:8", "service name"),
+        ("name = \"w\"\nfoo = 1\n", "svc.toml:2:1", "unknown field"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n", "svc.toml:6:8", "duplicate component"),
+        ("name = \"w\"\n[[components]]\nname = \"a_b\"\nimage = \"i\"\n", "svc.toml:3:8", "component name"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data\"]\n", "svc.toml:5:12", "absolute"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"/srv/../etc:/data\"]\n", "svc.toml:5:12", "'..'"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"1:70000\"]\n", "svc.toml:5:10", "outside 1-65535"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"80:80\", \"80:81\"]\n", "svc.toml:5:19", "published twice"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 0\nhostname = \"a.b\"\n", "svc.toml:7:8", "outside 1-65535"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nhostname = \"A_b..c\"\n", "svc.toml:8:12", "hostname"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\n", "svc.toml:6:8", "needs a hostname"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nhostname = \"a.b\"\n[[components.routes]]\nname = \"h\"\nport = 81\nhostname = \"c.d\"\n", "svc.toml:10:8", "duplicate route"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = { \"A=B\" = \"x\" }\n", "svc.toml:5:", "env key"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = { A = \"x\\u0000\" }\n", "svc.toml:5:", "NUL"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nrestart = \"sometimes\"\n", "svc.toml:5:11", "unknown variant"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = 3\n", "svc.toml:4:9", "expected a string"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\n", "svc.toml:2:1", "missing field `image`"),
+        ("name = \"w\n", "svc.toml:1:", ""),
+    ];
+    for (text, at, reason) in cases {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(at), "{text:?}\n  got: {e}\n  want location {at}");
+        assert!(
+            e.contains(reason),
+            "{text:?}\n  got: {e}\n  want reason {reason}"
+        );
+    }
+}
+
+#[test]
+fn env_values_never_appear_in_errors() {
+    let e = parse("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = { K = \"s3cret\\u0000\" }\n")
+        .unwrap_err();
+    assert!(!e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn registry_rules_catch_collisions_across_services() {
+    let a = parse_service(
+        Path::new("a.toml"),
+        "name = \"a\"\n[[components]]\nname = \"b-c\"\nimage = \"i\"\nports = [\"80:80\"]\n",
+    )
+    .unwrap();
+    let b = parse_service(
+        Path::new("b.toml"),
+        "name = \"a-b\"\n[[components]]\nname = \"c\"\nimage = \"i\"\nports = [\"80:8080\"]\n",
+    )
+    .unwrap();
+    let e = check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&b))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("b.toml:3:8: container name \"a-b-c\""), "{e}");
+    assert!(
+        e.contains("b.toml:5:10: fixed host port 80/tcp is also used by service \"a\""),
+        "{e}"
+    );
+    // Re-applying a service does not collide with its own registry version.
+    check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&a)).unwrap();
+}
+#[test]
+fn oversized_and_hostile_inputs_are_rejected_or_handled() {
+    // 10 000 components: over the limit, one clear error.
+    let mut big = String::from("name = \"big\"\n");
+    for i in 0..10_000 {
+        big.push_str(&format!("[[components]]\nname = \"c{i}\"\nimage = \"i\"\n"));
+    }
+    let e = parse(&big).unwrap_err();
+    assert!(
+        e.contains("10000 components; at most 256"),
+        "{}",
+        &e[..e.len().min(300)]
+    );
+    // A 10 000-character env value is within the limits: kept exactly.
+    let long = "x".repeat(10_000);
+    let s = parse(&format!(
+        "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = {{ K = \"{long}\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(s.components[0].env["K"], long);
+    // Over 32 KiB: rejected, naming the key, not the value.
+    let huge = "y".repeat(MAX_VALUE_LEN + 1);
+    let e = parse(&format!(
+        "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nenv = {{ K = \"{huge}\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("env value of \"K\" is longer than") && !e.contains("yyyy"),
+        "{e}"
+    );
+    // Path traversal, NUL and look-alikes in names, hostnames, volumes, users.
+    for (field, value) in [
+        ("name", "../../etc"),
+        ("name", "wiki\\u0000"),
+        ("name", "w\u{0456}ki"),
+        ("image", "img with space"),
+        ("user", "root;rm -rf /"),
+        ("network", "../host"),
+    ] {
+        let text = if field == "name" {
+            format!("name = \"{value}\"\n")
+        } else {
+            format!("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n{field} = \"{value}\"\n")
+                .replacen("image = \"i\"\nimage", "image", 1)
+        };
+        assert!(parse(&text).is_err(), "{field} = {value:?} was accepted");
+    }
+    for vol in [
+        "/srv/../etc:/data",
+        "/srv/./x:/data",
+        "rel:/data",
+        "/srv:rel",
+        "/a:/b:rw:extra",
+        "/a:/b:exec,bogus",
+    ] {
+        let text = format!(
+            "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"{vol}\"]\n"
+        );
+        assert!(parse(&text).is_err(), "volume {vol:?} was accepted");
+    }
+    // A file over 1 MiB is refused before parsing.
+    let e = parse_service(Path::new("big.toml"), &" ".repeat(MAX_FILE_BYTES + 1)).unwrap_err();
+    assert!(e.to_string().contains("at most 1048576"), "{e}");
+}
