@@ -114,6 +114,14 @@ impl<R: Runtime + 'static> Agent<R> {
     /// Starts every piece of work that is due and may start.
     pub(super) fn start_due_work(&mut self) {
         let now = Instant::now();
+        // While podman does not count as up, a ping is always waiting or under way:
+        // nothing else can bring it back.
+        if self.podman.up != Some(true)
+            && !self.sched.is_waiting(&Work::Ping)
+            && !self.sched.is_running(&Work::Ping)
+        {
+            self.sched.schedule(Work::Ping, URGENT, now);
+        }
         loop {
             let busy = self.components_running();
             let up = self.podman.up == Some(true);
@@ -283,7 +291,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 if reg.is_some() {
                     self.pass_reg = reg;
                 }
-                self.sched.cancel(&Work::Ping);
+                // The list answered: the check its slowness asked for is not needed
+                // (while podman counts as down, its pings go on: only they decide).
+                if self.podman.up == Some(true) {
+                    self.sched.cancel(&Work::Ping);
+                }
                 match r {
                     Ok(listed) => self.on_listed(listed),
                     Err(e) => self.on_list_failed(e),
