@@ -180,6 +180,32 @@ pub struct Plan {
     pub in_sync: Vec<(ComponentKey, InSync, String)>,
 }
 
+/// How the container holding a desired component's name stands to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Without our labels (or another node's): never touched.
+    NotOurs,
+    /// Ours; drifted from the desired spec, or not.
+    Ours(Option<Drift>),
+}
+
+/// Classifies the holder `h` of component `key`'s name, whose desired spec hash is
+/// `spec_hash` (the one ownership rule; `status` shows what the plan will do).
+pub fn holding(key: &ComponentKey, spec_hash: &str, h: &Actual, node: &str) -> Holding {
+    match owner(&h.labels, node) {
+        Owner::Unmanaged | Owner::Foreign => Holding::NotOurs,
+        o @ Owner::Ours {
+            spec_hash: have, ..
+        } => Holding::Ours(if !o.is_for(key) {
+            Some(Drift::Stale)
+        } else if have != spec_hash {
+            Some(Drift::SpecChanged)
+        } else {
+            None
+        }),
+    }
+}
+
 /// Plans one pass. `desired` holds active services' components only; every container
 /// labelled ours (same node) that no desired component claims is removed, and no container
 /// without our labels is ever removed, stopped or replaced.
@@ -209,21 +235,12 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
                     None
                 }
             },
-            Some(h) => match owner(&h.labels, node) {
-                Owner::Unmanaged | Owner::Foreign => Some(Action::Conflict {
+            Some(h) => match holding(&d.key, &d.spec_hash, h, node) {
+                Holding::NotOurs => Some(Action::Conflict {
                     key: d.key.clone(),
                     id: h.id.clone(),
                 }),
-                o @ Owner::Ours { spec_hash, .. } => {
-                    let drift = if !o.is_for(&d.key) {
-                        Some(Drift::Stale)
-                    } else if spec_hash != d.spec_hash {
-                        Some(Drift::SpecChanged)
-                    } else {
-                        None
-                    };
-                    plan_owned(d, h, drift, book, now, &mut out)
-                }
+                Holding::Ours(drift) => plan_owned(d, h, drift, book, now, &mut out),
             },
         };
         if let Some(a) = action {
@@ -383,351 +400,7 @@ fn gate(a: Action, book: &Book, now: Instant) -> Action {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::container::{
-        LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH,
-    };
-
-    const NODE: &str = "n1";
-
-    fn key(c: &str) -> ComponentKey {
-        ComponentKey::new("svc", c)
-    }
-
-    fn want(c: &str, hash: &str, state: DesiredState, restart: RestartPolicy) -> Desired {
-        Desired {
-            key: key(c),
-            container_name: format!("svc-{c}"),
-            spec_hash: hash.into(),
-            state,
-            restart,
-        }
-    }
-
-    fn run(c: &str, hash: &str) -> Desired {
-        want(c, hash, DesiredState::Running, RestartPolicy::No)
-    }
-
-    fn ours(id: &str, svc: &str, c: &str, hash: &str, state: State) -> Actual {
-        Actual {
-            id: id.into(),
-            name: format!("{svc}-{c}"),
-            state,
-            labels: BTreeMap::from([
-                (LABEL_MANAGED.into(), "true".into()),
-                (LABEL_NODE.into(), NODE.into()),
-                (LABEL_SERVICE.into(), svc.into()),
-                (LABEL_COMPONENT.into(), c.into()),
-                (LABEL_SPEC_HASH.into(), hash.into()),
-            ]),
-        }
-    }
-
-    fn foreign(id: &str, name: &str, labels: &[(&str, &str)]) -> Actual {
-        Actual {
-            id: id.into(),
-            name: name.into(),
-            state: State::Running,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    fn p(desired: &[Desired], actual: &[Actual]) -> Vec<Action> {
-        plan(desired, actual, NODE, &Book::default(), Instant::now()).actions
-    }
-
-    #[test]
-    fn absent_running_component_is_created() {
-        assert_eq!(
-            p(&[run("a", "h")], &[]),
-            vec![Action::Create {
-                key: key("a"),
-                strays: vec![]
-            }]
-        );
-    }
-
-    #[test]
-    fn absent_stopped_component_needs_nothing() {
-        let d = want("a", "h", DesiredState::Stopped, RestartPolicy::No);
-        let pl = plan(&[d], &[], NODE, &Book::default(), Instant::now());
-        assert!(pl.actions.is_empty());
-        assert_eq!(pl.in_sync[0].1, InSync::Stopped);
-    }
-
-    #[test]
-    fn running_with_equal_hash_is_in_sync() {
-        let pl = plan(
-            &[run("a", "h")],
-            &[ours("1", "svc", "a", "h", State::Running)],
-            NODE,
-            &Book::default(),
-            Instant::now(),
-        );
-        assert!(pl.actions.is_empty());
-        assert_eq!(pl.in_sync, vec![(key("a"), InSync::Running, "1".into())]);
-    }
-
-    #[test]
-    fn running_with_other_hash_is_recreated() {
-        assert_eq!(
-            p(
-                &[run("a", "new")],
-                &[ours("1", "svc", "a", "old", State::Running)]
-            ),
-            vec![Action::Recreate {
-                key: key("a"),
-                old_id: "1".into(),
-                drift: Drift::SpecChanged,
-                strays: vec![]
-            }]
-        );
-    }
-
-    #[test]
-    fn exited_or_created_with_equal_hash_is_started_again() {
-        for s in [State::Exited, State::Created] {
-            assert_eq!(
-                p(&[run("a", "h")], &[ours("1", "svc", "a", "h", s)]),
-                vec![Action::Start {
-                    key: key("a"),
-                    id: "1".into(),
-                    strays: vec![]
-                }]
-            );
-        }
-    }
-
-    #[test]
-    fn exited_with_other_hash_is_recreated() {
-        assert_eq!(
-            p(
-                &[run("a", "new")],
-                &[ours("1", "svc", "a", "old", State::Exited)]
-            ),
-            vec![Action::Recreate {
-                key: key("a"),
-                old_id: "1".into(),
-                drift: Drift::SpecChanged,
-                strays: vec![]
-            }]
-        );
-    }
-
-    #[test]
-    fn podman_restarting_or_paused_containers_are_left_to_podman() {
-        for s in [
-            State::Restarting,
-            State::Paused,
-            State::Other("stopping".into()),
-        ] {
-            let pl = plan(
-                &[run("a", "h")],
-                &[ours("1", "svc", "a", "h", s.clone())],
-                NODE,
-                &Book::default(),
-                Instant::now(),
-            );
-            assert!(pl.actions.is_empty(), "{s:?}");
-            assert_eq!(pl.in_sync[0].1, InSync::Transient);
-        }
-    }
-
-    #[test]
-    fn a_fresh_death_under_a_restart_policy_is_left_to_podman_for_the_grace() {
-        let now = Instant::now();
-        let d = want("a", "h", DesiredState::Running, RestartPolicy::Always);
-        let a = ours("1", "svc", "a", "h", State::Exited);
-        let mut book = Book {
-            restart_grace: Duration::from_secs(2),
-            ..Default::default()
-        };
-        book.died_at.insert("1".into(), now);
-        let pl = plan(
-            std::slice::from_ref(&d),
-            std::slice::from_ref(&a),
-            NODE,
-            &book,
-            now,
-        );
-        assert_eq!(
-            pl.actions,
-            vec![Action::Wait {
-                key: key("a"),
-                until: now + Duration::from_secs(2),
-                reason: WaitReason::PodmanRestart
-            }]
-        );
-        // After the grace, podman evidently did not restart it: ours to start.
-        let later = now + Duration::from_secs(3);
-        assert_eq!(
-            plan(&[d], std::slice::from_ref(&a), NODE, &book, later).actions,
-            vec![Action::Start {
-                key: key("a"),
-                id: "1".into(),
-                strays: vec![]
-            }]
-        );
-        // Restart policy "no": no grace.
-        let d = run("a", "h");
-        assert_eq!(
-            plan(&[d], &[a], NODE, &book, now).actions,
-            vec![Action::Start {
-                key: key("a"),
-                id: "1".into(),
-                strays: vec![]
-            }]
-        );
-    }
-
-    #[test]
-    fn desired_stopped_stops_a_running_container_and_leaves_an_exited_one() {
-        let d = want("a", "h", DesiredState::Stopped, RestartPolicy::No);
-        for s in [State::Running, State::Restarting, State::Paused] {
-            assert_eq!(
-                p(std::slice::from_ref(&d), &[ours("1", "svc", "a", "h", s)]),
-                vec![Action::Stop {
-                    key: key("a"),
-                    id: "1".into(),
-                    strays: vec![]
-                }]
-            );
-        }
-        assert!(p(
-            std::slice::from_ref(&d),
-            &[ours("1", "svc", "a", "x", State::Exited)]
-        )
-        .is_empty());
-    }
-
-    #[test]
-    fn same_name_without_our_labels_is_a_conflict_and_never_touched() {
-        for a in [
-            foreign("9", "svc-a", &[]),
-            foreign("9", "svc-a", &[(LABEL_MANAGED, "false")]),
-            foreign(
-                "9",
-                "svc-a",
-                &[
-                    (LABEL_MANAGED, "true"),
-                    (LABEL_NODE, "other"),
-                    (LABEL_SERVICE, "svc"),
-                    (LABEL_COMPONENT, "a"),
-                ],
-            ),
-        ] {
-            assert_eq!(
-                p(&[run("a", "h")], &[a]),
-                vec![Action::Conflict {
-                    key: key("a"),
-                    id: "9".into()
-                }]
-            );
-        }
-    }
-
-    #[test]
-    fn our_stale_container_holding_the_name_is_replaced() {
-        // Labelled ours, but for a component that is not this one.
-        let a = Actual {
-            name: "svc-a".into(),
-            ..ours("1", "svc", "b", "h", State::Running)
-        };
-        assert_eq!(
-            p(&[run("a", "h")], &[a]),
-            vec![Action::Recreate {
-                key: key("a"),
-                old_id: "1".into(),
-                drift: Drift::Stale,
-                strays: vec![]
-            }]
-        );
-    }
-
-    #[test]
-    fn our_containers_without_a_desired_component_are_removed_and_nothing_else() {
-        let actual = [
-            ours("1", "gone", "x", "h", State::Running),
-            ours("2", "svc", "a", "h", State::Running),
-            foreign("3", "hand-made", &[]),
-            foreign(
-                "4",
-                "other-node",
-                &[
-                    (LABEL_MANAGED, "true"),
-                    (LABEL_NODE, "n2"),
-                    (LABEL_SERVICE, "gone"),
-                    (LABEL_COMPONENT, "x"),
-                ],
-            ),
-        ];
-        assert_eq!(
-            p(&[run("a", "h")], &actual),
-            vec![Action::Remove {
-                id: "1".into(),
-                name: "gone-x".into(),
-                owner: ComponentKey::new("gone", "x")
-            }]
-        );
-    }
-
-    #[test]
-    fn a_second_container_labelled_for_a_wanted_component_is_removed() {
-        let dup = Actual {
-            name: "renamed".into(),
-            ..ours("7", "svc", "a", "h", State::Running)
-        };
-        let actual = [ours("2", "svc", "a", "h", State::Running), dup];
-        assert_eq!(
-            p(&[run("a", "h")], &actual),
-            vec![Action::Remove {
-                id: "7".into(),
-                name: "renamed".into(),
-                owner: key("a")
-            }]
-        );
-    }
-
-    #[test]
-    fn backoff_holds_back_only_actions_that_bring_a_component_up() {
-        let now = Instant::now();
-        let until = now + Duration::from_secs(5);
-        let mut book = Book::default();
-        book.retry_at.insert(key("a"), until);
-        book.retry_at.insert(key("b"), until);
-        book.retry_at.insert(key("c"), now - Duration::from_secs(1));
-        let desired = [
-            run("a", "h"),
-            want("b", "h", DesiredState::Stopped, RestartPolicy::No),
-            run("c", "h"),
-        ];
-        let actual = [ours("2", "svc", "b", "h", State::Running)];
-        let actions = plan(&desired, &actual, NODE, &book, now).actions;
-        assert_eq!(
-            actions,
-            vec![
-                Action::Wait {
-                    key: key("a"),
-                    until,
-                    reason: WaitReason::Backoff
-                },
-                Action::Stop {
-                    key: key("b"),
-                    id: "2".into(),
-                    strays: vec![]
-                },
-                Action::Create {
-                    key: key("c"),
-                    strays: vec![]
-                },
-            ]
-        );
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod proptests;

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
+use crate::container::{ComponentKey, ContainerSpec};
 use crate::error::{exit, Failure};
+use crate::plan::{self, Drift, Holding};
 use crate::registry::{now_ms, ChangeError};
 use crate::runtime::podman::Podman;
 use crate::runtime::{Actual, Runtime};
@@ -83,12 +84,15 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),
                 (Ok(_), None) => "absent".to_string(),
-                (Ok(_), Some(a)) => match owner(&a.labels, node) {
-                    Owner::Ours { spec_hash, .. } if spec_hash != spec.spec_hash() => {
+                (Ok(_), Some(a)) => match plan::holding(&key, spec.spec_hash(), a, node) {
+                    Holding::Ours(Some(Drift::SpecChanged)) => {
                         format!("{} (spec changed)", a.state.as_str())
                     }
-                    Owner::Ours { .. } => a.state.as_str().to_string(),
-                    _ => "conflict (not ours)".to_string(),
+                    Holding::Ours(Some(Drift::Stale)) => {
+                        format!("{} (another component's)", a.state.as_str())
+                    }
+                    Holding::Ours(None) => a.state.as_str().to_string(),
+                    Holding::NotOurs => "conflict (not ours)".to_string(),
                 },
             };
             let st = statuses.get(&key);
