@@ -11,7 +11,7 @@ use super::work::{Listed, Work, NORMAL, SOON, URGENT};
 use super::{Agent, Mode, LIST_RETRY, RESTART_GRACE};
 use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
-use crate::control::BackoffPolicy;
+use crate::control::{BackoffPolicy, Requeue};
 use crate::plan::{self, Action, InSync, Verb};
 use crate::reconcile::{ComponentReport, RemovalReport, Status, StorageNames};
 use crate::runtime::{Event, Runtime};
@@ -60,7 +60,7 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 
     /// A pass: plan from the list, and make the plan's actions the components' work.
-    pub(super) fn on_listed(&mut self, listed: Listed) {
+    pub(super) fn on_listed(&mut self, listed: Listed) -> Requeue {
         self.passes += 1;
         self.synced = true;
         if self.mode == Mode::Once {
@@ -137,6 +137,8 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.pending = pending;
         self.sched.schedule(Work::Routes, SOON, now);
+        // Events, the registry, timers and the resync ask for the next pass.
+        Requeue::OnChange
     }
 
     /// An operation on a component is done.
@@ -144,10 +146,11 @@ impl<R: Runtime + 'static> Agent<R> {
         &mut self,
         key: ComponentKey,
         result: Result<ComponentReport, RemovalReport>,
-    ) {
+    ) -> Requeue {
         if self.deferred.remove(&key) {
             self.want_pass();
         }
+        let mut requeue = Requeue::OnChange;
         match result {
             Err(r) => {
                 match &r.error {
@@ -160,7 +163,7 @@ impl<R: Runtime + 'static> Agent<R> {
                             action = "remove", service = %r.owner.service, component = %r.owner.component,
                             container = %r.name, error = %e, "could not remove container"
                         );
-                        self.retry_pass();
+                        requeue = Requeue::After(LIST_RETRY);
                     }
                 }
                 if self.mode == Mode::Once {
@@ -174,7 +177,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     // Podman did not answer: nothing happened to the container. Its
                     // health decides; the work is planned again after that.
                     self.sched.schedule(Work::Ping, URGENT, now);
-                    self.retry_pass();
+                    requeue = Requeue::After(LIST_RETRY);
                 } else if brought_up
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
@@ -192,7 +195,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         }
                     }
                     if r.status == Status::Failed {
-                        self.sched.schedule(Work::List, URGENT, next);
+                        requeue = Requeue::After(next - now);
                     }
                 }
                 let action = r.verb.map_or("none", Verb::as_str);
@@ -217,13 +220,6 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
         }
-    }
-
-    /// Another pass a little later (after a failure that backoff does not cover).
-    fn retry_pass(&mut self) {
-        if self.mode == Mode::Daemon {
-            self.sched
-                .schedule(Work::List, URGENT, Instant::now() + LIST_RETRY);
-        }
+        requeue
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::work::{Work, SOON, URGENT};
 use super::{Agent, Mode, CERT_RETRY_SLACK};
 use crate::certs::{self, EnsureReport};
+use crate::control::Requeue;
 use crate::proxy::{ProxyError, SyncReport};
 use crate::registry::CertStatus;
 use crate::routes;
@@ -26,9 +27,10 @@ pub enum CertsOutcome {
 }
 
 impl<R: Runtime + 'static> Agent<R> {
-    pub(super) fn on_routes_synced(&mut self, result: Result<SyncReport, ProxyError>) {
+    pub(super) fn on_routes_synced(&mut self, result: Result<SyncReport, ProxyError>) -> Requeue {
         let line = routes::describe(&result, self.wanted_routes.len());
         let now = Instant::now();
+        let mut requeue = Requeue::OnChange;
         match &result {
             Ok(report) => {
                 if self.proxy_error.take().is_some() {
@@ -47,10 +49,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     tracing::warn!(error = %e, "cannot register routes with the proxy; containers are unaffected, retrying");
                 }
                 self.proxy_error = Some(e.to_string());
-                if self.mode == Mode::Daemon {
-                    let delay = self.proxy_retry.next_delay(now);
-                    self.sched.schedule(Work::Routes, URGENT, now + delay);
-                }
+                requeue = Requeue::After(self.proxy_retry.next_delay(now));
             }
         }
         let states = routes::states(self.ctx.proxy.serves_routes(), &self.wanted_routes, &result);
@@ -79,9 +78,10 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.mode == Mode::Once {
             self.report.routes = Some(result);
         }
+        requeue
     }
 
-    pub(super) fn on_certs(&mut self, report: EnsureReport) {
+    pub(super) fn on_certs(&mut self, report: EnsureReport) -> Requeue {
         let now = Instant::now();
         match &report.load {
             Ok(written) => {
@@ -100,12 +100,14 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
         }
-        if let (Some(at), Mode::Daemon) = (report.next_retry(), self.mode) {
-            // A little after the retry is due, so the check that wakes finds it due.
-            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            self.sched
-                .schedule(Work::Certs, SOON, now + wait + CERT_RETRY_SLACK);
-        }
+        // A little after a failed order's retry is due, so the check that wakes finds
+        // it due.
+        let requeue = match report.next_retry() {
+            Some(at) => Requeue::After(
+                at.duration_since(SystemTime::now()).unwrap_or_default() + CERT_RETRY_SLACK,
+            ),
+            None => Requeue::OnChange,
+        };
         let states = report.statuses();
         let same = |a: &[CertStatus], b: &[CertStatus]| {
             a.len() == b.len()
@@ -126,5 +128,6 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.mode == Mode::Once {
             self.report.certs = Some(CertsOutcome::Ensured(report));
         }
+        requeue
     }
 }

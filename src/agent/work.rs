@@ -10,6 +10,7 @@ use super::{Agent, Mode, LIST_RETRY, PING_TIMEOUT, REGISTRY_POLL, SLOW_LIST};
 use crate::certs::{Certs, EnsureReport};
 use crate::config::Config;
 use crate::container::ComponentKey;
+use crate::control::Requeue;
 use crate::proxy::{ProxyError, SyncReport};
 use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport};
 use crate::registry::{Registry, RegistryError};
@@ -278,14 +279,15 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
+    /// Each kind of work's reconcile: records the outcome and says when to run again.
     fn on_outcome(&mut self, w: Work, outcome: Outcome) {
-        match outcome {
+        let requeue = match outcome {
             Outcome::Ping(r) => self.on_ping(r),
             Outcome::Registry(reg, r) => {
                 if reg.is_some() {
                     self.poll_reg = reg;
                 }
-                self.on_polled(r);
+                self.on_polled(r)
             }
             Outcome::List(reg, r) => {
                 if reg.is_some() {
@@ -301,10 +303,10 @@ impl<R: Runtime + 'static> Agent<R> {
                     Err(e) => self.on_list_failed(e),
                 }
             }
-            Outcome::Component(r) => {
-                let Work::Component(key) = w else { return };
-                self.on_done(key, r);
-            }
+            Outcome::Component(r) => match &w {
+                Work::Component(key) => self.on_done(key.clone(), r),
+                _ => Requeue::OnChange,
+            },
             Outcome::Routes(r) => self.on_routes_synced(r),
             Outcome::Certs(done) => {
                 let (mut certs, report) = *done;
@@ -312,12 +314,31 @@ impl<R: Runtime + 'static> Agent<R> {
                     certs.configure(&self.config);
                 }
                 self.certs = Some(certs);
-                self.on_certs(report);
+                self.on_certs(report)
             }
+        };
+        self.requeue(w, requeue);
+    }
+
+    /// Applies a reconcile's [`Requeue`]: `After` runs the same key again then (never in
+    /// `--once`, which runs each piece of work until it has reported once). A component's
+    /// retry is a pass: the plan decides what it needs by then.
+    fn requeue(&mut self, w: Work, requeue: Requeue) {
+        let Requeue::After(delay) = requeue else {
+            return;
+        };
+        if self.mode == Mode::Once {
+            return;
+        }
+        let at = Instant::now() + delay;
+        match w {
+            Work::Component(_) => self.sched.schedule(Work::List, URGENT, at),
+            Work::Certs | Work::Routes => self.sched.schedule(w, SOON, at),
+            w => self.sched.schedule(w, URGENT, at),
         }
     }
 
-    fn on_ping(&mut self, r: Result<(), RuntimeError>) {
+    fn on_ping(&mut self, r: Result<(), RuntimeError>) -> Requeue {
         let now = Instant::now();
         match r {
             Ok(()) => {
@@ -331,6 +352,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.want_pass();
                 }
                 self.podman.retry.reset();
+                Requeue::OnChange
             }
             Err(e) => {
                 if self.podman.up != Some(false) {
@@ -338,17 +360,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 self.podman.up = Some(false);
                 self.podman.error = Some(e.to_string());
-                let delay = self.podman.retry.next_delay(now);
-                self.sched.schedule(Work::Ping, URGENT, now + delay);
+                Requeue::After(self.podman.retry.next_delay(now))
             }
         }
     }
 
-    fn on_polled(&mut self, r: Result<Polled, RegistryError>) {
-        if self.mode == Mode::Daemon {
-            self.sched
-                .schedule(Work::Registry, URGENT, Instant::now() + REGISTRY_POLL);
-        }
+    fn on_polled(&mut self, r: Result<Polled, RegistryError>) -> Requeue {
         match r {
             Ok(p) => {
                 self.data_version = p.data_version;
@@ -362,19 +379,19 @@ impl<R: Runtime + 'static> Agent<R> {
                 tracing::warn!(error = %e, "cannot read the registry; keeping the last desired state")
             }
         }
+        Requeue::After(REGISTRY_POLL)
     }
 
-    fn on_list_failed(&mut self, e: RuntimeError) {
+    fn on_list_failed(&mut self, e: RuntimeError) -> Requeue {
         if self.mode == Mode::Once {
             self.report.list_error = Some(e);
-            return;
+            return Requeue::OnChange;
         }
         tracing::warn!(error = %e, "cannot list containers; retrying");
-        let now = Instant::now();
         if e.is_unavailable() {
-            self.sched.schedule(Work::Ping, URGENT, now);
+            self.sched.schedule(Work::Ping, URGENT, Instant::now());
         }
-        self.sched.schedule(Work::List, URGENT, now + LIST_RETRY);
+        Requeue::After(LIST_RETRY)
     }
 
     /// Readiness: once podman is up and the first pass's operations and route sync are
