@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use crate::control::{Backoff, BackoffPolicy};
 
 use crate::config::{Config, IssuerKind};
 use crate::proxy::{CertFiles, ProxyError, TlsProxy};
@@ -362,19 +362,19 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn schedule(&self) -> ExponentialBackoff {
-        ExponentialBuilder::new()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
+    /// Doubling and jittered, like every retry of the agent; a schedule left alone for
+    /// four of its longest delays starts over.
+    fn schedule(&self) -> Backoff {
+        Backoff::new(BackoffPolicy::doubling(
+            self.initial,
+            self.max,
+            self.max.saturating_mul(4),
+        ))
     }
 }
 
 struct Retry {
-    schedule: ExponentialBackoff,
+    schedule: Backoff,
     /// The names the failed order was for: new names are tried at once.
     names: Vec<String>,
     next: SystemTime,
@@ -561,7 +561,7 @@ impl Certs {
                     retry.schedule = policy.schedule();
                     retry.names = w.names.clone();
                 }
-                let delay = retry.schedule.next().unwrap_or(policy.max).min(policy.max);
+                let delay = retry.schedule.next_delay(tokio::time::Instant::now());
                 retry.next = now + delay;
                 retry.error = error.clone();
                 tracing::warn!(
