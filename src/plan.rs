@@ -1,4 +1,4 @@
-//! The reconcile plan (DESIGN §4 step 3): a pure function from desired state, the runtime's
+//! The reconcile plan (docs/design.md §4.1): a pure function from desired state, the runtime's
 //! container list, the backoff book and the time to the actions that close the gap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

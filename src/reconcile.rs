@@ -1,4 +1,4 @@
-//! One reconcile pass (DESIGN §4): desired state from the registry, one list of the actual
+//! One reconcile pass (docs/design.md §4): desired state from the registry, one list of the actual
 //! containers, the pure plan, then its execution with bounded concurrency.
 
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! Routes as desired state (DESIGN §3, §6): host ports allocated in the registry before a
+//! Routes as desired state (docs/design.md §3.2, §6): host ports allocated in the registry before a
 //! pass, and the set of L7 routes the proxy must serve after it.
 
 use crate::config::Config;

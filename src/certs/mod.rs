@@ -1,4 +1,4 @@
-//! TLS certificates for L7 routes (DESIGN §7): one certificate per service covering all
+//! TLS certificates for L7 routes (docs/design.md §7): one certificate per service covering all
 //! its L7 hostnames, kept in `cert_dir`, renewed before `renew_before`, ordered through
 //! an [`Issuer`] (ACME in `acme.rs`), and loaded into the proxy.
 //!
