@@ -148,18 +148,58 @@ impl Default for AgentSection {
     }
 }
 
+/// Where the defaults put the agent's files: root's system paths, or, for any other user,
+/// that user's XDG directories, so a rootless agent (a `systemctl --user` unit) talks to
+/// its user's podman and keeps its registry in its user's state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// The registry, certificates and account key live here.
+    pub state: PathBuf,
+    /// Podman's and Caddy's sockets live under here.
+    pub runtime: PathBuf,
+}
+
+impl Dirs {
+    /// The directories for `uid`, reading `XDG_STATE_HOME`, `XDG_RUNTIME_DIR` and `HOME`
+    /// through `env`. Relative XDG values are ignored, as the XDG spec says; a non-root
+    /// user without `HOME` or `XDG_STATE_HOME` gets root's state directory (and the
+    /// config must then name its paths).
+    pub fn for_user(uid: u32, env: impl Fn(&str) -> Option<String>) -> Dirs {
+        if uid == 0 {
+            return Dirs {
+                state: "/var/lib/mcp-agent".into(),
+                runtime: "/run".into(),
+            };
+        }
+        let abs = |key: &str| env(key).map(PathBuf::from).filter(|p| p.is_absolute());
+        let state = abs("XDG_STATE_HOME")
+            .or_else(|| abs("HOME").map(|h| h.join(".local/state")))
+            .map_or_else(|| "/var/lib/mcp-agent".into(), |s| s.join("mcp-agent"));
+        let runtime = abs("XDG_RUNTIME_DIR").unwrap_or_else(|| format!("/run/user/{uid}").into());
+        Dirs { state, runtime }
+    }
+
+    /// The directories of the user this process runs as (its effective uid).
+    pub fn current() -> Dirs {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        Dirs::for_user(uid, |k| std::env::var(k).ok())
+    }
+}
+
 impl Default for DatabaseSection {
     fn default() -> Self {
         DatabaseSection {
-            path: "/var/lib/mcp-agent/registry.db".into(),
+            path: Dirs::current().state.join("registry.db"),
         }
     }
 }
 
 impl Default for PodmanSection {
     fn default() -> Self {
+        let socket = Dirs::current().runtime.join("podman/podman.sock");
         PodmanSection {
-            socket: SocketUri("unix:///run/podman/podman.sock".into()),
+            socket: SocketUri(format!("unix://{}", socket.display())),
             cli: Argv(vec!["podman".into()]),
         }
     }
@@ -191,13 +231,14 @@ impl Default for PortsSection {
 
 impl Default for ProxySection {
     fn default() -> Self {
+        let dirs = Dirs::current();
         ProxySection {
             kind: ProxyKind::None,
-            admin_socket: "/run/caddy/admin.sock".into(),
+            admin_socket: dirs.runtime.join("caddy/admin.sock"),
             server: "mcp".into(),
             http_listen: ":80".into(),
             https_listen: ":443".into(),
-            cert_dir: "/var/lib/mcp-agent/certs".into(),
+            cert_dir: dirs.state.join("certs"),
         }
     }
 }
@@ -511,6 +552,81 @@ mod tests {
         );
         assert_eq!(c.proxy.kind, ProxyKind::None);
         assert_eq!(c.podman.cli.0, vec!["podman".to_string()]);
+    }
+
+    #[test]
+    fn root_gets_the_system_paths_whatever_its_environment() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/root".to_string()),
+            "XDG_RUNTIME_DIR" => Some("/run/user/0".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Dirs::for_user(0, env),
+            Dirs {
+                state: "/var/lib/mcp-agent".into(),
+                runtime: "/run".into()
+            }
+        );
+    }
+
+    #[test]
+    fn another_user_gets_its_xdg_directories() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/svc".to_string()),
+            "XDG_RUNTIME_DIR" => Some("/run/user/1001".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Dirs::for_user(1001, env),
+            Dirs {
+                state: "/home/svc/.local/state/mcp-agent".into(),
+                runtime: "/run/user/1001".into()
+            }
+        );
+        let xdg = |k: &str| match k {
+            "HOME" => Some("/home/svc".to_string()),
+            "XDG_STATE_HOME" => Some("/srv/state".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Dirs::for_user(1001, xdg),
+            Dirs {
+                state: "/srv/state/mcp-agent".into(),
+                runtime: "/run/user/1001".into()
+            }
+        );
+    }
+
+    #[test]
+    fn relative_or_missing_xdg_values_are_not_used() {
+        let rel = |k: &str| match k {
+            "HOME" => Some("/home/svc".to_string()),
+            "XDG_STATE_HOME" => Some("state".to_string()),
+            "XDG_RUNTIME_DIR" => Some("run".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Dirs::for_user(1001, rel),
+            Dirs {
+                state: "/home/svc/.local/state/mcp-agent".into(),
+                runtime: "/run/user/1001".into()
+            }
+        );
+        assert_eq!(
+            Dirs::for_user(1001, |_| None).state,
+            PathBuf::from("/var/lib/mcp-agent")
+        );
+    }
+
+    #[test]
+    fn the_path_defaults_follow_the_current_user() {
+        let c = parse("").unwrap();
+        let d = Dirs::current();
+        assert_eq!(c.database.path, d.state.join("registry.db"));
+        assert_eq!(c.proxy.cert_dir, d.state.join("certs"));
+        assert_eq!(c.proxy.admin_socket, d.runtime.join("caddy/admin.sock"));
+        assert_eq!(c.podman.socket.path(), d.runtime.join("podman/podman.sock"));
     }
 
     #[test]
