@@ -363,7 +363,8 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 
     fn resync_timer(&self) -> tokio::time::Interval {
-        let mut t = tokio::time::interval_at(Instant::now() + self.resync, self.resync);
+        let every = self.resync.min(crate::control::FAR);
+        let mut t = tokio::time::interval_at(crate::control::after(Instant::now(), every), every);
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         t
     }

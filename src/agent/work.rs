@@ -330,7 +330,7 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.mode == Mode::Once {
             return;
         }
-        let at = Instant::now() + delay;
+        let at = crate::control::after(Instant::now(), delay);
         match w {
             Work::Component(_) => self.sched.schedule(Work::List, URGENT, at),
             Work::Certs | Work::Routes => self.sched.schedule(w, SOON, at),

@@ -126,7 +126,7 @@ impl<K: Eq + Hash + Clone> Backoffs<K> {
             .entries
             .entry(key.clone())
             .or_insert_with(|| Backoff::new(policy));
-        now + b.next_delay(now)
+        super::after(now, b.next_delay(now))
     }
 
     /// Forgets the schedule of a key that has been fine for `reset_after`.
