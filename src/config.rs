@@ -75,6 +75,9 @@ pub struct ReconcileSection {
     pub backoff_multiplier: Multiplier,
     #[serde(with = "humantime_serde")]
     pub stable_after: Duration,
+    /// READY=1 waits at most this long for every component that can come up.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -214,6 +217,7 @@ impl Default for ReconcileSection {
             backoff_max: Duration::from_secs(300),
             backoff_multiplier: Multiplier(2.0),
             stable_after: Duration::from_secs(600),
+            ready_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -456,3 +456,90 @@ async fn a_shutdown_cancels_a_hung_list_at_once() {
         t.elapsed()
     );
 }
+
+// Readiness keeps its promise (docs/design.md §5.4).
+
+impl Harness {
+    fn readies(&self) -> Vec<String> {
+        let sent = self.notified.lock().unwrap();
+        sent.iter()
+            .filter(|m| m.contains("READY=1"))
+            .cloned()
+            .collect()
+    }
+}
+
+const OK_AND_BAD: &str = "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n\
+     [[components]]\nname = \"bad\"\nimage = \"img\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn ready_waits_for_every_component_that_can_come_up_until_the_timeout() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state
+        .lock()
+        .unwrap()
+        .failing_start
+        .insert("s-bad".into(), "500: crun: cannot start".into());
+    let h = start_with(OK_AND_BAD, rt, |c| {
+        c.reconcile.ready_timeout = Duration::from_secs(20)
+    })
+    .await;
+    within("the healthy one up", Duration::from_secs(2), || {
+        h.running("s-ok")
+    })
+    .await;
+    pass_time(Duration::from_secs(15)).await;
+    assert!(
+        h.readies().is_empty(),
+        "READY with s/bad down: {:?}",
+        h.readies()
+    );
+    within("READY at the timeout", Duration::from_secs(6), || {
+        !h.readies().is_empty()
+    })
+    .await;
+    let ready = &h.readies()[0];
+    assert!(
+        ready.contains("still missing: s/bad (failed: ") && ready.contains("cannot start"),
+        "{ready}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_component_that_needs_an_operator_does_not_hold_readiness_back() {
+    let text = "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n\
+                [[components]]\nname = \"noimg\"\nimage = \"absent\"\n";
+    let h = start(text, FakeRuntime::with_images(&["img"])).await;
+    within("READY", Duration::from_secs(2), || !h.readies().is_empty()).await;
+    assert!(h.running("s-ok"));
+    let ready = &h.readies()[0];
+    assert!(
+        ready.contains("STATUS=1 running, 0 backing off, 1 failed"),
+        "{ready}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_podman_down_ready_comes_only_at_the_timeout_and_says_so() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().unavailable = true;
+    let h = start_with(ONE, rt, |c| {
+        c.reconcile.ready_timeout = Duration::from_secs(30)
+    })
+    .await;
+    pass_time(Duration::from_secs(29)).await;
+    assert!(h.readies().is_empty(), "{:?}", h.readies());
+    within("READY at the timeout", Duration::from_secs(2), || {
+        !h.readies().is_empty()
+    })
+    .await;
+    let ready = &h.readies()[0];
+    assert!(
+        ready.contains("STATUS=waiting for podman")
+            && ready.contains("still missing: s/ok (not seen yet)"),
+        "{ready}"
+    );
+    h.stop().await;
+}

@@ -277,9 +277,10 @@ impl<R: Runtime + 'static> Agent<R> {
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut events_open = true;
+        let ready_by = crate::control::after(now, self.config.reconcile.ready_timeout);
         loop {
             self.start_due_work();
-            self.maybe_ready();
+            self.maybe_ready(ready_by);
             self.update_status_line();
             let wake = self.next_wake();
             tokio::select! {
@@ -309,6 +310,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 },
                 () = sleep_until(wake), if wake.is_some() => {}
+                () = tokio::time::sleep_until(ready_by), if !self.ready => {}
                 _ = resync.tick() => {
                     tracing::debug!(trigger = "resync", "periodic resync");
                     self.want_pass();

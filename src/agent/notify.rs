@@ -9,16 +9,28 @@ use sd_notify::NotifyState;
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
     enabled: bool,
+    /// Unit tests read what would have been sent, one line per message.
+    #[cfg(test)]
+    pub sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Notifier {
     pub fn from_env() -> Notifier {
         Notifier {
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            ..Notifier::default()
         }
     }
 
     fn send(&self, state: &[NotifyState]) {
+        #[cfg(test)]
+        self.sent.lock().unwrap().push(
+            state
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
         if self.enabled {
             if let Err(e) = sd_notify::notify(false, state) {
                 tracing::debug!(error = %e, "sd_notify failed");

@@ -16,6 +16,8 @@ pub(super) struct Harness {
     pub controls: Controls,
     pub task: tokio::task::JoinHandle<Result<(), Failure>>,
     pub dir: tempfile::TempDir,
+    /// What the agent sent to the service manager.
+    pub notified: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub(super) const SERVICE: &str = r#"
@@ -60,11 +62,13 @@ pub(super) async fn start_with(
         dir.path().join("none.toml"),
     )
     .unwrap();
+    let notified = d.notifier.sent.clone();
     let triggers = rt.event_sender();
     let controls = Controls::default();
     let task = tokio::spawn(d.run(controls.clone()));
     triggers.send(Trigger::Connected).await.unwrap();
     Harness {
+        notified,
         rt,
         triggers,
         controls,

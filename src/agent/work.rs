@@ -394,21 +394,59 @@ impl<R: Runtime + 'static> Agent<R> {
         Requeue::After(LIST_RETRY)
     }
 
-    /// Readiness: once podman is up and the first pass's operations and route sync are
-    /// done. A certificate order may wait on the CA for minutes and does not hold it.
-    pub(super) fn maybe_ready(&mut self) {
-        if self.ready || self.mode == Mode::Once || self.podman.up != Some(true) || !self.synced {
+    /// Readiness (docs/design.md §5.4): the containers are back — podman answers, a pass
+    /// has listed them, nothing planned is still to do, the routes are synced, and every
+    /// component that can come up is up; or `ready_timeout` ran out, and STATUS= says
+    /// what is missing. Certificates are not waited for.
+    pub(super) fn maybe_ready(&mut self, ready_by: Instant) {
+        if self.ready || self.mode == Mode::Once {
             return;
         }
+        let timed_out = Instant::now() >= ready_by;
         let busy = |w: &Work| matches!(w, Work::Component(_) | Work::Routes);
-        if self.sched.count_waiting(busy) + self.sched.count_running(busy) > 0 {
+        let settled = self.podman.up == Some(true)
+            && self.synced
+            && self.sched.count_waiting(busy) + self.sched.count_running(busy) == 0;
+        let missing = self.missing();
+        if !timed_out && !(settled && missing.is_empty()) {
             return;
         }
         self.ready = true;
-        let line = self.status_line();
-        tracing::info!(status = %line, "first pass done; ready");
+        let mut line = self.status_line();
+        if timed_out && !(settled && missing.is_empty()) {
+            let what = if missing.is_empty() {
+                "the first pass".to_string()
+            } else {
+                missing.join(", ")
+            };
+            line = format!(
+                "{line}; ready after {}s, still missing: {what}",
+                self.config.reconcile.ready_timeout.as_secs()
+            );
+            tracing::warn!(status = %line, "ready_timeout ran out; ready with components missing");
+        } else {
+            tracing::info!(status = %line, "first pass done; ready");
+        }
         self.notifier.ready(&line);
         self.last_status_line = line;
+    }
+
+    /// The wanted-running components that are not up yet and could be: `service/component
+    /// (state: why)`.
+    fn missing(&self) -> Vec<String> {
+        use crate::reconcile::Status;
+        self.desired
+            .iter()
+            .filter(|d| d.state == crate::spec::DesiredState::Running)
+            .filter_map(|d| match self.status.get(&d.key) {
+                Some((Status::Running | Status::ImageMissing | Status::Conflict, ..)) => None,
+                Some((s, detail, _)) => Some(match detail {
+                    Some(why) => format!("{} ({}: {why})", d.key, s.as_str()),
+                    None => format!("{} ({})", d.key, s.as_str()),
+                }),
+                None => Some(format!("{} (not seen yet)", d.key)),
+            })
+            .collect()
     }
 
     /// WATCHDOG=1 only while the loop makes progress: it turns (this runs on it), and no
