@@ -408,12 +408,13 @@ impl<R: Runtime + 'static> Agent<R> {
             && self.synced
             && self.sched.count_waiting(busy) + self.sched.count_running(busy) == 0;
         let missing = self.missing();
-        if !timed_out && !(settled && missing.is_empty()) {
+        let back = settled && missing.is_empty();
+        if !back && !timed_out {
             return;
         }
         self.ready = true;
         let mut line = self.status_line();
-        if timed_out && !(settled && missing.is_empty()) {
+        if !back {
             let what = if missing.is_empty() {
                 "the first pass".to_string()
             } else {
