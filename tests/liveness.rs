@@ -340,8 +340,10 @@ fn after_podman_hung_for_70s_repairs_and_stop_start_resume_within_seconds_of_it_
         sleep(Duration::from_millis(50));
     }
     // And the loop goes on working: a start, and another repair.
+    // (Only measurable once the stop was applied: else held is still running.)
     agent.ok(&["start", "held"]);
-    let started = poll_until(Duration::from_secs(10), || podman.running("held"));
+    let started =
+        stopped.and_then(|_| poll_until(Duration::from_secs(10), || podman.running("held")));
     let gone = incarnation(&podman, "gone");
     // (Not there at all if the first removal was never repaired.)
     podman.podman(&["rm", "-f", "-t", "0", "gone"]);
@@ -380,7 +382,15 @@ fn after_podman_hung_for_70s_repairs_and_stop_start_resume_within_seconds_of_it_
     );
     f.check(
         started.is_some_and(|t| t <= resume),
-        format!("a later `start` took {}", secs(started)),
+        format!(
+            "a later `start` took {}{}",
+            secs(started),
+            if stopped.is_none() {
+                " (not measurable: the stop before it was never applied)"
+            } else {
+                ""
+            }
+        ),
     );
     f.check(
         repaired_again.is_some_and(|t| t <= resume),
@@ -506,9 +516,12 @@ fn sigterm_while_podman_hangs_exits_within_10s_and_starts_nothing_afterwards() {
             secs(late_exit)
         ),
     );
+    // A create the agent sent to the hung podman before the signal is carried out when
+    // podman resumes, agent or no agent: that one is in flight, not started after it.
+    // Starting the container it made is a new operation.
     f.check(
-        after.is_empty(),
-        format!("containers created or started after SIGTERM: {after:?}"),
+        !after.iter().any(|e| e.starts_with("start ")) && after.len() <= 1,
+        format!("operations of the agent carried out after SIGTERM: {after:?}"),
     );
     f.assert();
 }
@@ -544,11 +557,12 @@ fn sigterm_during_a_200_container_recovery_exits_within_10s_and_starts_no_new_cr
         .collect();
     eprintln!(
         "SIGTERM during recovery ({up_at_signal} of 200 up at the signal, {} now): exit \
-         {code:?} after {:.2} s (else {} after it); {} creates after the signal: {creates:?}",
+         {code:?} after {:.2} s (else {} after it); {} creates after the signal: {:?}…",
         running_names(&podman).len(),
         took.as_secs_f64(),
         secs(late_exit),
-        creates.len()
+        creates.len(),
+        &creates[..creates.len().min(8)]
     );
     let mut f = Findings::default();
     f.check(
@@ -620,6 +634,7 @@ fn after_rm_of_200_containers_a_stop_applies_within_1s_and_a_later_removal_withi
 
     // The storm: one `podman rm` of the 200 (calm is spared), and a stop asked for while
     // it rages.
+    let rm_started = Instant::now();
     let mut rm = podman
         .command()
         .args(["rm", "-f", "-t", "0"])
@@ -635,12 +650,14 @@ fn after_rm_of_200_containers_a_stop_applies_within_1s_and_a_later_removal_withi
                 .count()
                 <= 150
     });
+    let asked_at = rm_started.elapsed();
     let asked = SystemTime::now();
     agent.ok(&["stop", "calm"]);
     let committed = SystemTime::now();
     assert!(rm.wait().unwrap().success(), "podman rm of the 200 failed");
     let storm_end = Instant::now();
-    let stopped = poll_until(Duration::from_secs(60), || !podman.running("calm"));
+    let rm_took = storm_end - rm_started;
+    let stopped = poll_until(Duration::from_secs(30), || !podman.running("calm"));
     // "Applied": the first thing podman did to calm after the stop was committed (its
     // kill, stop or death), by podman's own clock.
     let applied = events(&podman, asked, &[])
@@ -658,8 +675,11 @@ fn after_rm_of_200_containers_a_stop_applies_within_1s_and_a_later_removal_withi
         })
     });
     eprintln!(
-        "storm: stop applied {} after it was committed (calm not running {} after the rm \
-         ended), 200 back {} ({:.1} s) after the rm ended, the later removal repaired {}",
+        "storm: the rm of 200 took {:.1} s, the stop asked {:.1} s into it was applied {} \
+         after it was committed (calm not running {} after the rm ended), 200 back {} \
+         ({:.1} s) after the rm ended, the later removal repaired {}",
+        rm_took.as_secs_f64(),
+        asked_at.as_secs_f64(),
         secs(applied),
         secs(stopped),
         secs(recovered),
