@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
-use agentkit::{events, Agent, NotifySocket, RegistryWriteLock};
-use common::{poll_until, wait_for, PrivatePodman};
+use agentkit::{events, Agent, DaemonProc, NotifySocket, RegistryWriteLock};
+use common::{poll_every, poll_until, wait_for, PrivatePodman};
 
 const IMAGE: &str = "localhost/busybox:latest";
 
@@ -78,6 +78,18 @@ fn container_count(podman: &PrivatePodman) -> usize {
 fn all_running(podman: &PrivatePodman, names: &[String]) -> bool {
     let up = running_names(podman);
     names.iter().all(|n| up.contains(n))
+}
+
+/// Every 0.5 s (each poll is a podman process, and the machine is what is measured)
+/// until all of `names` run: how long that took, or `None` after `deadline`.
+fn all_running_within(
+    podman: &PrivatePodman,
+    names: &[String],
+    deadline: Duration,
+) -> Option<Duration> {
+    poll_every(Duration::from_millis(500), deadline, || {
+        all_running(podman, names)
+    })
 }
 
 /// A running container's incarnation: its id and when it was started.
@@ -143,6 +155,57 @@ impl Findings {
     }
 }
 
+/// How SIGTERM ended the daemon.
+struct Exit {
+    code: Option<i32>,
+    /// From the signal to the exit, or to giving up.
+    took: Duration,
+    /// When it exited after all, waited for by [`Exit::wait_late`].
+    late: Option<Duration>,
+}
+
+impl Exit {
+    /// SIGTERM, and up to [`EXIT_DEADLINE`] for the exit.
+    fn sigterm(d: &mut DaemonProc) -> Exit {
+        let (code, took) = d.terminate(EXIT_DEADLINE);
+        Exit {
+            code,
+            took,
+            late: None,
+        }
+    }
+
+    /// Not out in time: waits up to `patience` more, to say when it did exit.
+    fn wait_late(&mut self, d: &mut DaemonProc, patience: Duration) {
+        if self.code.is_none() {
+            let t = Instant::now();
+            self.late = d.wait_exit(patience).map(|_| self.took + t.elapsed());
+        }
+    }
+
+    fn in_time(&self) -> bool {
+        self.code.is_some()
+    }
+
+    /// A finding unless the daemon exited in time.
+    fn check(&self, f: &mut Findings) {
+        f.check(
+            self.in_time(),
+            format!("SIGTERM did not end the daemon within {EXIT_DEADLINE:?}: {self}"),
+        );
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.late) {
+            (Some(code), _) => write!(f, "exit {code} {} after SIGTERM", secs(Some(self.took))),
+            (None, Some(late)) => write!(f, "it exited {} after SIGTERM", secs(Some(late))),
+            (None, None) => write!(f, "still running {} after SIGTERM", secs(Some(self.took))),
+        }
+    }
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
@@ -170,14 +233,12 @@ fn a_sighup_storm_while_podman_hangs_leaves_stop_and_sigterm_working() {
     let stopped = poll_until(Duration::from_secs(10), || !podman.running("hup"));
     let late = poll_until(Duration::from_secs(5), || podman.running("hup-late"));
     let since_thaw = thawed.elapsed();
-    let (code, took) = d.terminate(EXIT_DEADLINE);
+    let exit = Exit::sigterm(&mut d);
     eprintln!(
-        "after the storm: stop applied in {}, hup-late up {} ({:.1} s after SIGCONT), \
-         SIGTERM exit {code:?} after {:.2} s",
+        "after the storm: stop applied in {}, hup-late up {} ({:.1} s after SIGCONT), {exit}",
         secs(stopped),
         secs(late),
         since_thaw.as_secs_f64(),
-        took.as_secs_f64()
     );
     let mut f = Findings::default();
     f.check(alive_after_storm, "the daemon died in the SIGHUP storm");
@@ -189,10 +250,7 @@ fn a_sighup_storm_while_podman_hangs_leaves_stop_and_sigterm_working() {
         late.is_some(),
         "the service applied while podman hung was not brought up once it answered",
     );
-    f.check(
-        code.is_some(),
-        format!("SIGTERM did not end the daemon within {EXIT_DEADLINE:?}"),
-    );
+    exit.check(&mut f);
     f.assert();
 }
 
@@ -204,9 +262,10 @@ fn a_hundred_sighups_with_200_containers_neither_deadlock_nor_lose_the_last_relo
     let mut n = NotifySocket::bind(agent.path());
     let mut d = agent.start_daemon(&[("NOTIFY_SOCKET", n.path.to_str().unwrap())]);
     let storm = names("hups", 200);
-    wait_for("200 containers run", Duration::from_secs(180), || {
-        all_running(&podman, &storm)
-    });
+    assert!(
+        all_running_within(&podman, &storm, Duration::from_secs(180)).is_some(),
+        "200 containers did not come up within 180 s"
+    );
     assert!(
         n.until("READY=1", Duration::from_secs(30)),
         "{:?}",
@@ -258,14 +317,13 @@ fn a_hundred_sighups_with_200_containers_neither_deadlock_nor_lose_the_last_relo
         in_flight += if e.status == "create" { 1 } else { -1 };
         most = most.max(in_flight);
     }
-    let (code, took) = d.terminate(EXIT_DEADLINE);
+    let exit = Exit::sigterm(&mut d);
     eprintln!(
         "storm settled {}, last reload acknowledged {}, 6 components up {} with at most \
-         {most} in flight; SIGTERM exit {code:?} after {:.2} s",
+         {most} in flight; {exit}",
         secs(settled),
         secs(reloaded),
         secs(brought_up),
-        took.as_secs_f64()
     );
     let mut f = Findings::default();
     f.check(
@@ -287,10 +345,7 @@ fn a_hundred_sighups_with_200_containers_neither_deadlock_nor_lose_the_last_relo
         brought_up.is_none() || most <= 1,
         format!("concurrency = 1 after the reload, yet {most} creates were in flight at once"),
     );
-    f.check(
-        code.is_some(),
-        format!("SIGTERM did not end the daemon within {EXIT_DEADLINE:?}"),
-    );
+    exit.check(&mut f);
     f.assert();
 }
 
@@ -488,34 +543,21 @@ fn sigterm_while_podman_hangs_exits_within_10s_and_starts_nothing_afterwards() {
     agent.apply("late.toml", &one("term-late", None));
     sleep(Duration::from_millis(1500));
     let signalled = SystemTime::now();
-    let (code, took) = d.terminate(EXIT_DEADLINE);
+    let mut exit = Exit::sigterm(&mut d);
     frozen.thaw();
     // Still running: see what it does once podman answers.
-    let late_exit = if code.is_none() {
-        d.wait_exit(Duration::from_secs(60))
-            .map(|_| SystemTime::now().duration_since(signalled).unwrap())
-    } else {
-        None
-    };
+    exit.wait_late(&mut d, Duration::from_secs(60));
     settle(&podman);
     let after: Vec<String> = events(&podman, signalled, &["create", "start"])
         .iter()
         .map(|e| format!("{} {}", e.status, e.name))
         .collect();
     eprintln!(
-        "SIGTERM with podman hung: exit {code:?} after {:.2} s (else exited {} after it); \
-         podman events after the signal: {after:?}",
-        took.as_secs_f64(),
-        secs(late_exit)
+        "SIGTERM with podman hung (resumed {EXIT_DEADLINE:?} after the signal): {exit}; \
+         podman events after the signal: {after:?}"
     );
     let mut f = Findings::default();
-    f.check(
-        code.is_some(),
-        format!(
-            "SIGTERM did not end the daemon within {EXIT_DEADLINE:?} (it exited {} after it)",
-            secs(late_exit)
-        ),
-    );
+    exit.check(&mut f);
     // A create the agent sent to the hung podman before the signal is carried out when
     // podman resumes, agent or no agent: that one is in flight, not started after it.
     // Starting the container it made is a new operation.
@@ -533,45 +575,34 @@ fn sigterm_during_a_200_container_recovery_exits_within_10s_and_starts_no_new_cr
     agent.apply("rec.toml", &many("rec", 200));
     let mut d = agent.start_daemon(&[]);
     let all = names("rec", 200);
-    wait_for("200 containers run", Duration::from_secs(180), || {
-        all_running(&podman, &all)
-    });
+    assert!(
+        all_running_within(&podman, &all, Duration::from_secs(180)).is_some(),
+        "200 containers did not come up within 180 s"
+    );
 
     podman.podman_ok(&["rm", "-af", "-t", "0"]);
-    wait_for("the recovery is under way", Duration::from_secs(60), || {
+    let under_way = poll_every(Duration::from_millis(200), Duration::from_secs(60), || {
         running_names(&podman).len() >= 20
     });
+    assert!(under_way.is_some(), "no recovery within 60 s of the rm");
     let up_at_signal = running_names(&podman).len();
     let signalled = SystemTime::now();
-    let (code, took) = d.terminate(EXIT_DEADLINE);
-    let late_exit = if code.is_none() {
-        d.wait_exit(Duration::from_secs(120))
-            .map(|_| SystemTime::now().duration_since(signalled).unwrap())
-    } else {
-        None
-    };
+    let mut exit = Exit::sigterm(&mut d);
+    exit.wait_late(&mut d, Duration::from_secs(120));
     settle(&podman);
     let creates: Vec<String> = events(&podman, signalled, &["create"])
         .into_iter()
         .map(|e| e.name)
         .collect();
     eprintln!(
-        "SIGTERM during recovery ({up_at_signal} of 200 up at the signal, {} now): exit \
-         {code:?} after {:.2} s (else {} after it); {} creates after the signal: {:?}…",
+        "SIGTERM during recovery ({up_at_signal} of 200 up at the signal, {} now): \
+         {exit}; {} creates after the signal: {:?}…",
         running_names(&podman).len(),
-        took.as_secs_f64(),
-        secs(late_exit),
         creates.len(),
         &creates[..creates.len().min(8)]
     );
     let mut f = Findings::default();
-    f.check(
-        code.is_some(),
-        format!(
-            "SIGTERM did not end the daemon within {EXIT_DEADLINE:?} (it exited {} after it)",
-            secs(late_exit)
-        ),
-    );
+    exit.check(&mut f);
     f.check(
         creates.len() <= CONCURRENCY,
         format!(
@@ -600,24 +631,12 @@ fn sigterm_while_another_process_holds_the_registry_write_lock_exits_within_10s(
         Duration::from_secs(10),
         || back(&podman, "locked", &old),
     );
-    let t = Instant::now();
-    let (code, took) = d.terminate(EXIT_DEADLINE);
-    let late_exit = if code.is_none() {
-        d.wait_exit(Duration::from_secs(60)).map(|_| t.elapsed())
-    } else {
-        None
-    };
-    eprintln!(
-        "SIGTERM with the registry locked: exit {code:?} after {:.2} s (else {} after it)",
-        took.as_secs_f64(),
-        secs(late_exit)
-    );
-    assert!(
-        code.is_some(),
-        "SIGTERM did not end the daemon within {EXIT_DEADLINE:?} with the registry locked \
-         (it exited {} after it)",
-        secs(late_exit)
-    );
+    let mut exit = Exit::sigterm(&mut d);
+    exit.wait_late(&mut d, Duration::from_secs(60));
+    eprintln!("SIGTERM with the registry locked: {exit}");
+    let mut f = Findings::default();
+    exit.check(&mut f);
+    f.assert();
 }
 
 #[test]
@@ -628,9 +647,11 @@ fn after_rm_of_200_containers_a_stop_applies_within_1s_and_a_later_removal_withi
     agent.apply("calm.toml", &one("calm", Some(STOPS_AT_ONCE)));
     let _d = agent.start_daemon(&[]);
     let storm = names("storm", 200);
-    wait_for("201 containers run", Duration::from_secs(180), || {
-        all_running(&podman, &storm) && podman.running("calm")
-    });
+    assert!(
+        all_running_within(&podman, &storm, Duration::from_secs(180)).is_some()
+            && podman.running("calm"),
+        "201 containers did not come up within 180 s"
+    );
 
     // The storm: one `podman rm` of the 200 (calm is spared), and a stop asked for while
     // it rages.
@@ -657,14 +678,16 @@ fn after_rm_of_200_containers_a_stop_applies_within_1s_and_a_later_removal_withi
     assert!(rm.wait().unwrap().success(), "podman rm of the 200 failed");
     let storm_end = Instant::now();
     let rm_took = storm_end - rm_started;
-    let stopped = poll_until(Duration::from_secs(30), || !podman.running("calm"));
+    let stopped = poll_every(Duration::from_millis(200), Duration::from_secs(30), || {
+        !podman.running("calm")
+    });
     // "Applied": the first thing podman did to calm after the stop was committed (its
     // kill, stop or death), by podman's own clock.
     let applied = events(&podman, asked, &[])
         .into_iter()
         .find(|e| e.name == "calm")
         .map(|e| e.time.duration_since(committed).unwrap_or_default());
-    let recovered = poll_until(Duration::from_secs(180), || all_running(&podman, &storm));
+    let recovered = all_running_within(&podman, &storm, Duration::from_secs(180));
     let recovery = storm_end.elapsed();
     // One more removal once the storm is over.
     let repaired = recovered.and_then(|_| {

@@ -490,7 +490,18 @@ pub fn wait_for(what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
 
 /// Polls `cond` every 50 ms until it is true: how long that took, or `None` once
 /// `deadline` has passed (for tests that measure, or report several failures at once).
-pub fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+pub fn poll_until(deadline: Duration, cond: impl FnMut() -> bool) -> Option<Duration> {
+    poll_every(Duration::from_millis(50), deadline, cond)
+}
+
+/// [`poll_until`] with a pause of `every` between polls: for conditions that cost a
+/// podman process each (listing 200 containers), so the polling does not load the
+/// machine the test measures.
+pub fn poll_every(
+    every: Duration,
+    deadline: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if cond() {
@@ -499,7 +510,7 @@ pub fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> Option<
         if start.elapsed() >= deadline {
             return None;
         }
-        sleep(Duration::from_millis(50));
+        sleep(every);
     }
 }
 
