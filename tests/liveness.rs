@@ -45,6 +45,19 @@ fn one(name: &str, cmd: Option<&str>) -> String {
     format!("name = \"{name}\"\n[[components]]\nname = \"{name}\"\nimage = \"{IMAGE}\"\n{cmd}")
 }
 
+/// A private podman and a daemon (no resync tick) keeping the one service [`one`]
+/// `name` running; returns once it runs.
+fn daemon_of_one(name: &str, cmd: Option<&str>) -> (PrivatePodman, Agent, DaemonProc) {
+    let podman = podman();
+    let agent = Agent::new(&podman, NO_TICK);
+    agent.apply(&format!("{name}.toml"), &one(name, cmd));
+    let d = agent.start_daemon(&[]);
+    wait_for(&format!("{name} runs"), Duration::from_secs(20), || {
+        podman.running(name)
+    });
+    (podman, agent, d)
+}
+
 /// A service `name` of `n` components `c000`, `c001`, … (containers `name-c000`, …).
 fn many(name: &str, n: usize) -> String {
     let mut s = format!("name = \"{name}\"\n");
@@ -212,13 +225,7 @@ fn secs(d: Option<Duration>) -> String {
 
 #[test]
 fn a_sighup_storm_while_podman_hangs_leaves_stop_and_sigterm_working() {
-    let podman = podman();
-    let agent = Agent::new(&podman, NO_TICK);
-    agent.apply("hup.toml", &one("hup", Some(STOPS_AT_ONCE)));
-    let mut d = agent.start_daemon(&[]);
-    wait_for("hup runs", Duration::from_secs(20), || {
-        podman.running("hup")
-    });
+    let (podman, agent, mut d) = daemon_of_one("hup", Some(STOPS_AT_ONCE));
 
     let mut frozen = podman.freeze();
     // Work comes due while podman hangs: a new service, which the agent takes up within
@@ -530,13 +537,7 @@ fn a_start_error_mentioning_unreachable_does_not_stop_other_repairs() {
 
 #[test]
 fn sigterm_while_podman_hangs_exits_within_10s_and_starts_nothing_afterwards() {
-    let podman = podman();
-    let agent = Agent::new(&podman, NO_TICK);
-    agent.apply("term.toml", &one("term", None));
-    let mut d = agent.start_daemon(&[]);
-    wait_for("term runs", Duration::from_secs(20), || {
-        podman.running("term")
-    });
+    let (podman, agent, mut d) = daemon_of_one("term", None);
 
     let mut frozen = podman.freeze();
     // Work due: a new service, taken up within a second; the agent now waits on podman.
@@ -615,13 +616,7 @@ fn sigterm_during_a_200_container_recovery_exits_within_10s_and_starts_no_new_cr
 
 #[test]
 fn sigterm_while_another_process_holds_the_registry_write_lock_exits_within_10s() {
-    let podman = podman();
-    let agent = Agent::new(&podman, NO_TICK);
-    agent.apply("locked.toml", &one("locked", None));
-    let mut d = agent.start_daemon(&[]);
-    wait_for("locked runs", Duration::from_secs(20), || {
-        podman.running("locked")
-    });
+    let (podman, agent, mut d) = daemon_of_one("locked", None);
     let old = up(&podman, "locked");
     let _lock = RegistryWriteLock::hold(&agent.db);
     // A repair while the registry is locked: its status cannot be written.
