@@ -143,8 +143,8 @@ fn settle(podman: &PrivatePodman) {
     }
 }
 
-/// Sends SIGHUP `n` times, 50–100 ms apart (a fixed pseudo-random spacing).
-fn hup_storm(d: &agentkit::DaemonProc, n: usize, spacing: impl Fn(usize) -> Duration) {
+/// Sends SIGHUP `n` times, the i-th followed by a pause of `spacing(i)`.
+fn hup_storm(d: &DaemonProc, n: usize, spacing: impl Fn(usize) -> Duration) {
     for i in 0..n {
         d.signal("HUP");
         sleep(spacing(i));
@@ -279,7 +279,7 @@ fn a_hundred_sighups_with_200_containers_neither_deadlock_nor_lose_the_last_relo
         n.messages()
     );
 
-    // 100 SIGHUPs 50–100 ms apart, podman answering all along.
+    // 100 SIGHUPs 50–100 ms apart (a fixed pseudo-random spacing), podman answering.
     hup_storm(&d, 100, |i| {
         Duration::from_millis(50 + (i as u64 * 37) % 51)
     });
