@@ -4,10 +4,9 @@
 mod agentkit;
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant, SystemTime};
 
-use agentkit::{container_id, start_times, Agent};
+use agentkit::{container_id, start_times, Agent, NotifySocket};
 use common::{wait_for, PrivatePodman};
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -182,57 +181,6 @@ fn the_daemon_survives_podman_restarting_and_repairs_what_happened_meanwhile() {
     );
 }
 
-struct NotifySocket {
-    sock: UnixDatagram,
-    path: std::path::PathBuf,
-    seen: Vec<(Instant, String)>,
-}
-
-impl NotifySocket {
-    fn bind(dir: &std::path::Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        NotifySocket {
-            sock,
-            path,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads messages until one contains `what` or the deadline passes.
-    fn until(&mut self, what: &str, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let hit = msg.lines().any(|l| l == what || l.starts_with(what));
-                self.seen.push((Instant::now(), msg));
-                if hit {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    fn count(&self, what: &str, after: Instant) -> usize {
-        self.seen
-            .iter()
-            .filter(|(t, m)| *t >= after && m.lines().any(|l| l == what))
-            .count()
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .map(|(_, m)| m.replace('\n', "|"))
-            .collect()
-    }
-}
-
 #[test]
 fn sd_notify_readiness_status_watchdog_reload_and_stop() {
     let mut podman = podman();
@@ -268,7 +216,7 @@ fn sd_notify_readiness_status_watchdog_reload_and_stop() {
         podman.running("a"),
         "READY=1 before the first pass finished"
     );
-    let ready = n.seen.last().unwrap().1.clone();
+    let ready = n.last_read().unwrap();
     assert!(
         ready.contains("STATUS=1 running, 0 backing off, 0 failed"),
         "{ready}"

@@ -213,6 +213,18 @@ impl DaemonProc {
         None
     }
 
+    /// SIGTERM, then waits up to `deadline` for the exit: the exit code (if it exited)
+    /// and how long after the signal it did (or the whole deadline).
+    pub fn terminate(
+        &mut self,
+        deadline: std::time::Duration,
+    ) -> (Option<i32>, std::time::Duration) {
+        let t = std::time::Instant::now();
+        self.signal("TERM");
+        let code = self.wait_exit(deadline);
+        (code, t.elapsed())
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
@@ -239,36 +251,194 @@ impl Drop for DaemonProc {
     }
 }
 
-/// Start events of a container, from podman's event log, as seconds since `since`.
-pub fn start_times(podman: &PrivatePodman, name: &str, since: std::time::SystemTime) -> Vec<f64> {
+/// One container event from podman's event log.
+#[derive(Debug, Clone)]
+pub struct PodmanEvent {
+    pub name: String,
+    /// podman's status word: `create`, `init`, `start`, `kill`, `died`, `stop`, `remove`…
+    pub status: String,
+    pub time: std::time::SystemTime,
+}
+
+/// Container events of podman's event log at or after `since` whose status is one of
+/// `statuses` (all of them when empty), oldest first. Names are matched by the caller:
+/// podman's own `container=` filter also matches id prefixes.
+pub fn events(
+    podman: &PrivatePodman,
+    since: std::time::SystemTime,
+    statuses: &[&str],
+) -> Vec<PodmanEvent> {
     let since_s = since
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs_f64();
-    let json = podman.podman_ok(&[
+        .as_secs();
+    let since_arg = since_s.to_string();
+    let mut args = vec![
         "events",
         "--stream=false",
         "--since",
-        &format!("{}", since_s.floor() as u64),
+        &since_arg,
         "--filter",
-        "event=start",
-        "--filter",
-        &format!("container={name}"),
+        "type=container",
         "--format",
         "json",
-    ]);
-    let mut times: Vec<f64> = json
+    ];
+    let filters: Vec<String> = statuses.iter().map(|s| format!("event={s}")).collect();
+    for f in &filters {
+        args.extend(["--filter", f.as_str()]);
+    }
+    let json = podman.podman_ok(&args);
+    let mut out: Vec<PodmanEvent> = json
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| humantime::parse_rfc3339(v["Time"].as_str()?).ok())
-        .map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64()
-                - since_s
+        .filter_map(|v| {
+            Some(PodmanEvent {
+                name: v["Name"].as_str()?.to_string(),
+                status: v["Status"].as_str()?.to_string(),
+                time: humantime::parse_rfc3339(v["Time"].as_str()?).ok()?,
+            })
         })
-        .filter(|t| *t >= 0.0)
+        .filter(|e| e.time >= since)
+        .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
         .collect();
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    times
+    out.sort_by_key(|e| e.time);
+    out
+}
+
+/// Start events of a container, from podman's event log, as seconds since `since`.
+pub fn start_times(podman: &PrivatePodman, name: &str, since: std::time::SystemTime) -> Vec<f64> {
+    events(podman, since, &["start"])
+        .iter()
+        .filter(|e| e.name == name)
+        .map(|e| e.time.duration_since(since).unwrap().as_secs_f64())
+        .collect()
+}
+
+/// An sd_notify socket (`NOTIFY_SOCKET`) in `dir`: a thread records every datagram with
+/// its arrival time; [`Self::until`] reads them in order.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    /// How many of `seen` [`Self::until`] has read.
+    read: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        use std::sync::atomic::Ordering;
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop2.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    seen2.lock().unwrap().push((std::time::Instant::now(), msg));
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            seen,
+            read: 0,
+            stop,
+        }
+    }
+
+    /// Reads messages (from where the last call stopped) until one has a line equal to
+    /// or starting with `what`, or the deadline passes.
+    pub fn until(&mut self, what: &str, deadline: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                while self.read < seen.len() {
+                    let msg = &seen[self.read].1;
+                    self.read += 1;
+                    if msg.lines().any(|l| l == what || l.starts_with(what)) {
+                        return true;
+                    }
+                }
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The last message [`Self::until`] read.
+    pub fn last_read(&self) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        self.read.checked_sub(1).map(|i| seen[i].1.clone())
+    }
+
+    /// Arrival times of the messages (read or not) with a line equal to `what`.
+    pub fn times(&self, what: &str) -> Vec<std::time::Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.lines().any(|l| l == what))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// How many messages (read or not) arrived at or after `after` with a line `what`.
+    pub fn count(&self, what: &str, after: std::time::Instant) -> usize {
+        self.times(what).iter().filter(|t| **t >= after).count()
+    }
+
+    /// The value of the last `STATUS=` line received so far, if any.
+    pub fn last_status(&self) -> Option<String> {
+        self.seen.lock().unwrap().iter().rev().find_map(|(_, m)| {
+            m.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("STATUS=").map(String::from))
+        })
+    }
+
+    /// Every message received so far, one line each (`|` for newlines), for failures.
+    pub fn messages(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.replace('\n', "|"))
+            .collect()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Another process's write transaction on a registry (this test process is not the
+/// agent's): `BEGIN IMMEDIATE` on a connection of its own, held until dropped (rolled
+/// back). Readers are not blocked (the registry is in WAL mode); every writer waits.
+pub struct RegistryWriteLock {
+    conn: rusqlite::Connection,
+}
+
+impl RegistryWriteLock {
+    pub fn hold(db: &Path) -> RegistryWriteLock {
+        let conn = rusqlite::Connection::open(db).expect("open the registry");
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE services SET updated_ms = updated_ms;")
+            .expect("take the registry's write lock");
+        RegistryWriteLock { conn }
+    }
+}
+
+impl Drop for RegistryWriteLock {
+    fn drop(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
 }

@@ -291,6 +291,22 @@ impl PrivatePodman {
         }
     }
 
+    /// SIGSTOPs the API service: podman hangs, its socket still accepts connections and
+    /// answers nothing (the CLI, which needs no service, keeps working). The service is
+    /// resumed (SIGCONT) by [`Frozen::thaw`] or when the guard is dropped; declare the
+    /// guard after everything that must not outlive a frozen podman (it drops first).
+    pub fn freeze(&self) -> Frozen<'_> {
+        let pid = self
+            .service_pid()
+            .expect("the podman service is not running");
+        signal_pid(pid, "STOP");
+        Frozen {
+            podman: self,
+            pid,
+            thawed: None,
+        }
+    }
+
     /// Podman's database loss, as after a shutdown (the ENVIRONMENT.md recipe): stop
     /// every container (`podman stop -a -t 0`), stop the service, delete
     /// `root/libpod/bolt_state.db` and the run root, start the service again. Podman
@@ -311,6 +327,50 @@ impl PrivatePodman {
             .unwrap_or_else(|e| panic!("remove {}: {e}", runroot.display()));
         self.start_service();
     }
+}
+
+/// A SIGSTOPped podman service (see [`PrivatePodman::freeze`]); SIGCONT on drop.
+pub struct Frozen<'a> {
+    podman: &'a PrivatePodman,
+    pid: u32,
+    thawed: Option<Instant>,
+}
+
+impl Frozen<'_> {
+    /// Resumes the service (SIGCONT) and returns when it was resumed. Idempotent.
+    pub fn thaw(&mut self) -> Instant {
+        *self.thawed.get_or_insert_with(|| {
+            signal_pid(self.pid, "CONT");
+            Instant::now()
+        })
+    }
+
+    /// The podman whose service is frozen.
+    pub fn podman(&self) -> &PrivatePodman {
+        self.podman
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        // First of all, whatever else fails: never leave a stopped podman behind.
+        if self.thawed.is_none() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid.to_string()])
+                .stdin(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `kill -SIG PID` for a child this harness started (so the pid is ours); panics if it fails.
+fn signal_pid(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 /// Pids of conmon processes whose command line names a path under `dir`.
@@ -422,16 +482,35 @@ impl Drop for PrivatePodman {
 
 /// Polls `cond` every 50 ms until it is true; panics naming `what` once `deadline`
 /// has passed.
-pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
+    if poll_until(deadline, cond).is_none() {
+        panic!("timed out after {deadline:?} waiting for {what}");
+    }
+}
+
+/// Polls `cond` every 50 ms until it is true: how long that took, or `None` once
+/// `deadline` has passed (for tests that measure, or report several failures at once).
+pub fn poll_until(deadline: Duration, cond: impl FnMut() -> bool) -> Option<Duration> {
+    poll_every(Duration::from_millis(50), deadline, cond)
+}
+
+/// [`poll_until`] with a pause of `every` between polls: for conditions that cost a
+/// podman process each (listing 200 containers), so the polling does not load the
+/// machine the test measures.
+pub fn poll_every(
+    every: Duration,
+    deadline: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if cond() {
-            return;
+            return Some(start.elapsed());
         }
         if start.elapsed() >= deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
+            return None;
         }
-        sleep(Duration::from_millis(50));
+        sleep(every);
     }
 }
 
