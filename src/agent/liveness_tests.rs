@@ -230,12 +230,10 @@ async fn an_event_storm_is_a_few_passes_not_one_per_event() {
 #[tokio::test(start_paused = true)]
 async fn a_stop_during_a_mass_recovery_goes_ahead_of_the_creates_waiting() {
     let rt = FakeRuntime::with_images(&["img"]);
-    rt.state.lock().unwrap().op_delay = Duration::from_millis(200);
+    // A bring-up takes 4 s (create 2 s, start 2 s): all four slots stay busy.
+    rt.state.lock().unwrap().op_delay = Duration::from_secs(2);
     let h = start(&many(100), rt).await;
-    within("the first up", Duration::from_secs(3), || {
-        h.running("big-c0")
-    })
-    .await;
+    within("the first up", Duration::from_secs(10), || h.running("big-c0")).await;
     h.other_registry()
         .set_desired("big", Some("c0"), DesiredState::Stopped)
         .unwrap();

@@ -165,6 +165,9 @@ pub struct Agent<R: Runtime + 'static> {
     deferred: HashSet<ComponentKey>,
     /// The container each component's last bring-up started.
     brought_up: HashMap<ComponentKey, String>,
+    /// Components whose bring-up is under way (the other operations have a lane of
+    /// their own).
+    bringing_up: HashSet<ComponentKey>,
     tasks: JoinSet<(Work, Outcome)>,
     running: HashMap<tokio::task::Id, (Work, Instant, AbortHandle)>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -238,6 +241,7 @@ impl<R: Runtime + 'static> Agent<R> {
             pending: HashMap::new(),
             deferred: HashSet::new(),
             brought_up: HashMap::new(),
+            bringing_up: HashSet::new(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
             status: BTreeMap::new(),

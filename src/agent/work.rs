@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use tokio::task::JoinError;
 use tokio::time::Instant;
 
@@ -11,7 +14,9 @@ use crate::certs::{Certs, EnsureReport};
 use crate::config::Config;
 use crate::container::ComponentKey;
 use crate::control::Requeue;
+use crate::plan::Action;
 use crate::proxy::{ProxyError, SyncReport};
+use crate::reconcile::StorageNames;
 use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport};
 use crate::registry::{Registry, RegistryError};
 use crate::routes::{self, Moved};
@@ -97,19 +102,14 @@ pub struct OnceReport {
 }
 
 impl<R: Runtime + 'static> Agent<R> {
-    /// Whether `w` may start now.
-    fn can_start(&self, w: &Work, components_running: usize) -> bool {
-        let up = self.podman.up == Some(true);
-        match w {
-            Work::List => up,
-            Work::Component(_) => up && components_running < self.config.reconcile.concurrency.0,
-            _ => true,
-        }
-    }
-
-    fn components_running(&self) -> usize {
-        self.sched
-            .count_running(|w| matches!(w, Work::Component(_)))
+    /// Operations in flight, as (bring-ups, others). Each kind has `concurrency` slots of
+    /// its own: a stop or removal never waits behind a mass recovery's creates.
+    fn lanes(&self) -> (usize, usize) {
+        let all = self
+            .sched
+            .count_running(|w| matches!(w, Work::Component(_)));
+        let up = self.bringing_up.len();
+        (up, all.saturating_sub(up))
     }
 
     /// Starts every piece of work that is due and may start.
@@ -124,14 +124,16 @@ impl<R: Runtime + 'static> Agent<R> {
             self.sched.schedule(Work::Ping, URGENT, now);
         }
         loop {
-            let busy = self.components_running();
-            let up = self.podman.up == Some(true);
-            let limit = self.config.reconcile.concurrency.0;
-            let Some(w) = self.sched.pop_due(now, |w| match w {
-                Work::List => up,
-                Work::Component(_) => up && busy < limit,
-                _ => true,
-            }) else {
+            let lanes = self.lanes();
+            let (up, limit, pending) = (
+                self.podman.up == Some(true),
+                self.config.reconcile.concurrency.0,
+                &self.pending,
+            );
+            let Some(w) = self
+                .sched
+                .pop_due(now, |w| may_start(w, up, pending, lanes, limit))
+            else {
                 return;
             };
             self.start(w, now);
@@ -140,8 +142,13 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// When the loop must wake for work that is not due yet.
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let busy = self.components_running();
-        self.sched.next_due(|w| self.can_start(w, busy))
+        let lanes = self.lanes();
+        let (up, limit) = (
+            self.podman.up == Some(true),
+            self.config.reconcile.concurrency.0,
+        );
+        self.sched
+            .next_due(|w| may_start(w, up, &self.pending, lanes, limit))
     }
 
     fn start(&mut self, w: Work, now: Instant) {
@@ -238,6 +245,9 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.sched.finish(&w);
                     return;
                 };
+                if action.brings_up() {
+                    self.bringing_up.insert(key.clone());
+                }
                 let spec = self.specs.get(action.key()).cloned();
                 let rt = self.ctx.runtime.clone();
                 let node = self.config.agent.node.clone();
@@ -261,6 +271,9 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         };
         self.sched.finish(&w);
+        if let Work::Component(k) = &w {
+            self.bringing_up.remove(k);
+        }
         match outcome {
             Some((_, outcome)) => self.on_outcome(w, outcome),
             None => {
@@ -473,6 +486,25 @@ impl<R: Runtime + 'static> Agent<R> {
                 self.stuck = Some(why);
             }
         }
+    }
+}
+
+/// Whether `w` may start: the list and operations only while podman is up; an operation
+/// only while its lane (bring-ups, or stops, removals and reports) has a free slot.
+fn may_start(
+    w: &Work,
+    up: bool,
+    pending: &HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
+    (bring_ups, others): (usize, usize),
+    limit: usize,
+) -> bool {
+    match w {
+        Work::List => up,
+        Work::Component(k) => {
+            let brings_up = pending.get(k).is_some_and(|(a, _)| a.brings_up());
+            up && if brings_up { bring_ups } else { others } < limit
+        }
+        _ => true,
     }
 }
 
