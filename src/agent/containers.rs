@@ -136,9 +136,70 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         }
         self.pending = pending;
+        self.last_actual = Some(listed.actual);
         self.sched.schedule(Work::Routes, SOON, now);
         // Events, the registry, timers and the resync ask for the next pass.
         Requeue::OnChange
+    }
+
+    /// A change of the desired state is acted on at once for what it takes away — stops
+    /// and removals, planned from the last list — while the fresh pass it asked for waits
+    /// for its list (under an event storm podman can take seconds to answer one).
+    /// Bring-ups wait for that list: a stale one could take a container just made for
+    /// missing. An id that is gone by now is no error (the fresh pass looks again).
+    pub(super) fn reduce_from_last_list(&mut self) {
+        if self.mode != Mode::Daemon || self.podman.up != Some(true) {
+            return;
+        }
+        let Some(actual) = &self.last_actual else {
+            return;
+        };
+        let now = Instant::now();
+        let p = plan::plan(
+            &self.desired,
+            actual,
+            &self.config.agent.node,
+            &self.book,
+            now,
+        );
+        for a in p.actions {
+            if !matches!(a, Action::Stop { .. } | Action::Remove { .. }) {
+                continue;
+            }
+            let key = a.key().clone();
+            let work = Work::Component(key.clone());
+            if self.sched.is_running(&work) || self.pending.contains_key(&key) {
+                continue;
+            }
+            self.sched.schedule(work, SOON, now);
+            self.pending
+                .insert(key, (a, Arc::new(StorageNames::default())));
+        }
+    }
+
+    /// Keeps the last list up to date with what the agent's own operations did, so a
+    /// plan from it (see [`Agent::reduce_from_last_list`]) knows the containers made since.
+    fn remember(&mut self, r: &ComponentReport) {
+        let (Some(known), Some(spec)) = (self.last_actual.as_mut(), self.specs.get(&r.key)) else {
+            return;
+        };
+        match (r.verb, r.status, &r.container_id) {
+            (Some(v), Status::Running, Some(id)) if v.brings_up() => {
+                known.retain(|a| a.name != spec.name);
+                known.push(crate::runtime::Actual {
+                    id: id.clone(),
+                    name: spec.name.clone(),
+                    state: crate::runtime::State::Running,
+                    labels: spec.labels.clone(),
+                });
+            }
+            (Some(Verb::Stop), Status::Stopped, Some(id)) => {
+                for a in known.iter_mut().filter(|a| a.id == *id) {
+                    a.state = crate::runtime::State::Exited;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// An operation on a component is done.
@@ -164,6 +225,11 @@ impl<R: Runtime + 'static> Agent<R> {
                             container = %r.name, error = %e, "could not remove container"
                         );
                         requeue = Requeue::After(LIST_RETRY);
+                    }
+                }
+                if r.error.is_none() {
+                    if let Some(known) = self.last_actual.as_mut() {
+                        known.retain(|a| a.name != r.name);
                     }
                 }
                 if self.mode == Mode::Once {
@@ -213,6 +279,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     ),
                     _ => {}
                 }
+                self.remember(&r);
                 let key = r.key.clone();
                 self.note(&key, r.status, detail, r.container_id.clone(), r.recovered);
                 if self.mode == Mode::Once {

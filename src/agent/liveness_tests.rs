@@ -233,7 +233,10 @@ async fn a_stop_during_a_mass_recovery_goes_ahead_of_the_creates_waiting() {
     // A bring-up takes 4 s (create 2 s, start 2 s): all four slots stay busy.
     rt.state.lock().unwrap().op_delay = Duration::from_secs(2);
     let h = start(&many(100), rt).await;
-    within("the first up", Duration::from_secs(10), || h.running("big-c0")).await;
+    within("the first up", Duration::from_secs(10), || {
+        h.running("big-c0")
+    })
+    .await;
     h.other_registry()
         .set_desired("big", Some("c0"), DesiredState::Stopped)
         .unwrap();
@@ -246,6 +249,27 @@ async fn a_stop_during_a_mass_recovery_goes_ahead_of_the_creates_waiting() {
         (0..100).any(|i| h.rt.by_name(&format!("big-c{i}")).is_none()),
         "the recovery was over before the stop ({took:?}): the test proves nothing"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_is_applied_at_once_even_while_podman_takes_seconds_to_list() {
+    let h = start(&many(20), FakeRuntime::with_images(&["img"])).await;
+    within("all up", Duration::from_secs(5), || {
+        (0..20).all(|i| h.running(&format!("big-c{i}")))
+    })
+    .await;
+    // From now on every list takes 5 s, as under an `rm -af` storm; one is under way.
+    h.rt.state.lock().unwrap().list_delay = Duration::from_secs(5);
+    h.removed("big-c19").await;
+    pass_time(Duration::from_millis(100)).await;
+    h.other_registry()
+        .set_desired("big", Some("c3"), DesiredState::Stopped)
+        .unwrap();
+    within("the stop applied", Duration::from_secs(1), || {
+        !h.running("big-c3")
+    })
+    .await;
     h.stop().await;
 }
 

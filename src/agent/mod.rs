@@ -165,6 +165,8 @@ pub struct Agent<R: Runtime + 'static> {
     deferred: HashSet<ComponentKey>,
     /// The container each component's last bring-up started.
     brought_up: HashMap<ComponentKey, String>,
+    /// The last pass's list of containers.
+    last_actual: Option<Vec<crate::runtime::Actual>>,
     /// Components whose bring-up is under way (the other operations have a lane of
     /// their own).
     bringing_up: HashSet<ComponentKey>,
@@ -242,6 +244,7 @@ impl<R: Runtime + 'static> Agent<R> {
             deferred: HashSet::new(),
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
+            last_actual: None,
             tasks: JoinSet::new(),
             running: HashMap::new(),
             status: BTreeMap::new(),
@@ -406,6 +409,7 @@ impl<R: Runtime + 'static> Agent<R> {
             .collect();
         self.deferred.extend(busy);
         self.want_pass();
+        self.reduce_from_last_list();
     }
 
     /// Asks for a pass: one list and plan as soon as podman is up (requests while one is

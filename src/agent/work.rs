@@ -205,7 +205,13 @@ impl<R: Runtime + 'static> Agent<R> {
                 // A list podman does not answer soon makes the agent look at its health.
                 self.sched.schedule(Work::Ping, URGENT, now + SLOW_LIST);
                 self.tasks.spawn(async move {
+                    let t = Instant::now();
                     let r = list(&*rt, moves, reg, config, services).await;
+                    tracing::debug!(
+                        took_ms = t.elapsed().as_millis() as u64,
+                        ok = r.1.is_ok(),
+                        "listed containers"
+                    );
                     (Work::List, Outcome::List(r.0, r.1))
                 })
             }
@@ -252,6 +258,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 let rt = self.ctx.runtime.clone();
                 let node = self.config.agent.node.clone();
                 let key = key.clone();
+                tracing::debug!(action = action.verb().as_str(), component = %key, "operation starts");
                 self.tasks.spawn(async move {
                     let r = reconcile::run_action(&*rt, action, spec.as_ref(), &node, &names).await;
                     (Work::Component(key), Outcome::Component(r))

@@ -29,6 +29,8 @@ pub struct FakeState {
     pub calls: HashMap<&'static str, u64>,
     /// How long create and start take (virtual time under a paused clock).
     pub op_delay: std::time::Duration,
+    /// How long a list takes.
+    pub list_delay: std::time::Duration,
     /// Operations in flight per container name, and the most ever seen at once.
     pub in_flight: HashMap<String, u32>,
     pub max_in_flight_per_name: u32,
@@ -233,6 +235,10 @@ impl Runtime for FakeRuntime {
 
     async fn list(&self) -> Result<Vec<Actual>> {
         self.gate().await;
+        let delay = self.state.lock().unwrap().list_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let st = self.enter("list")?;
         Ok(st.containers.values().map(|c| c.actual.clone()).collect())
     }
