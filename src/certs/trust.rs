@@ -115,19 +115,6 @@ pub fn explain(e: &Error, der: &[u8], name: &str) -> Option<String> {
     Some(format!("{what} {why}"))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_debug_printed_refusal_reads_as_words() {
-        let t = r#"cannot create an account: invalid peer certificate: Other(OtherError(Refused("the certificate (subject \"CN=x\") is refused")))"#;
-        assert_eq!(
-            super::readable(t),
-            "cannot create an account: invalid peer certificate: the certificate (subject \"CN=x\") is refused"
-        );
-        assert_eq!(super::readable("plain"), "plain");
-    }
-}
-
 impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
@@ -182,5 +169,18 @@ fn words(e: &Error, der: &CertificateDer<'_>, name: &ServerName<'_>) -> Error {
             Arc::new(Refused(text)),
         ))),
         None => e.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_debug_printed_refusal_reads_as_words() {
+        let t = r#"cannot create an account: invalid peer certificate: Other(OtherError(Refused("the certificate (subject \"CN=x\") is refused")))"#;
+        assert_eq!(
+            super::readable(t),
+            "cannot create an account: invalid peer certificate: the certificate (subject \"CN=x\") is refused"
+        );
+        assert_eq!(super::readable("plain"), "plain");
     }
 }
