@@ -134,6 +134,16 @@ pub async fn get(
     }
 }
 
+/// Whether an error answer says a container or its process vanished while podman read it
+/// (a race with a dying container, not a lasting failure).
+pub fn is_vanished(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.contains("no such process")
+        || text.contains("no such container")
+        || text.contains("does not exist in database")
+        || text.contains("no such file or directory")
+}
+
 /// A non-success answer as the error the rest of the runtime uses.
 pub fn answer_error(path: &str, status: StatusCode, body: &[u8]) -> RuntimeError {
     let message = serde_json::from_slice::<serde_json::Value>(body)

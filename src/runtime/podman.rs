@@ -20,6 +20,8 @@ use crate::spec;
 
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a list is asked for when podman fails it on a container vanishing under it.
+const LIST_ATTEMPTS: u32 = 5;
 /// Longest the CLI may take to free a storage-held name.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -226,7 +228,21 @@ impl Runtime for Podman {
         // Not bollard's `list_containers`: its closed state enum fails the whole list on
         // one container in a state it does not know (podman 4.3's `stopped`).
         let path = format!("{}/containers/json?all=true", api_prefix());
-        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+        let mut attempt = 1;
+        let (status, body) = loop {
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            // Podman 4.3 fails the whole list when a container dies while it is read
+            // ("500: read /proc/PID/cgroup: no such process"): asked again, it answers.
+            if status.is_server_error() && attempt < LIST_ATTEMPTS && api::is_vanished(&body) {
+                tracing::debug!(
+                    attempt,
+                    "a container vanished while podman listed; listing again"
+                );
+                attempt += 1;
+                continue;
+            }
+            break (status, body);
+        };
         if !status.is_success() {
             return Err(api::answer_error(&path, status, &body));
         }
