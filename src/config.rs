@@ -18,7 +18,7 @@ pub enum ConfigError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::spec::input::InputError,
     },
     #[error("{path}:{at}: {reason}")]
     Invalid {
@@ -410,6 +410,13 @@ impl<'de> Deserialize<'de> for LogLevel {
     }
 }
 
+/// The largest config file read (a config is a few KiB).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// The longest duration any key takes: past it, adding it to a clock overflows
+/// somewhere (`backoff_max = "400000000000years"` panicked the daemon).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 mod humantime_serde {
     use std::time::Duration;
 
@@ -421,8 +428,14 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+        let d = humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))?;
+        if d > super::MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is longer than the most allowed, 1 year"
+            )));
+        }
+        Ok(d)
     }
 }
 
@@ -430,9 +443,18 @@ impl Config {
     /// Reads and validates the config at `path`; relative paths inside are made relative
     /// to the config file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let bytes = crate::spec::input::read_limited(path, MAX_CONFIG_BYTES).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            at: Location::of(
+                std::str::from_utf8(&e.as_bytes()[..e.utf8_error().valid_up_to()]).unwrap_or(""),
+                usize::MAX,
+            ),
+            reason: "config is not valid UTF-8".into(),
         })?;
         Self::parse(path, &text)
     }
@@ -540,6 +562,48 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("/etc/x/agent.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_duration_over_a_year_is_refused_at_its_position() {
+        let e = parse("[reconcile]\nbackoff_max = \"400000000000years\"\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/x/agent.toml:2:15: duration \"400000000000years\" is longer than the most allowed, 1 year"),
+            "{e}"
+        );
+        let e = parse("[certs]\nrenew_before = \"367d\"\n").unwrap_err();
+        assert!(e.contains("longer than the most allowed"), "{e}");
+        assert_eq!(
+            parse("[reconcile]\nbackoff_max = \"1year\"\n")
+                .unwrap()
+                .reconcile
+                .backoff_max,
+            humantime::parse_duration("1year").unwrap()
+        );
+    }
+
+    #[test]
+    fn dev_zero_and_a_fifo_as_config_are_refused_at_once() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/dev/zero: cannot read config: is a character device, not a regular file"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("c.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert!(
+            e.ends_with("cannot read config: is a FIFO (named pipe), not a regular file"),
+            "{e}"
+        );
+        let big = d.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES + 1]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.error)
+        // Not anyhow's `{:#}`: it appends every source, also those a message already
+        // quotes ("Is a directory (os error 21): Is a directory (os error 21)").
+        let e: &(dyn std::error::Error + 'static) = self.error.as_ref();
+        f.write_str(&chain(e))
     }
 }
 
@@ -102,6 +105,24 @@ impl fmt::Display for Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("/tmp: cannot read config: {source}")]
+        struct Read {
+            #[source]
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from_raw_os_error(21);
+        let f = Failure::config(Read { source: io });
+        assert_eq!(
+            f.to_string(),
+            "/tmp: cannot read config: Is a directory (os error 21)"
+        );
+        let f = Failure::config(anyhow::anyhow!("inner").context("outer"));
+        assert_eq!(f.to_string(), "outer: inner");
+    }
 
     #[test]
     fn location_counts_lines_and_columns_from_one() {

@@ -1,5 +1,7 @@
 //! Host ports for routes: picked from `[ports].range`, never one another route holds or a
-//! fixed publish uses, never one bound on the host by someone else (checked before use).
+//! fixed publish uses, never one bound on the host by someone else (checked before use);
+//! and who holds a bound port, so that a route moves only off a port a process that is
+//! not podman's took.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -45,6 +47,130 @@ pub fn pick(
 /// Whether nothing listens on `port` (TCP, all interfaces): a bind succeeds.
 pub fn host_port_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+/// Names of podman's own processes that hold a container's published host ports: conmon
+/// (rootful podman hands it the reserved sockets) and rootless podman's port forwarders.
+pub const PODMAN_HOLDERS: &[&str] = &[
+    "conmon",
+    "rootlessport",
+    "rootlessport-child",
+    "slirp4netns",
+    "pasta",
+];
+
+/// A process holding a listening TCP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub comm: String,
+    /// Whether it is one of podman's: a [`PODMAN_HOLDERS`] process, or a descendant of
+    /// conmon (a container's own process, e.g. on the host network).
+    pub podmans: bool,
+}
+
+/// Whether a process that is not one of podman's holds `port` (TCP, this network
+/// namespace): the one reason a route's host port is moved. A free port, a port held only
+/// by podman's processes, or one whose holder this process cannot see (another user's
+/// process) is not: the port is kept, and a container that cannot publish it fails with
+/// podman's own "address already in use" and is retried with backoff.
+pub fn taken_by_foreign_process(port: u16) -> bool {
+    if host_port_free(port) {
+        return false;
+    }
+    let holders = holders(port);
+    let foreign: Vec<&Holder> = holders.iter().filter(|h| !h.podmans).collect();
+    if holders.is_empty() {
+        tracing::debug!(
+            port,
+            "host port bound, its holder not visible to the agent; kept"
+        );
+    }
+    !foreign.is_empty()
+}
+
+/// The processes holding a listening TCP socket on `port`, from `/proc/net/tcp{,6}` and
+/// `/proc/*/fd` (only the processes this one may look into).
+pub fn holders(port: u16) -> Vec<Holder> {
+    let mut inodes = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(listening_inodes(&text, port));
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let wanted: BTreeSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| l.to_str().is_some_and(|l| wanted.contains(l)))
+        });
+        if holds {
+            let comm = comm(pid).unwrap_or_default();
+            let podmans = PODMAN_HOLDERS.contains(&comm.as_str()) || descends_from_conmon(pid);
+            out.push(Holder { pid, comm, podmans });
+        }
+    }
+    out
+}
+
+/// The socket inodes listening on `port` in a `/proc/net/tcp` table.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            let local_port = u16::from_str_radix(local_port, 16).ok()?;
+            (local_port == port && *f.get(3)? == LISTEN)
+                .then(|| f.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_string())
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn descends_from_conmon(pid: u32) -> bool {
+    let mut p = parent(pid);
+    for _ in 0..64 {
+        match p {
+            None | Some(0) | Some(1) => return false,
+            Some(pp) => {
+                if comm(pp).as_deref() == Some("conmon") {
+                    return true;
+                }
+                p = parent(pp);
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -93,6 +219,31 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("[ports].range 30000-30001"), "{e}");
+    }
+
+    #[test]
+    fn a_port_this_process_holds_is_taken_by_a_foreign_process_and_a_free_one_is_not() {
+        let taken = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let h = holders(port);
+        assert!(
+            h.iter().any(|h| h.pid == std::process::id() && !h.podmans),
+            "{h:?}"
+        );
+        assert!(taken_by_foreign_process(port));
+        drop(taken);
+        assert!(!taken_by_foreign_process(port));
+    }
+
+    #[test]
+    fn listening_sockets_are_found_in_a_proc_net_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n\
+   1: 0100007F:4E20 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 999 1 0 100 0 0 10 0\n\
+   2: 00000000:4E21 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n";
+        assert_eq!(listening_inodes(table, 20000), vec![12345]);
+        assert_eq!(listening_inodes(table, 20001), vec![777]);
+        assert!(listening_inodes(table, 20002).is_empty());
     }
 
     #[test]

@@ -121,14 +121,29 @@ pub struct Moved {
     pub to: Option<u16>,
 }
 
-/// Before components are brought up: a route whose host port another process bound
-/// while its container was down gets a new one (the container could not publish it).
-/// `up` holds the container names running now; their ports are theirs and not checked.
+/// What a pass knows of the components whose routes might move, for [`reallocate_taken`].
+#[derive(Debug, Default, Clone)]
+pub struct Holding {
+    /// Every container name podman listed, in any state (created, running, stopping,
+    /// exited, unknown…): podman (its conmon) may hold such a container's ports.
+    pub listed: std::collections::HashSet<String>,
+    /// Components with an operation waiting or under way: their container may be coming
+    /// or going right now.
+    pub busy: std::collections::HashSet<ComponentKey>,
+}
+
+/// Before components are brought up: a route whose host port a process that is not
+/// podman's bound while its component was down and idle gets a new one (the container
+/// could not publish it). Never a route of a component whose container podman lists in
+/// any state or that has an operation in flight: podman's own processes may hold its
+/// ports then (docs/design.md §3.2). `taken` says whether a foreign process holds a port
+/// ([`crate::ports::taken_by_foreign_process`]); `is_free` picks the new ones.
 pub fn reallocate_taken(
     reg: &mut Registry,
     config: &Config,
     services: &[Service],
-    up: &std::collections::HashSet<String>,
+    holding: &Holding,
+    taken_by_foreign: &mut dyn FnMut(u16) -> bool,
     is_free: &mut dyn FnMut(u16) -> bool,
 ) -> Result<Vec<Moved>, RegistryError> {
     let mut taken = Vec::new();
@@ -138,16 +153,17 @@ pub fn reallocate_taken(
             .iter()
             .filter(|c| c.desired_state == DesiredState::Running)
         {
-            if up.contains(&crate::spec::container_name(&s.name, &c.name)) {
+            let key = ComponentKey::new(s.name.clone(), c.name.clone());
+            if holding
+                .listed
+                .contains(&crate::spec::container_name(&s.name, &c.name))
+                || holding.busy.contains(&key)
+            {
                 continue;
             }
             for r in &c.routes {
-                if let Some(p) = r.host_port.filter(|p| !is_free(*p)) {
-                    taken.push((
-                        ComponentKey::new(s.name.clone(), c.name.clone()),
-                        r.name.clone(),
-                        p,
-                    ));
+                if let Some(p) = r.host_port.filter(|p| taken_by_foreign(*p)) {
+                    taken.push((key.clone(), r.name.clone(), p));
                 }
             }
         }
@@ -208,9 +224,21 @@ mod tests {
         let port_of = |s: &[Service], c: usize| s[0].components[c].routes[0].host_port.unwrap();
         let (a, b) = (port_of(&services, 0), port_of(&services, 1));
         // Both ports are now "bound by someone"; only s-a is down.
-        let up = std::collections::HashSet::from(["s-b".to_string()]);
+        let holding = Holding {
+            listed: std::collections::HashSet::from(["s-b".to_string()]),
+            ..Holding::default()
+        };
+        let mut taken = |p: u16| p == a || p == b;
         let mut is_free = |p: u16| p != a && p != b;
-        let moved = reallocate_taken(&mut reg, &config, &services, &up, &mut is_free).unwrap();
+        let moved = reallocate_taken(
+            &mut reg,
+            &config,
+            &services,
+            &holding,
+            &mut taken,
+            &mut is_free,
+        )
+        .unwrap();
         assert_eq!(moved.len(), 1);
         assert_eq!((moved[0].key.component.as_str(), moved[0].from), ("a", a));
         let after = reg.services().unwrap();
@@ -218,5 +246,54 @@ mod tests {
         assert_eq!(moved[0].to, Some(new));
         assert!(new != a && new != b);
         assert_eq!(port_of(&after, 1), b);
+    }
+
+    /// Three components whose ports are all bound: one listed as `created`, one
+    /// `exited`, one with an operation in flight. None of them moves.
+    #[test]
+    fn no_port_moves_while_its_container_exists_in_any_state_or_an_operation_is_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open(&d.path().join("r.db")).unwrap();
+        let mut svc = String::from("name = \"s\"\n");
+        for c in ["a", "b", "c"] {
+            svc.push_str(&format!(
+                "[[components]]\nname = \"{c}\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nmode = \"l4\"\n"
+            ));
+        }
+        reg.apply(&[parse_service(std::path::Path::new("s.toml"), &svc).unwrap()])
+            .unwrap();
+        let mut config = Config::default();
+        config.ports.range = crate::config::PortRange {
+            first: 31910,
+            last: 31919,
+        };
+        reg.allocate_route_ports(config.ports.range, &mut |_| true)
+            .unwrap();
+        let services = reg.services().unwrap();
+        let before: Vec<_> = services[0]
+            .components
+            .iter()
+            .map(|c| c.routes[0].host_port)
+            .collect();
+        let holding = Holding {
+            listed: ["s-a".to_string(), "s-b".to_string()].into(),
+            busy: [ComponentKey::new("s", "c")].into(),
+        };
+        let moved = reallocate_taken(
+            &mut reg,
+            &config,
+            &services,
+            &holding,
+            &mut |_| true,
+            &mut |_| true,
+        )
+        .unwrap();
+        assert!(moved.is_empty(), "{moved:?}");
+        let after: Vec<_> = reg.services().unwrap()[0]
+            .components
+            .iter()
+            .map(|c| c.routes[0].host_port)
+            .collect();
+        assert_eq!(before, after);
     }
 }

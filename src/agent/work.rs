@@ -112,6 +112,22 @@ impl<R: Runtime + 'static> Agent<R> {
         (up, all.saturating_sub(up))
     }
 
+    /// Components with an operation waiting or under way (their routes never move).
+    fn components_in_flight(&self) -> std::collections::HashSet<ComponentKey> {
+        self.services
+            .iter()
+            .flat_map(|s| {
+                s.components
+                    .iter()
+                    .map(|c| ComponentKey::new(s.name.clone(), c.name.clone()))
+            })
+            .filter(|k| {
+                let w = Work::Component(k.clone());
+                self.sched.is_running(&w) || self.sched.is_waiting(&w)
+            })
+            .collect()
+    }
+
     /// Starts every piece of work that is due and may start.
     pub(super) fn start_due_work(&mut self) {
         let now = Instant::now();
@@ -202,11 +218,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 let reg = if moves { self.pass_reg.take() } else { None };
                 let config = self.config.clone();
                 let services = self.services.clone();
+                let busy = self.components_in_flight();
                 // A list podman does not answer soon makes the agent look at its health.
                 self.sched.schedule(Work::Ping, URGENT, now + SLOW_LIST);
                 self.tasks.spawn(async move {
                     let t = Instant::now();
-                    let r = list(&*rt, moves, reg, config, services).await;
+                    let r = list(&*rt, moves, reg, config, services, busy).await;
                     tracing::debug!(
                         took_ms = t.elapsed().as_millis() as u64,
                         ok = r.1.is_ok(),
@@ -551,6 +568,7 @@ async fn list<R: Runtime>(
     reg: Option<Registry>,
     config: Config,
     services: Vec<Service>,
+    busy: std::collections::HashSet<ComponentKey>,
 ) -> (Option<Registry>, Result<Listed, RuntimeError>) {
     let actual = match rt.list().await {
         Ok(a) => a,
@@ -564,12 +582,10 @@ async fn list<R: Runtime>(
     if !moves {
         return (reg, Ok(listed));
     }
-    let up: std::collections::HashSet<String> = listed
-        .actual
-        .iter()
-        .filter(|a| a.state.is_up())
-        .map(|a| a.name.clone())
-        .collect();
+    let holding = routes::Holding {
+        listed: listed.actual.iter().map(|a| a.name.clone()).collect(),
+        busy,
+    };
     let moved = tokio::task::spawn_blocking(move || {
         let mut reg = match reg {
             Some(r) => r,
@@ -579,7 +595,8 @@ async fn list<R: Runtime>(
             &mut reg,
             &config,
             &services,
-            &up,
+            &holding,
+            &mut crate::ports::taken_by_foreign_process,
             &mut crate::ports::host_port_free,
         );
         let services = match &moved {

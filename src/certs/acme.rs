@@ -92,7 +92,8 @@ impl Acme {
         move |e| IssueError::Acme {
             url: self.directory_url.clone(),
             step,
-            reason: crate::error::chain(&e),
+            reason: super::trust::refusal(&e)
+                .unwrap_or_else(|| super::trust::readable(&crate::error::chain(&e))),
         }
     }
 
@@ -358,9 +359,11 @@ fn http_client(ca_bundle: Option<&Path>) -> Result<Box<dyn HttpClient>, IssueErr
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
+    let pinned: Vec<CertificateDer<'static>> = extra.clone();
+    let platform =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map_err(|e| IssueError::Tls(e.to_string()))?;
+    let verifier = super::trust::Verifier::new(Arc::new(platform), pinned);
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| IssueError::Tls(e.to_string()))?

@@ -21,6 +21,7 @@ use crate::spec::{RouteMode, Service};
 
 pub mod acme;
 pub mod files;
+pub mod trust;
 
 pub use acme::Acme;
 pub use files::CertInfo;

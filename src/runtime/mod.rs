@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use crate::container::ContainerSpec;
 
+pub mod api;
 pub mod events;
 #[cfg(test)]
 pub mod fake;
@@ -15,7 +16,10 @@ pub mod podman;
 
 pub use events::Trigger;
 
-/// Container state as podman reports it in a list.
+/// Container state as podman reports it (list, inspect). Any string maps to one of these:
+/// Docker's names and libpod's own (`configured`, `stopped`, `stopping`, `removing`, …);
+/// one it does not know is `Other` — unknown, treated as transient by the plan (looked at
+/// again at the next event or pass), never an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Created,
@@ -80,6 +84,10 @@ pub enum RuntimeError {
     Unavailable { socket: String, reason: String },
     #[error("the container name {name:?} is already in use")]
     NameInUse { name: String },
+    /// A host port the container publishes is bound by something else: an ordinary
+    /// failure (backoff), never a storage-held name.
+    #[error("a host port is already in use: {message}")]
+    PortInUse { message: String },
     #[error("no such container or object: {0}")]
     NotFound(String),
     #[error("podman API: {0}")]

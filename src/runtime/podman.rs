@@ -10,17 +10,18 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
 
-use super::{Actual, Result, Runtime, RuntimeError, State};
+use super::{api, Actual, Result, Runtime, RuntimeError};
 use crate::container::ContainerSpec;
 use crate::spec;
 
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a list is asked for when podman fails it on a container vanishing under it.
+const LIST_ATTEMPTS: u32 = 5;
 /// Longest the CLI may take to free a storage-held name.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -29,6 +30,28 @@ const API_VERSION: ClientVersion = ClientVersion {
     major_version: 1,
     minor_version: 41,
 };
+
+/// The path prefix of API requests made without bollard.
+fn api_prefix() -> String {
+    format!(
+        "/v{}.{}",
+        API_VERSION.major_version, API_VERSION.minor_version
+    )
+}
+
+/// `s` as one URL path segment (container names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything
+/// else is percent-encoded).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 pub struct Podman {
     /// Made on first use: bollard refuses to make a client while the socket file is
@@ -80,11 +103,20 @@ impl Podman {
                 status_code,
                 message,
             } => {
-                if message.contains("already in use") {
-                    RuntimeError::NameInUse {
-                        name: message.clone(),
+                match classify_in_use(&message) {
+                    Some(InUse::Port) => {
+                        return RuntimeError::PortInUse {
+                            message: message.trim().to_string(),
+                        }
                     }
-                } else if status_code == 404 || message.contains("no such container") {
+                    Some(InUse::Name) => {
+                        return RuntimeError::NameInUse {
+                            name: message.clone(),
+                        }
+                    }
+                    None => {}
+                }
+                if status_code == 404 || message.contains("no such container") {
                     // Podman 4.3 answers 500 "... does not exist in database: no such
                     // container" when the container vanished mid-operation (a racing rm).
                     RuntimeError::NotFound(message)
@@ -100,6 +132,34 @@ impl Podman {
                 reason: crate::error::chain(&other),
             },
         }
+    }
+}
+
+/// What an "already in use" answer of podman is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InUse {
+    /// `the container name "x" is already in use by <id>. You have to remove that
+    /// container to be able to reuse that name: that name is already in use`
+    Name,
+    /// `cannot listen on the TCP port: listen tcp4 :20000: bind: address already in use`
+    /// (and `rootlessport listen tcp 0.0.0.0:20000: bind: address already in use`)
+    Port,
+}
+
+/// Classifies podman's texts: both a taken name and a taken host port say "already in
+/// use"; only the first may be a name held by storage.
+pub fn classify_in_use(message: &str) -> Option<InUse> {
+    let m = message.to_ascii_lowercase();
+    if !m.contains("already in use") && !m.contains("already allocated") {
+        return None;
+    }
+    if m.contains("address already in use")
+        || m.contains("cannot listen on the")
+        || m.contains("port is already allocated")
+    {
+        Some(InUse::Port)
+    } else {
+        Some(InUse::Name)
     }
 }
 
@@ -165,25 +225,30 @@ impl Runtime for Podman {
     }
 
     async fn list(&self) -> Result<Vec<Actual>> {
-        let opts = ListContainersOptionsBuilder::new().all(true).build();
-        let list = self
-            .docker()?
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(list
-            .into_iter()
-            .map(|c| Actual {
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default(),
-                state: State::parse(&c.state.map(|s| s.to_string()).unwrap_or_default()),
-                labels: c.labels.unwrap_or_default().into_iter().collect(),
-            })
-            .collect())
+        // Not bollard's `list_containers`: its closed state enum fails the whole list on
+        // one container in a state it does not know (podman 4.3's `stopped`).
+        let path = format!("{}/containers/json?all=true", api_prefix());
+        let mut attempt = 1;
+        let (status, body) = loop {
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            // Podman 4.3 fails the whole list when a container dies while it is read
+            // ("500: read /proc/PID/cgroup: no such process"): asked again, it answers.
+            if status.is_server_error() && attempt < LIST_ATTEMPTS && api::is_vanished(&body) {
+                tracing::debug!(
+                    attempt,
+                    "a container vanished while podman listed; listing again"
+                );
+                attempt += 1;
+                continue;
+            }
+            break (status, body);
+        };
+        if !status.is_success() {
+            return Err(api::answer_error(&path, status, &body));
+        }
+        let list = api::parse_list(&body)?;
+        tracing::debug!(containers = list.len(), "listed containers");
+        Ok(list)
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
@@ -269,22 +334,26 @@ impl Runtime for Podman {
     }
 
     async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
-        match self.docker()?.inspect_container(name, None).await {
-            // An id-prefix match is another container, not the holder of the name.
-            Ok(c) if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) => Ok(None),
-            Ok(c) => Ok(Some((
-                c.id.unwrap_or_default(),
-                c.config
-                    .and_then(|c| c.labels)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            ))),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(self.map_err(e)),
+        // Through the lenient reader, like the list: bollard's inspect model has the same
+        // closed state enum.
+        let path = format!("{}/containers/{}/json", api_prefix(), path_segment(name));
+        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
         }
+        if !status.is_success() {
+            return Err(api::answer_error(&path, status, &body));
+        }
+        let c: api::Inspected = serde_json::from_slice(&body)
+            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))?;
+        // An id-prefix match is another container, not the holder of the name.
+        if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) {
+            return Ok(None);
+        }
+        Ok(Some((
+            c.id,
+            c.config.and_then(|c| c.labels).unwrap_or_default(),
+        )))
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
@@ -398,7 +467,18 @@ pub fn storage_holders(
 
 #[cfg(test)]
 mod tests {
-    use super::storage_holders;
+    use super::{classify_in_use, storage_holders, InUse};
+
+    #[test]
+    fn podmans_two_already_in_use_texts_are_told_apart() {
+        let name = "creating container storage: the container name \"web\" is already in use by 3f1e. You have to remove that container to be able to reuse that name: that name is already in use";
+        let port = "something went wrong with the request: \"cannot listen on the TCP port: listen tcp4 :20000: bind: address already in use\\n\"";
+        let rootless = "rootlessport listen tcp 0.0.0.0:20000: bind: address already in use";
+        assert_eq!(classify_in_use(name), Some(InUse::Name));
+        assert_eq!(classify_in_use(port), Some(InUse::Port));
+        assert_eq!(classify_in_use(rootless), Some(InUse::Port));
+        assert_eq!(classify_in_use("no such container"), None);
+    }
 
     fn id(c: char) -> String {
         c.to_string().repeat(64)

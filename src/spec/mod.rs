@@ -10,6 +10,7 @@ pub use crate::model::{
 };
 
 mod component;
+pub mod input;
 mod location;
 mod parse;
 mod raw;
@@ -81,7 +82,7 @@ pub fn read_service_files(paths: &[PathBuf]) -> Result<Vec<ServiceFile>, Issues>
     }
     let mut parsed: Vec<ServiceFile> = Vec::new();
     for f in &files {
-        let text = match std::fs::read(f) {
+        let text = match input::read_limited(f, MAX_FILE_BYTES) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
@@ -99,7 +100,11 @@ pub fn read_service_files(paths: &[PathBuf]) -> Result<Vec<ServiceFile>, Issues>
                 }
             },
             Err(e) => {
-                issues.push(io_issue(f, e));
+                issues.push(Issue {
+                    path: f.clone(),
+                    at: None,
+                    reason: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };

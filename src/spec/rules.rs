@@ -88,10 +88,16 @@ pub fn injected_env_keys(routes: &[Route]) -> Vec<String> {
 pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> Result<(), Issues> {
     enum Owner<'a> {
         Registry(&'a str),
+        /// The host port of a route the incoming file keeps (the registry keeps route
+        /// ports across re-applies): service, component, route.
+        OwnRoute(&'a str, &'a str, &'a str),
         File(&'a Path, Option<Location>),
     }
     let describe = |o: &Owner| match o {
         Owner::Registry(s) => format!("service {s:?} in the registry"),
+        Owner::OwnRoute(s, c, r) => format!(
+            "route {r:?} of component {c:?} of service {s:?} (its host port, kept in the registry)"
+        ),
         Owner::File(p, Some(at)) => format!("{}:{at}", p.display()),
         Owner::File(p, None) => p.display().to_string(),
     };
@@ -99,7 +105,25 @@ pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> R
     let mut host_ports: HashMap<(Proto, u16), Owner> = HashMap::new();
     let mut hostnames: HashMap<String, Owner> = HashMap::new();
     for s in existing {
-        if incoming.iter().any(|f| f.service.name == s.name) {
+        if let Some(f) = incoming.iter().find(|f| f.service.name == s.name) {
+            // Replaced by the file, but the routes it keeps keep their host ports: a fixed
+            // publish on one of them would stop the container from being created.
+            for comp in &s.components {
+                let Some(new) = f.service.components.iter().find(|c| c.name == comp.name) else {
+                    continue;
+                };
+                for r in &comp.routes {
+                    if let Some(hp) = r
+                        .host_port
+                        .filter(|_| new.routes.iter().any(|n| n.name == r.name))
+                    {
+                        host_ports.insert(
+                            (Proto::Tcp, hp),
+                            Owner::OwnRoute(&s.name, &comp.name, &r.name),
+                        );
+                    }
+                }
+            }
             continue;
         }
         for comp in &s.components {

@@ -117,6 +117,48 @@ fn registry_rules_catch_collisions_across_services() {
     check_registry_rules(std::slice::from_ref(&a.service), std::slice::from_ref(&a)).unwrap();
 }
 #[test]
+fn a_fixed_port_equal_to_the_services_own_route_port_is_refused_at_its_position() {
+    let text = "name = \"s\"\n[[components]]\nname = \"web\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nmode = \"l4\"\n";
+    let mut registered = parse_service(Path::new("s.toml"), text).unwrap().service;
+    registered.components[0].routes[0].host_port = Some(20007);
+    let again = text.replace("image = \"i\"\n", "image = \"i\"\nports = [\"20007:80\"]\n");
+    let f = parse_service(Path::new("s.toml"), &again).unwrap();
+    let e = check_registry_rules(std::slice::from_ref(&registered), std::slice::from_ref(&f))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("s.toml:5:10: fixed host port 20007/tcp is also used by route \"h\" of component \"web\" of service \"s\""),
+        "{e}"
+    );
+    // Another service's route port is refused as before; a route the file drops frees it.
+    let other = parse_service(
+        Path::new("o.toml"),
+        "name = \"o\"\n[[components]]\nname = \"o\"\nimage = \"i\"\nports = [\"20007:80\"]\n",
+    )
+    .unwrap();
+    let e = check_registry_rules(
+        std::slice::from_ref(&registered),
+        std::slice::from_ref(&other),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("o.toml:5:10: fixed host port 20007/tcp is also used by service \"s\""),
+        "{e}"
+    );
+    let dropped = parse_service(
+        Path::new("s.toml"),
+        "name = \"s\"\n[[components]]\nname = \"web\"\nimage = \"i\"\nports = [\"20007:80\"]\n",
+    )
+    .unwrap();
+    check_registry_rules(
+        std::slice::from_ref(&registered),
+        std::slice::from_ref(&dropped),
+    )
+    .unwrap();
+}
+
+#[test]
 fn oversized_and_hostile_inputs_are_rejected_or_handled() {
     // 10 000 components: over the limit, one clear error.
     let mut big = String::from("name = \"big\"\n");
