@@ -37,10 +37,8 @@ pub enum RegistryError {
     Missing { path: PathBuf },
     #[error("registry {path}: not a registry: {reason}")]
     NotARegistry { path: PathBuf, reason: String },
-    #[error(
-        "registry {path}: is read-only (the file or its filesystem), and this command writes to it"
-    )]
-    ReadOnly { path: PathBuf },
+    #[error("registry {path}: cannot be written ({reason}), and this command writes to it")]
+    ReadOnly { path: PathBuf, reason: &'static str },
     #[error("registry {path}: {what} while the agent had it open; stopping, to start again on whatever is there now")]
     Replaced { path: PathBuf, what: &'static str },
     #[error("registry {path}: in use by another mcp-agent (pid {pid}, lock {lock})")]

@@ -114,6 +114,46 @@ fn file_id(m: &std::fs::Metadata) -> FileId {
     }
 }
 
+fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), \
+                (SELECT user_version FROM pragma_user_version), \
+                (SELECT count(*) FROM sqlite_schema)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+}
+
+fn is_cant_open<T>(r: &rusqlite::Result<T>) -> bool {
+    matches!(r, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::CannotOpen)
+}
+
+/// `file:PATH?immutable=1`, with the characters a URI path may not hold escaped.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b'?' | b'#' | b'%' | 0..=0x20 | 0x7f.. => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Whether `dir` is on a file system mounted read-only (statvfs(3): no descriptor).
+fn on_read_only_fs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
 fn connect(path: &Path, mode: Mode) -> Result<Registry, RegistryError> {
     let dir = match path.parent() {
         Some(d) if d.as_os_str().is_empty() => Path::new("."),
@@ -191,22 +231,28 @@ fn connect(path: &Path, mode: Mode) -> Result<Registry, RegistryError> {
     if mode != Mode::ReadOnly && reg.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
         return Err(RegistryError::ReadOnly {
             path: path.to_path_buf(),
+            reason: if on_read_only_fs(dir) {
+                "Read-only file system"
+            } else {
+                "the file is not writable"
+            },
         });
     }
     reg.conn
         .busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| reg.sql("set busy timeout", e))?;
     // A file that is not a database fails here, on the first read.
-    let (app_id, version, objects): (i64, i64, i64) = reg
-        .conn
-        .query_row(
-            "SELECT (SELECT application_id FROM pragma_application_id), \
-                    (SELECT user_version FROM pragma_user_version), \
-                    (SELECT count(*) FROM sqlite_schema)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(|e| reg.sql("read the header", e))?;
+    let mut header = read_header(&reg.conn);
+    if mode == Mode::ReadOnly && is_cant_open(&header) {
+        // A WAL database on a read-only file system with no `-shm` beside it: SQLite
+        // cannot make one, so it cannot read through the WAL. Nothing can write there
+        // either, so the file is read as immutable (no locks, no WAL).
+        reg.conn =
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| open_err(Box::new(e)))?;
+        header = read_header(&reg.conn);
+    }
+    let (app_id, version, objects) = header.map_err(|e| reg.sql("read the header", e))?;
     if app_id != 0 && app_id != schema::APPLICATION_ID {
         return Err(not_registry(format!(
             "another program's SQLite database (application_id {app_id:#x})"
