@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::time::Instant;
 
-use mcp_agent::container::{owner, ContainerSpec, Owner};
+use mcp_agent::container::{owner, ContainerSpec, Owner, Us};
 use mcp_agent::plan::{self, Book, Desired};
 use mcp_agent::reconcile;
 use mcp_agent::registry::Registry;
@@ -20,6 +20,10 @@ use mcp_agent::runtime::{Actual, State};
 use mcp_agent::spec::{self, Service};
 
 const NODE: &str = "bench";
+
+fn us() -> Us {
+    Us::new(NODE, "bench-registry")
+}
 /// Plan sizes: the curve.
 const SIZES: &[usize] = &[100, 1_000, 10_000, 100_000];
 /// Components per service in generated registries (the limit is 256).
@@ -96,11 +100,12 @@ fn foreign() -> Vec<Actual> {
 
 fn bench_plan(c: &mut Criterion) {
     let book = Book::default();
+    let us = us();
     let mut group = c.benchmark_group("plan");
     group.warm_up_time(Duration::from_secs(1));
     for &n in SIZES {
         let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
-            reconcile::desired(&services(n), NODE).into_iter().unzip();
+            reconcile::desired(&services(n), &us).into_iter().unzip();
         let mut steady = running(&specs);
         steady.extend(foreign());
         let lost = foreign();
@@ -116,7 +121,7 @@ fn bench_plan(c: &mut Criterion) {
                 let p = plan::plan(
                     black_box(&desired),
                     black_box(&steady),
-                    NODE,
+                    &us,
                     &book,
                     Instant::now(),
                 );
@@ -132,7 +137,7 @@ fn bench_plan(c: &mut Criterion) {
                 let mut bytes = 0usize;
                 for a in black_box(&steady) {
                     bytes += a.name.len();
-                    if let Owner::Ours { spec_hash, .. } = owner(&a.labels, NODE) {
+                    if let Owner::Ours { spec_hash, .. } = owner(&a.id, &a.labels, &us) {
                         bytes += spec_hash.len();
                     }
                 }
@@ -148,7 +153,7 @@ fn bench_plan(c: &mut Criterion) {
                 let p = plan::plan(
                     black_box(&desired),
                     black_box(&lost),
-                    NODE,
+                    &us,
                     &book,
                     Instant::now(),
                 );
@@ -169,7 +174,7 @@ fn bench_desired(c: &mut Criterion) {
         let svcs = services(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| reconcile::desired(black_box(&svcs), NODE))
+            b.iter(|| reconcile::desired(black_box(&svcs), &us()))
         });
     }
     group.finish();

@@ -66,4 +66,10 @@ pub enum Command {
     },
     /// Load and validate the config, print the effective values.
     CheckConfig,
+    /// Take over this node's containers made by another registry (orphans, shown by
+    /// `status`), of SERVICE or all: they become this registry's, kept as they are.
+    Adopt { service: Option<String> },
+    /// Remove this node's containers made by another registry (orphans), of SERVICE or
+    /// all.
+    Prune { service: Option<String> },
 }

@@ -1,7 +1,7 @@
 //! From a registry component to the exact container the agent creates: name, labels,
 //! injected env, published ports, and the spec hash that detects drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use serde::Serialize;
@@ -15,6 +15,34 @@ pub const LABEL_NODE: &str = "mcp.node";
 pub const LABEL_SERVICE: &str = "mcp.service";
 pub const LABEL_COMPONENT: &str = "mcp.component";
 pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
+/// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
+pub const LABEL_REGISTRY: &str = "mcp.registry";
+
+/// Who the agent is to a container's labels: the agent of this node, working from this
+/// registry. Only containers that are "us" are ever stopped, replaced or removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Us {
+    pub node: String,
+    /// This registry's id, stamped as `mcp.registry` on every container it creates
+    /// (empty only for an old registry `status` reads before its first migration).
+    pub registry: String,
+    /// Whether containers of this node without `mcp.registry` are ours: those of a
+    /// registry older than the label, which made them.
+    pub unlabelled: bool,
+    /// Containers of other registries taken over by `mcp-agent adopt`, by id.
+    pub adopted: HashSet<String>,
+}
+
+impl Us {
+    /// The agent of `node` for the registry `registry` (tests, benchmarks).
+    pub fn new(node: &str, registry: &str) -> Us {
+        Us {
+            node: node.to_string(),
+            registry: registry.to_string(),
+            ..Us::default()
+        }
+    }
+}
 
 /// Everything podman is told when the container is created. Serialized canonically (sorted
 /// maps, fixed field order) to compute the spec hash, so any change to what would be
@@ -37,7 +65,9 @@ pub struct ContainerSpec {
 impl ContainerSpec {
     /// The container for `component` of `service` on `node`. Routes without a host port yet
     /// are not published (the allocator gives every route one before creation).
-    pub fn build(node: &str, service: &str, component: &Component) -> ContainerSpec {
+    /// The registry's id is a label, not part of the hash: stamping it on containers
+    /// made before it existed changes nothing about what they run.
+    pub fn build(us: &Us, service: &str, component: &Component) -> ContainerSpec {
         let mut env = component.env.clone();
         let mut ports = component.ports.clone();
         let routes = &component.routes;
@@ -74,11 +104,15 @@ impl ContainerSpec {
         let hash = spec.hash();
         spec.labels = BTreeMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_NODE.to_string(), node.to_string()),
+            (LABEL_NODE.to_string(), us.node.clone()),
             (LABEL_SERVICE.to_string(), service.to_string()),
             (LABEL_COMPONENT.to_string(), component.name.clone()),
             (LABEL_SPEC_HASH.to_string(), hash),
         ]);
+        if !us.registry.is_empty() {
+            spec.labels
+                .insert(LABEL_REGISTRY.to_string(), us.registry.clone());
+        }
         spec
     }
 
@@ -104,6 +138,14 @@ pub enum Owner<'a> {
         component: &'a str,
         spec_hash: &'a str,
     },
+    /// Labelled for this node, but made by another registry's agent (`registry`; `None`:
+    /// no `mcp.registry` label) and not adopted: reported, never touched, until
+    /// `mcp-agent adopt` or `prune`.
+    Orphan {
+        registry: Option<&'a str>,
+        service: &'a str,
+        component: &'a str,
+    },
     /// Labelled managed but by another node's agent, or with labels we cannot read.
     Foreign,
     /// No `mcp.managed=true`: never ours to touch.
@@ -128,10 +170,13 @@ impl Owner<'_> {
     }
 }
 
-pub fn owner<'a>(labels: &'a BTreeMap<String, String>, node: &str) -> Owner<'a> {
+/// Whose the container `id` with `labels` is (docs/design.md §4.4): ours when it is
+/// labelled managed, for this node, and made by this registry (or adopted by it).
+pub fn owner<'a>(id: &str, labels: &'a BTreeMap<String, String>, us: &Us) -> Owner<'a> {
     // One descent to the `mcp.` labels, then a walk over them in order: the plan calls this
-    // for every listed container, and separate lookups would walk the map five times.
+    // for every listed container, and separate lookups would walk the map six times.
     let (mut managed, mut n, mut service, mut component, mut hash) = (None, None, None, None, None);
+    let mut registry = None;
     let from = (Bound::Included("mcp."), Bound::Unbounded);
     for (k, v) in labels.range::<str, _>(from) {
         match k.as_str() {
@@ -140,6 +185,7 @@ pub fn owner<'a>(labels: &'a BTreeMap<String, String>, node: &str) -> Owner<'a> 
             LABEL_SERVICE => service = Some(v.as_str()),
             LABEL_COMPONENT => component = Some(v.as_str()),
             LABEL_SPEC_HASH => hash = Some(v.as_str()),
+            LABEL_REGISTRY => registry = Some(v.as_str()),
             k if !k.starts_with("mcp.") => break,
             _ => {}
         }
@@ -147,13 +193,28 @@ pub fn owner<'a>(labels: &'a BTreeMap<String, String>, node: &str) -> Owner<'a> 
     if managed != Some("true") {
         return Owner::Unmanaged;
     }
-    match (n, service, component) {
-        (Some(n), Some(service), Some(component)) if n == node => Owner::Ours {
+    let (Some(n), Some(service), Some(component)) = (n, service, component) else {
+        return Owner::Foreign;
+    };
+    if n != us.node {
+        return Owner::Foreign;
+    }
+    let made_by_us = match registry {
+        Some(r) => !us.registry.is_empty() && r == us.registry,
+        None => us.unlabelled,
+    };
+    if made_by_us || us.adopted.contains(id) {
+        Owner::Ours {
             service,
             component,
             spec_hash: hash.unwrap_or(""),
-        },
-        _ => Owner::Foreign,
+        }
+    } else {
+        Owner::Orphan {
+            registry,
+            service,
+            component,
+        }
     }
 }
 
@@ -178,40 +239,86 @@ mod tests {
         }
     }
 
+    fn us(node: &str) -> Us {
+        Us::new(node, "r1")
+    }
+
     #[test]
-    fn labels_identify_the_component_and_node() {
-        let s = ContainerSpec::build("n1", "shop", &comp());
+    fn labels_identify_the_component_node_and_registry() {
+        let s = ContainerSpec::build(&us("n1"), "shop", &comp());
         assert_eq!(s.name, "shop-web");
+        assert_eq!(s.labels[LABEL_REGISTRY], "r1");
         assert_eq!(
-            owner(&s.labels, "n1"),
+            owner("c1", &s.labels, &us("n1")),
             Owner::Ours {
                 service: "shop",
                 component: "web",
                 spec_hash: s.spec_hash()
             }
         );
-        assert_eq!(owner(&s.labels, "n2"), Owner::Foreign);
-        assert_eq!(owner(&BTreeMap::new(), "n1"), Owner::Unmanaged);
+        assert_eq!(owner("c1", &s.labels, &us("n2")), Owner::Foreign);
+        assert_eq!(owner("c1", &BTreeMap::new(), &us("n1")), Owner::Unmanaged);
+    }
+
+    #[test]
+    fn another_registrys_container_is_an_orphan_until_adopted() {
+        let s = ContainerSpec::build(&us("n1"), "shop", &comp());
+        let mut other = Us::new("n1", "r2");
+        let orphan = Owner::Orphan {
+            registry: Some("r1"),
+            service: "shop",
+            component: "web",
+        };
+        assert_eq!(owner("c1", &s.labels, &other), orphan);
+        // Neither an old registry's leniency for unlabelled containers nor the adoption
+        // of another container makes it ours.
+        other.unlabelled = true;
+        other.adopted.insert("c2".into());
+        assert_eq!(owner("c1", &s.labels, &other), orphan);
+        other.adopted.insert("c1".into());
+        assert!(matches!(owner("c1", &s.labels, &other), Owner::Ours { .. }));
+    }
+
+    #[test]
+    fn unlabelled_containers_are_ours_only_for_a_registry_older_than_the_label() {
+        let mut s = ContainerSpec::build(&us("n1"), "shop", &comp());
+        s.labels.remove(LABEL_REGISTRY);
+        let mut new = us("n1");
+        assert_eq!(
+            owner("c1", &s.labels, &new),
+            Owner::Orphan {
+                registry: None,
+                service: "shop",
+                component: "web"
+            }
+        );
+        new.unlabelled = true;
+        assert!(matches!(owner("c1", &s.labels, &new), Owner::Ours { .. }));
     }
 
     #[test]
     fn any_change_to_what_is_created_changes_the_hash() {
-        let base = ContainerSpec::build("n1", "shop", &comp());
+        let base = ContainerSpec::build(&us("n1"), "shop", &comp());
         let mut c = comp();
         c.env.insert("A".into(), "2".into());
         assert_ne!(
-            ContainerSpec::build("n1", "shop", &c).spec_hash(),
+            ContainerSpec::build(&us("n1"), "shop", &c).spec_hash(),
             base.spec_hash()
         );
         let mut c = comp();
         c.restart = RestartPolicy::Always;
         assert_ne!(
-            ContainerSpec::build("n1", "shop", &c).spec_hash(),
+            ContainerSpec::build(&us("n1"), "shop", &c).spec_hash(),
             base.spec_hash()
         );
-        // The node is a label, not part of what is created.
+        // The node and the registry are labels, not part of what is created: the hash
+        // of a container made before registries had an id is the same.
         assert_eq!(
-            ContainerSpec::build("n2", "shop", &comp()).spec_hash(),
+            ContainerSpec::build(&us("n2"), "shop", &comp()).spec_hash(),
+            base.spec_hash()
+        );
+        assert_eq!(
+            ContainerSpec::build(&Us::new("n1", ""), "shop", &comp()).spec_hash(),
             base.spec_hash()
         );
     }
@@ -226,13 +333,13 @@ mod tests {
             hostname: Some("a.test".into()),
             host_port: Some(20001),
         }];
-        let s = ContainerSpec::build("n1", "shop", &c);
+        let s = ContainerSpec::build(&us("n1"), "shop", &c);
         assert_eq!(s.env["PORT"], "8080");
         assert_eq!(s.env["PORT_HTTP_API"], "8080");
         assert_eq!(s.ports[0].to_string(), "127.0.0.1:20001:8080/tcp");
         c.routes[0].host_port = Some(20002);
         assert_ne!(
-            ContainerSpec::build("n1", "shop", &c).spec_hash(),
+            ContainerSpec::build(&us("n1"), "shop", &c).spec_hash(),
             s.spec_hash()
         );
         c.routes.push(Route {
@@ -242,7 +349,7 @@ mod tests {
             hostname: None,
             host_port: Some(20003),
         });
-        let s = ContainerSpec::build("n1", "shop", &c);
+        let s = ContainerSpec::build(&us("n1"), "shop", &c);
         assert!(!s.env.contains_key("PORT"));
         assert_eq!(s.env["PORT_RAW"], "9000");
         assert_eq!(s.ports[1].to_string(), "20003:9000/tcp");

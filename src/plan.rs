@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::container::{owner, ComponentKey, Owner};
+use crate::container::{owner, ComponentKey, Owner, Us};
 use crate::runtime::{Actual, State};
 use crate::spec::{DesiredState, RestartPolicy};
 
@@ -182,18 +182,22 @@ pub struct Plan {
 
 /// How the container holding a desired component's name stands to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holding {
+pub enum Holding<'a> {
     /// Without our labels (or another node's): never touched.
     NotOurs,
+    /// This node's, but made by another registry (`None`: one without `mcp.registry`)
+    /// and not adopted: never touched until `mcp-agent adopt` or `prune`.
+    Orphan(Option<&'a str>),
     /// Ours; drifted from the desired spec, or not.
     Ours(Option<Drift>),
 }
 
 /// Classifies the holder `h` of component `key`'s name, whose desired spec hash is
 /// `spec_hash` (the one ownership rule; `status` shows what the plan will do).
-pub fn holding(key: &ComponentKey, spec_hash: &str, h: &Actual, node: &str) -> Holding {
-    match owner(&h.labels, node) {
+pub fn holding<'a>(key: &ComponentKey, spec_hash: &str, h: &'a Actual, us: &Us) -> Holding<'a> {
+    match owner(&h.id, &h.labels, us) {
         Owner::Unmanaged | Owner::Foreign => Holding::NotOurs,
+        Owner::Orphan { registry, .. } => Holding::Orphan(registry),
         o @ Owner::Ours {
             spec_hash: have, ..
         } => Holding::Ours(if !o.is_for(key) {
@@ -207,9 +211,10 @@ pub fn holding(key: &ComponentKey, spec_hash: &str, h: &Actual, node: &str) -> H
 }
 
 /// Plans one pass. `desired` holds active services' components only; every container
-/// labelled ours (same node) that no desired component claims is removed, and no container
-/// without our labels is ever removed, stopped or replaced.
-pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now: Instant) -> Plan {
+/// labelled ours (same node, this registry's or adopted) that no desired component claims
+/// is removed, and no container without our labels — another node's, another registry's —
+/// is ever removed, stopped or replaced.
+pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: Instant) -> Plan {
     let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(actual.len());
     for (i, a) in actual.iter().enumerate() {
         by_name.insert(a.name.as_str(), i);
@@ -235,8 +240,8 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
                     None
                 }
             },
-            Some(h) => match holding(&d.key, &d.spec_hash, h, node) {
-                Holding::NotOurs => Some(Action::Conflict {
+            Some(h) => match holding(&d.key, &d.spec_hash, h, us) {
+                Holding::NotOurs | Holding::Orphan(_) => Some(Action::Conflict {
                     key: d.key.clone(),
                     id: h.id.clone(),
                 }),
@@ -257,7 +262,7 @@ pub fn plan(desired: &[Desired], actual: &[Actual], node: &str, book: &Book, now
     let mut orphans: BTreeMap<&str, Action> = BTreeMap::new();
     let mut strays: Vec<(usize, String)> = Vec::new();
     for (a, _) in actual.iter().zip(&claimed).filter(|(_, &c)| !c) {
-        let o = owner(&a.labels, node);
+        let o = owner(&a.id, &a.labels, us);
         let Some(key) = o.key() else {
             continue;
         };

@@ -7,7 +7,7 @@ use std::fmt;
 use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::container::{owner, ComponentKey, ContainerSpec, Owner};
+use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us};
 use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
@@ -218,13 +218,13 @@ impl PassReport {
 }
 
 /// The desired containers of the registry's active services.
-pub fn desired(services: &[Service], node: &str) -> Vec<(Desired, ContainerSpec)> {
+pub fn desired(services: &[Service], us: &Us) -> Vec<(Desired, ContainerSpec)> {
     services
         .iter()
         .filter(|s| s.active)
         .flat_map(|s| {
             s.components.iter().map(move |c| {
-                let spec = ContainerSpec::build(node, &s.name, c);
+                let spec = ContainerSpec::build(us, &s.name, c);
                 (
                     Desired {
                         key: ComponentKey::new(s.name.clone(), c.name.clone()),
@@ -244,17 +244,17 @@ pub fn desired(services: &[Service], node: &str) -> Vec<(Desired, ContainerSpec)
 pub async fn pass<R: Runtime>(
     rt: &R,
     services: &[Service],
-    node: &str,
+    us: &Us,
     book: &Book,
     concurrency: usize,
 ) -> Result<PassReport, RuntimeError> {
-    let desired = desired(services, node);
+    let desired = desired(services, us);
     let actual = rt.list().await?;
     let (ds, specs): (Vec<Desired>, Vec<ContainerSpec>) = desired.into_iter().unzip();
-    let p = plan::plan(&ds, &actual, node, book, Instant::now());
+    let p = plan::plan(&ds, &actual, us, book, Instant::now());
     let specs: HashMap<ComponentKey, ContainerSpec> =
         ds.into_iter().map(|d| d.key).zip(specs).collect();
-    Ok(execute(rt, p, &specs, node, concurrency).await)
+    Ok(execute(rt, p, &specs, us, concurrency).await)
 }
 
 /// Carries out a plan with at most `concurrency` container operations in flight.
@@ -262,7 +262,7 @@ pub async fn execute<R: Runtime>(
     rt: &R,
     p: Plan,
     specs: &HashMap<ComponentKey, ContainerSpec>,
-    node: &str,
+    us: &Us,
     concurrency: usize,
 ) -> PassReport {
     let mut report = PassReport::default();
@@ -288,7 +288,7 @@ pub async fn execute<R: Runtime>(
     let results: Vec<Result<ComponentReport, RemovalReport>> = stream::iter(p.actions)
         .map(|a| {
             let spec = specs.get(a.key());
-            run_action(rt, a, spec, node, names)
+            run_action(rt, a, spec, us, names)
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -370,7 +370,7 @@ pub async fn run_action<R: Runtime>(
     rt: &R,
     a: Action,
     spec: Option<&ContainerSpec>,
-    node: &str,
+    us: &Us,
     names: &StorageNames,
 ) -> Result<ComponentReport, RemovalReport> {
     let verb = a.verb();
@@ -419,13 +419,13 @@ pub async fn run_action<R: Runtime>(
                 // Removed by someone else between the list and the start (an outside
                 // `rm -f` races its own `die` event): bring up a new one instead.
                 Err(RuntimeError::NotFound(_)) => {
-                    bring_up_report(rt, key, None, spec, node, Verb::Create, names).await
+                    bring_up_report(rt, key, None, spec, us, Verb::Create, names).await
                 }
                 Err(e) => failed(key, e.into(), Some(id)),
             })
         }
         Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
-            Ok(()) => bring_up_report(rt, key, None, spec, node, verb, names).await,
+            Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), None),
         }),
         Action::Recreate {
@@ -434,7 +434,7 @@ pub async fn run_action<R: Runtime>(
             strays,
             ..
         } => Ok(match remove_strays(rt, &strays).await {
-            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, node, verb, names).await,
+            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), Some(old_id)),
         }),
     }
@@ -456,7 +456,7 @@ async fn bring_up_report<R: Runtime>(
     key: ComponentKey,
     old: Option<String>,
     spec: Option<&ContainerSpec>,
-    node: &str,
+    us: &Us,
     verb: Verb,
     names: &StorageNames,
 ) -> ComponentReport {
@@ -470,7 +470,7 @@ async fn bring_up_report<R: Runtime>(
             ..report(key, Status::Failed, old)
         };
     };
-    let mut r = match bring_up(rt, spec, old.as_deref(), node, names).await {
+    let mut r = match bring_up(rt, spec, old.as_deref(), us, names).await {
         Ok(id) => ComponentReport {
             recovered: true,
             ..report(key, Status::Running, Some(id))
@@ -497,7 +497,7 @@ async fn bring_up<R: Runtime>(
     rt: &R,
     spec: &ContainerSpec,
     old: Option<&str>,
-    node: &str,
+    us: &Us,
     names: &StorageNames,
 ) -> Result<String, ActionError> {
     if !rt.image_exists(&spec.image).await? {
@@ -517,7 +517,7 @@ async fn bring_up<R: Runtime>(
             match rt.holder(&spec.name).await? {
                 // Someone holds the name through the API: ours (a leftover) is replaced,
                 // anything else is never touched.
-                Some((id, labels)) => match owner(&labels, node) {
+                Some((id, labels)) => match owner(&id, &labels, us) {
                     Owner::Ours { .. } => match rt.remove(&id).await {
                         Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),

@@ -117,6 +117,11 @@ fn writable_key_material_is_refused_with_the_reason() {
         "[proxy]\nkind = \"caddy\"\nadmin_socket = \"caddy.sock\"\ncert_dir = \"certs\"\n\
          [certs]\nissuer = \"acme\"\ndirectory_url = \"https://127.0.0.1:9/dir\"\n",
     );
+    // Only `apply` creates a registry; the daemon and `--once` refuse a missing one.
+    agent.apply(
+        "s.toml",
+        "name = \"s\"\n[[components]]\nname = \"s\"\nimage = \"localhost/x:1\"\n",
+    );
     let certs = agent.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     let set = |p: &std::path::Path, m: u32| {

@@ -76,7 +76,11 @@ pub fn run(out: &Path, reps: usize, cases: &[String]) {
     // Baseline (a): the same component's container, labelled for another node so the
     // daemon leaves it alone, under another name.
     let file = spec::parse_service(Path::new("lat.toml"), SERVICE).expect("valid service");
-    let mut base_spec = ContainerSpec::build("bench-baseline", "lat", &file.service.components[0]);
+    let mut base_spec = ContainerSpec::build(
+        &mcp_agent::container::Us::new("bench-baseline", ""),
+        "lat",
+        &file.service.components[0],
+    );
     base_spec.name = BASE_CREATE.into();
     // Baseline (b): podman's own restart policy on the same image and command.
     podman.podman_ok(&[

@@ -399,7 +399,8 @@ fn table(
 fn desired(agent: &Agent) -> (Vec<ContainerSpec>, Vec<(String, ProxyRoute)>) {
     let mut reg = Registry::open(&agent.dir().join("state/registry.db")).expect("open registry");
     let services = reg.services().expect("read registry");
-    let specs = reconcile::desired(&services, kit::NODE)
+    let us = reg.identity().expect("read registry").us(kit::NODE);
+    let specs = reconcile::desired(&services, &us)
         .into_iter()
         .map(|(_, spec)| spec)
         .collect();

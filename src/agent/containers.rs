@@ -32,7 +32,7 @@ impl<R: Runtime + 'static> Agent<R> {
     /// A podman event: returns whether it can mean work (a container of ours, or one
     /// holding a name we want).
     pub(super) fn on_event(&mut self, ev: &Event) -> bool {
-        let ours = match owner(&ev.labels, &self.config.agent.node) {
+        let ours = match owner(&ev.id, &ev.labels, &self.us) {
             Owner::Ours { .. } => true,
             // A foreign container leaving may free one of our names.
             _ => self.desired.iter().any(|d| d.container_name == ev.name),
@@ -74,13 +74,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.book
             .died_at
             .retain(|_, t| now.saturating_duration_since(*t) < horizon);
-        let p = plan::plan(
-            &self.desired,
-            &listed.actual,
-            &self.config.agent.node,
-            &self.book,
-            now,
-        );
+        let p = plan::plan(&self.desired, &listed.actual, &self.us, &self.book, now);
         for (key, sync, id) in p.in_sync {
             if sync == InSync::Running {
                 self.backoffs.observed_ok(&key, now);
@@ -155,13 +149,7 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         };
         let now = Instant::now();
-        let p = plan::plan(
-            &self.desired,
-            actual,
-            &self.config.agent.node,
-            &self.book,
-            now,
-        );
+        let p = plan::plan(&self.desired, actual, &self.us, &self.book, now);
         for a in p.actions {
             if !matches!(a, Action::Stop { .. } | Action::Remove { .. }) {
                 continue;

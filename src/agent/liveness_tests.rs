@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::tests::{start, start_with, Harness};
 use super::*;
 use crate::container::{
-    LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH,
+    LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_REGISTRY, LABEL_SERVICE, LABEL_SPEC_HASH,
 };
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::{Event, State};
@@ -379,6 +379,7 @@ fn run_scenario(
         reg.apply(&files).unwrap();
         let fake = FakeRuntime::with_images(&["img"]);
         let services = reg.services().unwrap();
+        let us = reg.identity().unwrap().us("n1");
         let mut i = 0;
         for s in &services {
             for c in &s.components {
@@ -386,12 +387,14 @@ fn run_scenario(
                     reg.set_desired(&s.name, Some(&c.name), DesiredState::Stopped)
                         .unwrap();
                 }
-                let spec = ContainerSpec::build("n1", &s.name, c);
+                let spec = ContainerSpec::build(&us, &s.name, c);
                 match &holders[i] {
                     Holder::Absent => {}
                     Holder::Ours { state: st, fresh } => {
                         let hash = if *fresh { spec.spec_hash() } else { "old" };
-                        fake.insert(&spec.name, state(*st), labels(&s.name, &c.name, hash));
+                        let mut labels = labels(&s.name, &c.name, hash);
+                        labels.insert(LABEL_REGISTRY.into(), us.registry.clone());
+                        fake.insert(&spec.name, state(*st), labels);
                     }
                     Holder::NotOurs { state: st } => {
                         fake.insert(&spec.name, state(*st), Default::default());
@@ -402,7 +405,9 @@ fn run_scenario(
         }
         for (n, st) in orphans.iter().enumerate() {
             let name = format!("a-gone{n}");
-            fake.insert(&name, state(*st), labels("a", &format!("gone{n}"), "h"));
+            let mut labels = labels("a", &format!("gone{n}"), "h");
+            labels.insert(LABEL_REGISTRY.into(), us.registry.clone());
+            fake.insert(&name, state(*st), labels);
         }
         let fake = Arc::new(fake);
         let agent =

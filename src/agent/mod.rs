@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::{self, AnyIssuer, Certs, Wanted};
 use crate::config::Config;
-use crate::container::{ComponentKey, ContainerSpec};
+use crate::container::{ComponentKey, ContainerSpec, Us};
 use crate::control::{Backoff, BackoffPolicy, Backoffs, Scheduler};
 use crate::error::Failure;
 use crate::plan::{Action, Book, Desired};
@@ -143,6 +143,10 @@ pub struct Agent<R: Runtime + 'static> {
     config: Config,
     config_path: PathBuf,
     mode: Mode,
+    /// This node's agent for this registry: whose containers are ours.
+    us: Arc<Us>,
+    /// Why the daemon must stop (its registry replaced under it); ends the loop.
+    fatal: Option<Failure>,
     /// The registry connection of the poll (taken while the poll runs).
     poll_reg: Option<Registry>,
     /// The registry connection of the port moves a pass makes (taken while it runs).
@@ -200,16 +204,17 @@ pub struct Agent<R: Runtime + 'static> {
 impl<R: Runtime + 'static> Agent<R> {
     /// Opens the registry (allocating route ports still missing) and readies the loop.
     pub fn new(ctx: Context<R>, config: Config, config_path: PathBuf) -> Result<Self, Failure> {
-        let mut reader = Registry::open(&config.database.path)?;
+        let mut reader = Registry::open_existing(&config.database.path)?;
         certs::check_modes(&config).map_err(|e| Failure::unavailable(anyhow::anyhow!(e)))?;
-        let writer = writer::StatusWriter::start(Registry::open(&config.database.path)?);
+        let us = Arc::new(reader.identity()?.us(&config.agent.node));
+        let writer = writer::StatusWriter::start(Registry::open_existing(&config.database.path)?);
         let data_version = reader.data_version()?;
         let generation = reader.generation()?;
         let mut services = reader.services()?;
         if routes::unallocated(&services) && routes::allocate(&mut reader, &config)? {
             services = reader.services()?;
         }
-        let pass_reg = Some(Registry::open(&config.database.path)?);
+        let pass_reg = Some(Registry::open_existing(&config.database.path)?);
         let mut a = Agent {
             wanted_routes: Vec::new(),
             route_states: Vec::new(),
@@ -230,6 +235,8 @@ impl<R: Runtime + 'static> Agent<R> {
             config,
             config_path,
             mode: Mode::Daemon,
+            us,
+            fatal: None,
             poll_reg: Some(reader),
             pass_reg,
             writer,
@@ -324,9 +331,13 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => self.watchdog(),
             }
+            if self.fatal.is_some() {
+                break;
+            }
         }
+        let fatal = self.fatal.take();
         self.shutdown().await;
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
     /// One recovery pass: podman pinged, the containers listed and brought to the
@@ -385,9 +396,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
         let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
-            reconcile::desired(&services, &self.config.agent.node)
-                .into_iter()
-                .unzip();
+            reconcile::desired(&services, &self.us).into_iter().unzip();
         self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
         self.desired = desired;
         self.services = services;

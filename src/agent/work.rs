@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{Agent, Mode, LIST_RETRY, PING_TIMEOUT, REGISTRY_POLL, SLOW_LIST};
 use crate::certs::{Certs, EnsureReport};
 use crate::config::Config;
-use crate::container::ComponentKey;
+use crate::container::{ComponentKey, Us};
 use crate::control::Requeue;
 use crate::plan::Action;
 use crate::proxy::{ProxyError, SyncReport};
@@ -75,8 +75,9 @@ pub(super) enum Outcome {
 pub(super) struct Polled {
     data_version: i64,
     generation: i64,
-    /// The desired state, when its generation moved.
-    services: Option<Vec<Service>>,
+    /// The desired state and whose containers are ours (adoptions are desired state
+    /// too), when its generation moved.
+    services: Option<(Vec<Service>, Us)>,
 }
 
 /// What a pass's list found.
@@ -192,7 +193,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     let r = tokio::task::spawn_blocking(move || {
                         let mut reg = match reg {
                             Some(r) => r,
-                            None => match Registry::open(&config.database.path) {
+                            None => match Registry::open_existing(&config.database.path) {
                                 Ok(r) => r,
                                 Err(e) => return (None, Err(e)),
                             },
@@ -273,11 +274,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 let spec = self.specs.get(action.key()).cloned();
                 let rt = self.ctx.runtime.clone();
-                let node = self.config.agent.node.clone();
+                let us = self.us.clone();
                 let key = key.clone();
                 tracing::debug!(action = action.verb().as_str(), component = %key, "operation starts");
                 self.tasks.spawn(async move {
-                    let r = reconcile::run_action(&*rt, action, spec.as_ref(), &node, &names).await;
+                    let r = reconcile::run_action(&*rt, action, spec.as_ref(), &us, &names).await;
                     (Work::Component(key), Outcome::Component(r))
                 })
             }
@@ -407,10 +408,20 @@ impl<R: Runtime + 'static> Agent<R> {
             Ok(p) => {
                 self.data_version = p.data_version;
                 self.generation = p.generation;
-                if let Some(s) = p.services {
+                if let Some((s, us)) = p.services {
                     tracing::debug!(trigger = "registry", "registry changed");
+                    self.us = std::sync::Arc::new(us);
                     self.set_services(s);
                 }
+            }
+            // Deleted, replaced or emptied under the daemon: whatever is at the path now
+            // is not what it was acting on. It stops (the loop ends on `fatal`) and exits
+            // 69; systemd starts it again on what is there, which the registry's identity
+            // makes safe.
+            Err(e) if e.is_replaced() => {
+                tracing::error!(error = %e, "the registry is not the one the agent opened; stopping");
+                self.fatal = Some(crate::error::Failure::unavailable(e));
+                return Requeue::OnChange;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the registry; keeping the last desired state")
@@ -535,7 +546,10 @@ fn may_start(
 /// The registry poll: cheap (`PRAGMA data_version`) unless another connection wrote;
 /// the services only when the desired state's generation moved (status writes, ours
 /// included, change the data version but not the generation).
+/// First, whether the path still names the file that is open (docs/design.md §9): a
+/// stat, no descriptor opened.
 fn poll(reg: &mut Registry, config: &Config, seen: (i64, i64)) -> Result<Polled, RegistryError> {
+    reg.check_file()?;
     let data_version = reg.data_version()?;
     let unchanged = Polled {
         data_version,
@@ -553,10 +567,11 @@ fn poll(reg: &mut Registry, config: &Config, seen: (i64, i64)) -> Result<Polled,
     if routes::unallocated(&services) && routes::allocate(reg, config)? {
         services = reg.services()?;
     }
+    let us = reg.identity()?.us(&config.agent.node);
     Ok(Polled {
         data_version,
         generation,
-        services: Some(services),
+        services: Some((services, us)),
     })
 }
 
@@ -589,7 +604,7 @@ async fn list<R: Runtime>(
     let moved = tokio::task::spawn_blocking(move || {
         let mut reg = match reg {
             Some(r) => r,
-            None => Registry::open(&config.database.path)?,
+            None => Registry::open_existing(&config.database.path)?,
         };
         let moved = routes::reallocate_taken(
             &mut reg,

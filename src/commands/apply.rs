@@ -9,7 +9,8 @@ use crate::spec;
 pub fn run(config: &Config, paths: &[PathBuf]) -> Result<u8, Failure> {
     // Every file is read and checked before the registry is opened for writing.
     let files = spec::read_service_files(paths).map_err(Failure::data)?;
-    let mut reg = super::open_registry(config)?;
+    // The one command that creates a registry (with an identity of its own).
+    let mut reg = crate::registry::Registry::open(&config.database.path)?;
     let report = reg.apply(&files)?;
     for (what, names) in [
         ("created", &report.created),

@@ -12,7 +12,7 @@ use crate::error::{exit, Failure};
 use crate::registry::ChangeError;
 
 pub fn run(config: &Config, service: Option<&str>, dir: Option<&Path>) -> Result<u8, Failure> {
-    let mut reg = super::open_registry(config)?;
+    let mut reg = super::open_read_only(config)?;
     let services = match service {
         Some(name) => vec![reg
             .service(name)?

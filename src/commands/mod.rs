@@ -3,10 +3,11 @@
 use crate::cli::{Command, Opts};
 use crate::config::Config;
 use crate::error::Failure;
-use crate::registry::{ChangeError, Registry};
+use crate::registry::{ChangeError, Lock, Registry};
 
 mod apply;
 mod export;
+mod orphans;
 mod recover;
 mod run;
 mod state;
@@ -34,7 +35,12 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         .map_err(|e| Failure::config(anyhow::anyhow!("log level {level:?}: {e}")))?;
     match command {
         Command::Run => run::run(&config_path, config),
-        Command::Recover => recover::run(&config),
+        Command::Recover => {
+            // One writer: `--once` refuses while a daemon works on the registry (it would
+            // race it), and a daemon started meanwhile refuses while this pass runs.
+            let _lock = lock_registry(&config)?;
+            recover::run(&config)
+        }
         Command::Apply { paths } => apply::run(&config, &paths),
         Command::Status { service, json } => status::run(&config, service.as_deref(), json),
         Command::Stop { target } => {
@@ -52,11 +58,27 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
             print!("{}", config.to_toml());
             Ok(crate::error::exit::OK)
         }
+        Command::Adopt { service } => orphans::adopt(&config, service.as_deref()),
+        Command::Prune { service } => orphans::prune(&config, service.as_deref()),
     }
 }
 
+/// The registry, for a command that writes to it: it must exist and be a registry.
 fn open_registry(config: &Config) -> Result<Registry, Failure> {
-    Ok(Registry::open(&config.database.path)?)
+    Ok(Registry::open_existing(&config.database.path)?)
+}
+
+/// The registry, for a command that only reads it: never written, never migrated.
+fn open_read_only(config: &Config) -> Result<Registry, Failure> {
+    Ok(Registry::open_read_only(&config.database.path)?)
+}
+
+/// The one-writer lock of the daemon and `--once` (docs/design.md §9), taken once the
+/// registry is known to be one: a missing or damaged registry is reported as such, and
+/// no lock file is left beside a path that holds no registry.
+fn lock_registry(config: &Config) -> Result<Lock, Failure> {
+    drop(Registry::open_existing(&config.database.path)?);
+    Ok(Lock::acquire(&config.database.path)?)
 }
 
 /// The registry unreachable or unusable: EX_UNAVAILABLE.

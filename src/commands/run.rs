@@ -31,6 +31,9 @@ async fn daemon(config_path: &Path, config: Config) -> Result<u8, Failure> {
     let controls = Controls::default();
     let (force_tx, force_rx) = oneshot::channel();
     let signal_task = tokio::spawn(handle_signals(signals, controls.clone(), force_tx));
+    // Held until the daemon returns: a second daemon (or `--once`) on this registry
+    // exits 69 naming this pid.
+    let _lock = super::lock_registry(&config)?;
     let socket = config.podman.socket.0.clone();
     let ctx = Context::podman(&config);
     let agent = Agent::new(ctx, config, config_path.to_path_buf())?;

@@ -56,7 +56,9 @@ struct CertRow {
 }
 
 pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
-    let mut reg = super::open_registry(config)?;
+    let mut reg = super::open_read_only(config)?;
+    let identity = reg.identity()?;
+    let us = identity.us(&config.agent.node);
     let services = match only {
         Some(name) => vec![reg
             .service(name)?
@@ -74,17 +76,16 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         Ok(list) => list.iter().map(|a| (a.name.as_str(), a)).collect(),
         Err(_) => HashMap::new(),
     };
-    let node = &config.agent.node;
     let now = now_ms();
     let mut rows = Vec::new();
     for s in &services {
         for c in &s.components {
             let key = ComponentKey::new(s.name.clone(), c.name.clone());
-            let spec = ContainerSpec::build(node, &s.name, c);
+            let spec = ContainerSpec::build(&us, &s.name, c);
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),
                 (Ok(_), None) => "absent".to_string(),
-                (Ok(_), Some(a)) => match plan::holding(&key, spec.spec_hash(), a, node) {
+                (Ok(_), Some(a)) => match plan::holding(&key, spec.spec_hash(), a, &us) {
                     Holding::Ours(Some(Drift::SpecChanged)) => {
                         format!("{} (spec changed)", a.state.as_str())
                     }
@@ -93,6 +94,11 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                     }
                     Holding::Ours(None) => a.state.as_str().to_string(),
                     Holding::NotOurs => "conflict (not ours)".to_string(),
+                    Holding::Orphan(r) => format!(
+                        "{} (orphan of registry {})",
+                        a.state.as_str(),
+                        r.unwrap_or("(none: unlabelled)")
+                    ),
                 },
             };
             let st = statuses.get(&key);
@@ -167,11 +173,17 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
             })
             .collect()
     };
+    let orphans = match &listed {
+        Ok(list) => super::orphans::find(list, &us, only),
+        Err(_) => Vec::new(),
+    };
     if json {
         let doc = serde_json::json!({
+            "registry": identity.id,
             "podman": match &listed { Ok(_) => "reachable".to_string(), Err(e) => e.clone() },
             "components": rows,
             "certs": cert_rows,
+            "orphans": orphans,
         });
         println!(
             "{}",
@@ -182,6 +194,10 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         if !cert_rows.is_empty() {
             println!();
             print_certs(&cert_rows);
+        }
+        if !orphans.is_empty() {
+            println!();
+            print_orphans(&orphans);
         }
         if let Err(e) = &listed {
             eprintln!("mcp-agent: actual state unknown: {e}");
@@ -199,6 +215,29 @@ fn retry_in(ms: Option<u64>) -> String {
         humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000))).to_string()
     })
     .unwrap_or_default()
+}
+
+/// Containers of this node made by another registry: never touched by this one.
+fn print_orphans(orphans: &[super::orphans::Orphan]) {
+    let mut table = vec![[
+        "ORPHAN".to_string(),
+        "OF REGISTRY".into(),
+        "COMPONENT".into(),
+        "STATE".into(),
+    ]];
+    for o in orphans {
+        table.push([
+            o.container.clone(),
+            o.registry_name().to_string(),
+            format!("{}/{}", o.service, o.component),
+            o.state.clone(),
+        ]);
+    }
+    print_columns(&table);
+    println!(
+        "(orphans of another registry: left alone; `mcp-agent adopt [SERVICE]` takes them over, \
+         `mcp-agent prune [SERVICE]` removes them)"
+    );
 }
 
 fn print_certs(rows: &[CertRow]) {

@@ -11,13 +11,22 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::container::{
-    LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH,
+    Us, LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_REGISTRY, LABEL_SERVICE, LABEL_SPEC_HASH,
 };
 use crate::runtime::fake::{FakeContainer, FakeRuntime};
 use crate::runtime::{Actual, Runtime};
 use crate::spec;
 
 const NODE: &str = "n1";
+const REGISTRY: &str = "r1";
+
+/// This node's agent for registry r1, which also adopted container id3 (of another
+/// registry, when the strategy made one there).
+fn us() -> Us {
+    let mut us = Us::new(NODE, REGISTRY);
+    us.adopted.insert("id3".into());
+    us
+}
 const SERVICES: &[&str] = &["a", "b", "c"];
 const COMPONENTS: &[&str] = &["x", "y", "a"];
 const HASHES: &[&str] = &["h0", "h1"];
@@ -61,6 +70,8 @@ enum Labels {
     None,
     Ours(ComponentKey, usize),
     OtherNode(ComponentKey),
+    /// This node's, but another registry's (`None`: unlabelled, of an older agent).
+    OtherRegistry(ComponentKey, usize, Option<&'static str>),
     ManagedFalse,
 }
 
@@ -80,6 +91,12 @@ fn actual_strategy() -> impl Strategy<Value = Vec<Actual>> {
         Just(Labels::None),
         (key_strategy(), 0..HASHES.len()).prop_map(|(k, h)| Labels::Ours(k, h)),
         key_strategy().prop_map(Labels::OtherNode),
+        (
+            key_strategy(),
+            0..HASHES.len(),
+            prop_oneof![Just(None), Just(Some("r2"))]
+        )
+            .prop_map(|(k, h, r)| Labels::OtherRegistry(k, h, r)),
         Just(Labels::ManagedFalse),
     ];
     // Names: a component's own name, or another one (a stray or a stranger).
@@ -103,6 +120,17 @@ fn actual_strategy() -> impl Strategy<Value = Vec<Actual>> {
                     Labels::Ours(k, h) => {
                         put(LABEL_MANAGED, "true");
                         put(LABEL_NODE, NODE);
+                        put(LABEL_REGISTRY, REGISTRY);
+                        put(LABEL_SERVICE, &k.service);
+                        put(LABEL_COMPONENT, &k.component);
+                        put(LABEL_SPEC_HASH, HASHES[h]);
+                    }
+                    Labels::OtherRegistry(k, h, r) => {
+                        put(LABEL_MANAGED, "true");
+                        put(LABEL_NODE, NODE);
+                        if let Some(r) = r {
+                            put(LABEL_REGISTRY, r);
+                        }
                         put(LABEL_SERVICE, &k.service);
                         put(LABEL_COMPONENT, &k.component);
                         put(LABEL_SPEC_HASH, HASHES[h]);
@@ -153,7 +181,7 @@ fn make_book(now: Instant, spec: &(Vec<(ComponentKey, bool)>, Vec<usize>)) -> Bo
 }
 
 fn is_ours(a: &Actual) -> bool {
-    matches!(owner(&a.labels, NODE), Owner::Ours { .. })
+    matches!(owner(&a.id, &a.labels, &us()), Owner::Ours { .. })
 }
 
 /// Every container an action would remove, stop or replace.
@@ -188,7 +216,7 @@ fn spec_for(d: &Desired) -> ContainerSpec {
         ports: vec![],
         routes: vec![],
     };
-    let mut s = ContainerSpec::build(NODE, &d.key.service, &c);
+    let mut s = ContainerSpec::build(&us(), &d.key.service, &c);
     s.labels.insert(LABEL_SPEC_HASH.into(), d.spec_hash.clone());
     s
 }
@@ -203,7 +231,7 @@ proptest! {
         desired in desired_strategy(), actual in actual_strategy(), book in book_strategy()
     ) {
         let now = Instant::now();
-        let p = plan(&desired, &actual, NODE, &make_book(now, &book), now);
+        let p = plan(&desired, &actual, &us(), &make_book(now, &book), now);
         let by_id: HashMap<&str, &Actual> = actual.iter().map(|a| (a.id.as_str(), a)).collect();
         for a in &p.actions {
             for id in touched(a) {
@@ -217,7 +245,7 @@ proptest! {
         desired in desired_strategy(), actual in actual_strategy(), book in book_strategy()
     ) {
         let now = Instant::now();
-        let p = plan(&desired, &actual, NODE, &make_book(now, &book), now);
+        let p = plan(&desired, &actual, &us(), &make_book(now, &book), now);
         // Per component: one action at most on its container (the one of its name).
         // Other containers labelled for it (strays, or all of an unwanted component's)
         // are removed one action per container.
@@ -255,11 +283,11 @@ proptest! {
             desired.iter().map(|d| (d.key.clone(), spec_for(d))).collect();
         let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         tokio.block_on(async {
-            let p = plan(&desired, &actual, NODE, &book, now);
-            let report = crate::reconcile::execute(&rt, p, &specs, NODE, 4).await;
+            let p = plan(&desired, &actual, &us(), &book, now);
+            let report = crate::reconcile::execute(&rt, p, &specs, &us(), 4).await;
             prop_assert!(report.components.iter().all(|c| c.status != crate::reconcile::Status::Failed), "{report:?}");
             let after = rt.list().await.unwrap();
-            let again = plan(&desired, &after, NODE, &book, now);
+            let again = plan(&desired, &after, &us(), &book, now);
             for a in &again.actions {
                 prop_assert!(
                     matches!(a, Action::Wait { .. } | Action::Conflict { .. }),

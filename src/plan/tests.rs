@@ -2,10 +2,15 @@
 
 use super::*;
 use crate::container::{
-    LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SPEC_HASH,
+    Us, LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_REGISTRY, LABEL_SERVICE, LABEL_SPEC_HASH,
 };
 
 const NODE: &str = "n1";
+const REGISTRY: &str = "r1";
+
+fn us() -> Us {
+    Us::new(NODE, REGISTRY)
+}
 
 fn key(c: &str) -> ComponentKey {
     ComponentKey::new("svc", c)
@@ -33,6 +38,7 @@ fn ours(id: &str, svc: &str, c: &str, hash: &str, state: State) -> Actual {
         labels: BTreeMap::from([
             (LABEL_MANAGED.into(), "true".into()),
             (LABEL_NODE.into(), NODE.into()),
+            (LABEL_REGISTRY.into(), REGISTRY.into()),
             (LABEL_SERVICE.into(), svc.into()),
             (LABEL_COMPONENT.into(), c.into()),
             (LABEL_SPEC_HASH.into(), hash.into()),
@@ -53,7 +59,7 @@ fn foreign(id: &str, name: &str, labels: &[(&str, &str)]) -> Actual {
 }
 
 fn p(desired: &[Desired], actual: &[Actual]) -> Vec<Action> {
-    plan(desired, actual, NODE, &Book::default(), Instant::now()).actions
+    plan(desired, actual, &us(), &Book::default(), Instant::now()).actions
 }
 
 #[test]
@@ -70,7 +76,7 @@ fn absent_running_component_is_created() {
 #[test]
 fn absent_stopped_component_needs_nothing() {
     let d = want("a", "h", DesiredState::Stopped, RestartPolicy::No);
-    let pl = plan(&[d], &[], NODE, &Book::default(), Instant::now());
+    let pl = plan(&[d], &[], &us(), &Book::default(), Instant::now());
     assert!(pl.actions.is_empty());
     assert_eq!(pl.in_sync[0].1, InSync::Stopped);
 }
@@ -80,7 +86,7 @@ fn running_with_equal_hash_is_in_sync() {
     let pl = plan(
         &[run("a", "h")],
         &[ours("1", "svc", "a", "h", State::Running)],
-        NODE,
+        &us(),
         &Book::default(),
         Instant::now(),
     );
@@ -144,7 +150,7 @@ fn podman_restarting_or_paused_containers_are_left_to_podman() {
         let pl = plan(
             &[run("a", "h")],
             &[ours("1", "svc", "a", "h", s.clone())],
-            NODE,
+            &us(),
             &Book::default(),
             Instant::now(),
         );
@@ -166,7 +172,7 @@ fn a_fresh_death_under_a_restart_policy_is_left_to_podman_for_the_grace() {
     let pl = plan(
         std::slice::from_ref(&d),
         std::slice::from_ref(&a),
-        NODE,
+        &us(),
         &book,
         now,
     );
@@ -181,7 +187,7 @@ fn a_fresh_death_under_a_restart_policy_is_left_to_podman_for_the_grace() {
     // After the grace, podman evidently did not restart it: ours to start.
     let later = now + Duration::from_secs(3);
     assert_eq!(
-        plan(&[d], std::slice::from_ref(&a), NODE, &book, later).actions,
+        plan(&[d], std::slice::from_ref(&a), &us(), &book, later).actions,
         vec![Action::Start {
             key: key("a"),
             id: "1".into(),
@@ -191,7 +197,7 @@ fn a_fresh_death_under_a_restart_policy_is_left_to_podman_for_the_grace() {
     // Restart policy "no": no grace.
     let d = run("a", "h");
     assert_eq!(
-        plan(&[d], &[a], NODE, &book, now).actions,
+        plan(&[d], &[a], &us(), &book, now).actions,
         vec![Action::Start {
             key: key("a"),
             id: "1".into(),
@@ -322,7 +328,7 @@ fn backoff_holds_back_only_actions_that_bring_a_component_up() {
         run("c", "h"),
     ];
     let actual = [ours("2", "svc", "b", "h", State::Running)];
-    let actions = plan(&desired, &actual, NODE, &book, now).actions;
+    let actions = plan(&desired, &actual, &us(), &book, now).actions;
     assert_eq!(
         actions,
         vec![
@@ -346,8 +352,9 @@ fn backoff_holds_back_only_actions_that_bring_a_component_up() {
 
 #[test]
 fn holding_is_the_one_ownership_rule_status_and_plan_share() {
-    let k = key("web");
-    let h = |a: &Actual| holding(&k, "h1", a, NODE);
+    fn h(a: &Actual) -> Holding<'_> {
+        holding(&key("web"), "h1", a, &us())
+    }
     assert_eq!(
         h(&ours("1", "svc", "web", "h1", State::Running)),
         Holding::Ours(None)
@@ -372,5 +379,71 @@ fn holding_is_the_one_ownership_rule_status_and_plan_share() {
             ]
         )),
         Holding::NotOurs
+    );
+}
+
+/// `ours` made by another registry's agent (`None`: by an agent older than the label).
+fn of_registry(id: &str, c: &str, registry: Option<&str>) -> Actual {
+    let mut a = ours(id, "svc", c, "h1", State::Running);
+    match registry {
+        Some(r) => a.labels.insert(LABEL_REGISTRY.into(), r.into()),
+        None => a.labels.remove(LABEL_REGISTRY),
+    };
+    a
+}
+
+#[test]
+fn another_registrys_containers_are_never_removed_or_replaced() {
+    // A registry lost and made anew: the old one's containers hold the names and are
+    // wanted by nobody; none is touched, the components wanted are in conflict.
+    let actual = [
+        of_registry("1", "web", Some("r0")),
+        of_registry("2", "db", Some("r0")),
+        of_registry("3", "old", None),
+    ];
+    assert_eq!(
+        p(&[run("web", "h1")], &actual),
+        vec![Action::Conflict {
+            key: key("web"),
+            id: "1".into()
+        }]
+    );
+    assert_eq!(
+        holding(&key("web"), "h1", &actual[0], &us()),
+        Holding::Orphan(Some("r0"))
+    );
+    assert_eq!(
+        holding(&key("old"), "h1", &actual[2], &us()),
+        Holding::Orphan(None)
+    );
+}
+
+#[test]
+fn adopted_and_old_unlabelled_containers_are_ours() {
+    let mut us = us();
+    us.adopted.insert("1".into());
+    us.unlabelled = true;
+    let actual = [
+        of_registry("1", "web", Some("r0")),
+        of_registry("2", "db", Some("r0")),
+        of_registry("3", "old", None),
+    ];
+    let pl = plan(
+        &[run("web", "h1")],
+        &actual,
+        &us,
+        &Book::default(),
+        Instant::now(),
+    );
+    // web, adopted, is kept as it is (same spec: no recreate); the unlabelled one of an
+    // older agent of this registry goes as no longer wanted; r0's db stays.
+    assert_eq!(pl.in_sync.len(), 1);
+    assert_eq!(
+        pl.actions,
+        vec![Action::Remove {
+            id: "3".into(),
+            name: "svc-old".into(),
+            owner: key("old")
+        }]
     );
 }

@@ -7,6 +7,10 @@ use crate::spec::{Component, DesiredState, RestartPolicy};
 
 const NODE: &str = "n1";
 
+fn us() -> Us {
+    Us::new(NODE, "r1")
+}
+
 fn comp(name: &str, image: &str) -> Component {
     Component {
         name: name.into(),
@@ -32,7 +36,9 @@ fn svc(name: &str, comps: Vec<Component>) -> Service {
 }
 
 async fn once(rt: &FakeRuntime, services: &[Service]) -> PassReport {
-    pass(rt, services, NODE, &Book::default(), 4).await.unwrap()
+    pass(rt, services, &us(), &Book::default(), 4)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -180,11 +186,11 @@ async fn podman_unreachable_during_a_pass_fails_components_not_the_process() {
     let rt = FakeRuntime::with_images(&["img:1"]);
     let services = [svc("shop", vec![comp("web", "img:1")])];
     let actual = rt.list().await.unwrap();
-    let (ds, specs): (Vec<_>, Vec<_>) = desired(&services, NODE).into_iter().unzip();
-    let p = plan::plan(&ds, &actual, NODE, &Book::default(), Instant::now());
+    let (ds, specs): (Vec<_>, Vec<_>) = desired(&services, &us()).into_iter().unzip();
+    let p = plan::plan(&ds, &actual, &us(), &Book::default(), Instant::now());
     rt.state.lock().unwrap().unavailable = true;
     let specs = ds.iter().map(|d| d.key.clone()).zip(specs).collect();
-    let r = execute(&rt, p, &specs, NODE, 2).await;
+    let r = execute(&rt, p, &specs, &us(), 2).await;
     assert_eq!(
         r.summary(),
         Summary {
@@ -194,7 +200,7 @@ async fn podman_unreachable_during_a_pass_fails_components_not_the_process() {
     );
     assert!(r.components[0].detail().unwrap().contains("unreachable"));
     assert!(r.components[0].is_unavailable());
-    assert!(pass(&rt, &services, NODE, &Book::default(), 2)
+    assert!(pass(&rt, &services, &us(), &Book::default(), 2)
         .await
         .is_err());
 }
@@ -215,14 +221,14 @@ async fn a_container_removed_between_the_list_and_its_start_is_created_instead()
     // and it is gone by the time of the start.
     let rt = FakeRuntime::with_images(&["img:1"]);
     let c = comp("web", "img:1");
-    let spec = ContainerSpec::build(NODE, "shop", &c);
+    let spec = ContainerSpec::build(&us(), "shop", &c);
     let key = ComponentKey::new("shop", "web");
     let a = Action::Start {
         key: key.clone(),
         id: "vanished".into(),
         strays: vec![],
     };
-    let r = run_action(&rt, a, Some(&spec), NODE, &StorageNames::default())
+    let r = run_action(&rt, a, Some(&spec), &us(), &StorageNames::default())
         .await
         .unwrap();
     assert_eq!(r.status, Status::Running, "{r:?}");

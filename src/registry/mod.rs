@@ -11,12 +11,16 @@ use serde::Serialize;
 use crate::spec;
 
 mod desired;
+mod identity;
+mod lock;
 mod observed;
 mod open;
 mod ports;
 mod schema;
 
 pub use desired::ApplyReport;
+pub use identity::{Adoption, Identity};
+pub use lock::Lock;
 pub use observed::{CertStatus, ComponentStatus, RouteProxyState};
 pub use ports::{Allocation, Unallocated};
 
@@ -29,6 +33,27 @@ pub enum RegistryError {
     NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("registry {path}: {reason}")]
     Unsafe { path: PathBuf, reason: String },
+    #[error("registry {path}: does not exist; only `mcp-agent apply` creates a registry")]
+    Missing { path: PathBuf },
+    #[error("registry {path}: not a registry: {reason}")]
+    NotARegistry { path: PathBuf, reason: String },
+    #[error("registry {path}: cannot be written ({reason}), and this command writes to it")]
+    ReadOnly { path: PathBuf, reason: &'static str },
+    #[error("registry {path}: {what} while the agent had it open; stopping, to start again on whatever is there now")]
+    Replaced { path: PathBuf, what: &'static str },
+    #[error("registry {path}: in use by another mcp-agent (pid {pid}, lock {lock})")]
+    Held {
+        path: PathBuf,
+        lock: PathBuf,
+        pid: String,
+    },
+    #[error("registry {path}: cannot lock {lock}: {source}")]
+    Lock {
+        path: PathBuf,
+        lock: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("registry {path}: cannot open: {source}")]
     Open {
         path: PathBuf,
@@ -51,6 +76,12 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Whether the file under the path is no longer the one that was opened: the daemon
+    /// stops on it rather than act on a registry it cannot trust.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, RegistryError::Replaced { .. })
+    }
+
     /// Whether the failure is another process holding the database (worth retrying).
     pub fn is_busy(&self) -> bool {
         matches!(self, RegistryError::Sql { source: rusqlite::Error::SqliteFailure(e, _), .. }
@@ -75,6 +106,8 @@ pub enum ChangeError {
 pub struct Registry {
     conn: Connection,
     path: PathBuf,
+    /// The file the path named when it was opened (see [`Registry::check_file`]).
+    file: open::FileId,
 }
 
 pub fn now_ms() -> u64 {

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Never edit a released one:
 /// add a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE services (
     name        TEXT PRIMARY KEY,
@@ -99,11 +99,45 @@ BEGIN UPDATE desired_generation SET value = value + 1; END;
 CREATE TRIGGER desired_routes_delete AFTER DELETE ON routes
 BEGIN UPDATE desired_generation SET value = value + 1; END;
 "#,
+    // 4 -> 5: the registry's identity (docs/design.md §9). `registry_id` is stamped on
+    // every container as `mcp.registry`; a registry migrated from an older version made
+    // its containers without that label and adopts them (`adopts_unlabelled`); a new one
+    // clears it in `migrate`. `adopted` holds containers of other registries taken over
+    // by `mcp-agent adopt`; it counts as desired state (the plan reads it).
+    r#"
+CREATE TABLE registry_meta (
+    id                 INTEGER PRIMARY KEY CHECK (id = 1),
+    registry_id        TEXT NOT NULL,
+    created_ms         INTEGER NOT NULL,
+    adopts_unlabelled  INTEGER NOT NULL
+) STRICT;
+INSERT INTO registry_meta (id, registry_id, created_ms, adopts_unlabelled)
+VALUES (1, lower(hex(randomblob(16))),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 1);
+CREATE TABLE adopted (
+    container_id  TEXT PRIMARY KEY,
+    registry      TEXT,            -- the `mcp.registry` it carries; NULL: none
+    service       TEXT NOT NULL,
+    component     TEXT NOT NULL,
+    adopted_ms    INTEGER NOT NULL
+) STRICT;
+CREATE TRIGGER desired_adopted_insert AFTER INSERT ON adopted
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+CREATE TRIGGER desired_adopted_delete AFTER DELETE ON adopted
+BEGIN UPDATE desired_generation SET value = value + 1; END;
+"#,
 ];
+
+/// `PRAGMA application_id` of a registry ("mcpa"): tells our file from any other SQLite
+/// database. Registries made before version 5 have 0 there.
+pub const APPLICATION_ID: i64 = 0x6d63_7061;
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Brings the schema to [`VERSION`] in one transaction. A file at version 0 must be a new,
+/// empty database: only `apply` gets here with one (`Registry::open`); it becomes a
+/// registry of its own that adopts nothing.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -118,6 +152,12 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(m)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    if current == 0 {
+        tx.execute("UPDATE registry_meta SET adopts_unlabelled = 0", [])?;
+    }
+    if current < VERSION {
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     }
     tx.commit()
 }

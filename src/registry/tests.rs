@@ -263,3 +263,159 @@ fn cert_states_are_replaced_whole_read_back_and_dropped_with_their_service() {
     reg.set_cert_states(&[]).unwrap();
     assert!(reg.cert_states().unwrap().is_empty());
 }
+
+#[test]
+fn only_open_creates_a_registry_the_others_refuse_missing_empty_and_schema_less_files() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("registry.db");
+    let expect = |r: Result<Registry, RegistryError>, words: &str| {
+        let e = r.err().expect("refused").to_string();
+        assert!(e.contains("registry.db") && e.contains(words), "{e}");
+    };
+    expect(Registry::open_existing(&p), "does not exist");
+    expect(Registry::open_read_only(&p), "does not exist");
+    assert!(!p.exists(), "nothing was created");
+    // `truncate -s 0`: refused, and left as it is (no schema written into it).
+    std::fs::write(&p, b"").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    expect(Registry::open_existing(&p), "is empty");
+    expect(Registry::open_read_only(&p), "is empty");
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+    // A database without our schema, or another program's.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch("PRAGMA user_version = 0; PRAGMA page_size = 4096; VACUUM;")
+        .unwrap();
+    drop(c);
+    expect(Registry::open_existing(&p), "has no schema");
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch("CREATE TABLE t (x); PRAGMA application_id = 42;")
+        .unwrap();
+    drop(c);
+    expect(Registry::open_existing(&p), "another program's");
+    expect(Registry::open(&p), "another program's");
+}
+
+#[test]
+fn a_new_registry_has_an_id_of_its_own_and_adopts_nothing_unlabelled() {
+    let d = tempfile::tempdir().unwrap();
+    let a = open(d.path()).identity().unwrap();
+    let e = tempfile::tempdir().unwrap();
+    let b = open(e.path()).identity().unwrap();
+    let (ida, idb) = (a.id.clone().unwrap(), b.id.unwrap());
+    assert_eq!(ida.len(), 32, "{ida}");
+    assert_ne!(ida, idb);
+    assert!(!a.adopts_unlabelled);
+    // Stable across opens.
+    let again = Registry::open_existing(&d.path().join("registry.db")).unwrap();
+    assert_eq!(again.identity().unwrap().id, Some(ida));
+}
+
+#[test]
+fn a_registry_of_schema_4_gets_an_id_at_its_first_writable_open_and_adopts_unlabelled() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("registry.db");
+    {
+        let mut c = rusqlite::Connection::open(&p).unwrap();
+        let tx = c.transaction().unwrap();
+        for (i, m) in schema::MIGRATIONS[..4].iter().enumerate() {
+            tx.execute_batch(m).unwrap();
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Read-only: not migrated, no id yet.
+    let ro = Registry::open_read_only(&p).unwrap();
+    assert_eq!(ro.identity().unwrap().id, None);
+    drop(ro);
+    let version = |p: &Path| -> i64 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&p), 4);
+    let reg = Registry::open_existing(&p).unwrap();
+    let id = reg.identity().unwrap();
+    assert!(id.id.is_some() && id.adopts_unlabelled, "{id:?}");
+    assert_eq!(version(&p), schema::VERSION);
+}
+
+#[test]
+fn read_only_open_works_on_a_file_it_cannot_write_and_writers_refuse_it() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    drop(reg);
+    let p = d.path().join("registry.db");
+    let mut ro = Registry::open_read_only(&p).unwrap();
+    assert_eq!(ro.services().unwrap().len(), 1);
+    let e = ro
+        .set_desired("shop", None, DesiredState::Stopped)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("registry.db"), "{e}");
+}
+
+#[test]
+fn check_file_tells_a_deleted_replaced_or_emptied_registry() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("registry.db");
+    let reg = open(d.path());
+    reg.check_file().unwrap();
+    let words = |reg: &Registry| reg.check_file().err().unwrap().to_string();
+    std::fs::rename(&p, d.path().join("old.db")).unwrap();
+    assert!(words(&reg).contains("was deleted"));
+    drop(Registry::open(&p).unwrap());
+    assert!(words(&reg).contains("replaced"), "{}", words(&reg));
+    let same = Registry::open_existing(&p).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert!(words(&same).contains("truncated"), "{}", words(&same));
+    assert!(same.check_file().err().unwrap().is_replaced());
+}
+
+#[test]
+fn a_second_lock_on_a_registry_names_the_holders_pid() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("registry.db");
+    let held = Lock::acquire(&p).unwrap();
+    assert_eq!(held.path(), d.path().join("registry.db.lock"));
+    let e = Lock::acquire(&p).err().unwrap().to_string();
+    assert!(
+        e.contains(&format!("pid {}", std::process::id())) && e.contains("registry.db"),
+        "{e}"
+    );
+    drop(held);
+    Lock::acquire(&p).unwrap();
+}
+
+#[test]
+fn adoptions_are_recorded_and_forgotten_once_their_container_is_gone() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    let g0 = reg.generation().unwrap();
+    let a = |id: &str| Adoption {
+        container_id: id.into(),
+        registry: Some("r0".into()),
+        service: "shop".into(),
+        component: "web".into(),
+    };
+    let listed = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        reg.adopt(&[a("c1"), a("c2")], &listed(&["c1", "c2"]))
+            .unwrap(),
+        2
+    );
+    assert!(reg.generation().unwrap() > g0, "the daemon must see it");
+    assert_eq!(reg.identity().unwrap().adopted.len(), 2);
+    reg.adopt(&[], &listed(&["c2"])).unwrap();
+    let adopted = reg.identity().unwrap().adopted;
+    assert_eq!(adopted, listed(&["c2"]));
+}
