@@ -118,7 +118,7 @@ pub struct CertsSection {
     pub directory_url: String,
     pub contact: Vec<String>,
     pub ca_bundle: Option<PathBuf>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "long_duration")]
     pub renew_before: Duration,
     /// First retry delay of a service whose certificate could not be obtained; doubles
     /// (with jitter) up to `backoff_max`. Kept apart from `[reconcile]`: a CA counts
@@ -417,25 +417,49 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 /// somewhere (`backoff_max = "400000000000years"` panicked the daemon).
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// `renew_before` compares with a certificate's expiry, which can be years away (a value
+/// beyond a certificate's life renews it at every pass): it takes up to 100 years.
+pub const MAX_RENEW_BEFORE: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+fn bounded_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    max: Duration,
+    most: &str,
+) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let d = humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))?;
+    if d > max {
+        return Err(serde::de::Error::custom(format!(
+            "duration {s:?} is longer than the most allowed, {most}"
+        )));
+    }
+    Ok(d)
+}
+
 mod humantime_serde {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        let d = humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))?;
-        if d > super::MAX_DURATION {
-            return Err(serde::de::Error::custom(format!(
-                "duration {s:?} is longer than the most allowed, 1 year"
-            )));
-        }
-        Ok(d)
+        super::bounded_duration(d, super::MAX_DURATION, "1 year")
+    }
+}
+
+mod long_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub use super::humantime_serde::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::bounded_duration(d, super::MAX_RENEW_BEFORE, "100 years")
     }
 }
 
@@ -571,8 +595,12 @@ mod tests {
             e.starts_with("/etc/x/agent.toml:2:15: duration \"400000000000years\" is longer than the most allowed, 1 year"),
             "{e}"
         );
-        let e = parse("[certs]\nrenew_before = \"367d\"\n").unwrap_err();
-        assert!(e.contains("longer than the most allowed"), "{e}");
+        let e = parse("[certs]\nbackoff_max = \"367d\"\n").unwrap_err();
+        assert!(e.contains("longer than the most allowed, 1 year"), "{e}");
+        // A certificate can live for years: renew_before takes up to 100.
+        assert!(parse("[certs]\nrenew_before = \"50000h\"\n").is_ok());
+        let e = parse("[certs]\nrenew_before = \"101years\"\n").unwrap_err();
+        assert!(e.contains("longer than the most allowed, 100 years"), "{e}");
         assert_eq!(
             parse("[reconcile]\nbackoff_max = \"1year\"\n")
                 .unwrap()

@@ -60,6 +60,10 @@ pub struct ContainerSpec {
     pub ports: Vec<PortPublish>,
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
+    /// Routes that have no host port (the range was exhausted when they were allocated):
+    /// the container is not made without them.
+    #[serde(skip)]
+    pub unallocated: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -100,6 +104,11 @@ impl ContainerSpec {
             volumes: component.volumes.clone(),
             ports,
             labels: BTreeMap::new(),
+            unallocated: routes
+                .iter()
+                .filter(|r| r.host_port.is_none())
+                .map(|r| r.name.clone())
+                .collect(),
         };
         let hash = spec.hash();
         spec.labels = BTreeMap::from([

@@ -64,6 +64,8 @@ pub enum ActionError {
     Conflict(String),
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
+    #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
+    NoHostPort(Vec<String>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -500,6 +502,9 @@ async fn bring_up<R: Runtime>(
     us: &Us,
     names: &StorageNames,
 ) -> Result<String, ActionError> {
+    if !spec.unallocated.is_empty() {
+        return Err(ActionError::NoHostPort(spec.unallocated.clone()));
+    }
     if !rt.image_exists(&spec.image).await? {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }

@@ -16,7 +16,8 @@ pub fn allocate(reg: &mut Registry, config: &Config) -> Result<bool, RegistryErr
         if !a.skipped.is_empty() {
             tracing::warn!(
                 service = %a.key.service, component = %a.key.component, route = %a.route,
-                skipped = ?a.skipped, "host ports bound by other processes were skipped"
+                skipped = %a.skipped.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+                "host ports bound by other processes were skipped"
             );
         }
         tracing::info!(
@@ -193,7 +194,7 @@ pub fn reallocate_taken(
     for m in &moved {
         tracing::warn!(
             service = %m.key.service, component = %m.key.component, route = %m.route,
-            from = m.from, to = ?m.to,
+            from = m.from, to = %m.to.map_or("none free".to_string(), |p| p.to_string()),
             "host port taken by another process while the container was down; route moved"
         );
     }

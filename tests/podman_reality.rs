@@ -37,6 +37,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         volumes: vec![],
         ports,
         labels: Default::default(),
+        unallocated: vec![],
     }
 }
 

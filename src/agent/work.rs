@@ -40,6 +40,19 @@ pub(super) enum Work {
     Component(ComponentKey),
 }
 
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Ping => f.write_str("ping"),
+            Work::Registry => f.write_str("registry poll"),
+            Work::List => f.write_str("list"),
+            Work::Routes => f.write_str("route sync"),
+            Work::Certs => f.write_str("certificates"),
+            Work::Component(k) => write!(f, "operation on {k}"),
+        }
+    }
+}
+
 /// Priorities: health, the registry and the list first; then what takes things away or
 /// reports (stops, removals, conflicts) and the proxy; then what brings things up.
 pub(super) const URGENT: u8 = 0;
@@ -304,7 +317,7 @@ impl<R: Runtime + 'static> Agent<R> {
             None => {
                 // Cancelled at shutdown, or a panic (a bug): what the task held is
                 // made anew, and the work is tried again.
-                tracing::error!(work = ?w, "a task of the agent ended without a result");
+                tracing::error!(work = %w, "a task of the agent ended without a result");
                 match &w {
                     Work::Certs => self.certs = Some(Certs::from_config(&self.config)),
                     Work::Component(k) => {
@@ -505,7 +518,7 @@ impl<R: Runtime + 'static> Agent<R> {
         let stuck = self.running.values().find_map(|(w, started, _)| {
             let limit = w.limit()?;
             (now.saturating_duration_since(*started) > limit)
-                .then(|| format!("{w:?} running for over {}s", limit.as_secs()))
+                .then(|| format!("{w} running for over {}s", limit.as_secs()))
         });
         match stuck {
             None => {

@@ -258,3 +258,31 @@ async fn names_held_by_storage_are_freed_in_one_call_per_pass() {
     assert!(rt.by_name("shop-c7").unwrap().actual.labels.is_empty());
     assert!(rt.state.lock().unwrap().storage_names.contains("shop-c7"));
 }
+
+#[tokio::test]
+async fn a_route_without_a_host_port_fails_its_component_and_says_the_range_is_exhausted() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let mut web = comp("web", "img:1");
+    web.routes.push(crate::model::Route {
+        name: "http".into(),
+        port: 8080,
+        mode: crate::model::RouteMode::L4,
+        hostname: None,
+        host_port: None,
+    });
+    let r = once(&rt, &[svc("shop", vec![web, comp("db", "img:1")])]).await;
+    assert_eq!(r.summary().failed, 1, "{r:?}");
+    assert_eq!(r.summary().recovered, 1, "{r:?}");
+    let web = r
+        .components
+        .iter()
+        .find(|c| c.key.component == "web")
+        .unwrap();
+    assert_eq!(web.status, Status::Failed);
+    let why = web.detail().unwrap();
+    assert!(
+        why.contains("http") && why.contains("[ports].range is exhausted"),
+        "{why}"
+    );
+    assert!(rt.by_name("shop-web").is_none(), "made without its port");
+}
