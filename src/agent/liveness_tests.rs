@@ -12,7 +12,7 @@ use crate::container::{
     LABEL_COMPONENT, LABEL_MANAGED, LABEL_NODE, LABEL_REGISTRY, LABEL_SERVICE, LABEL_SPEC_HASH,
 };
 use crate::runtime::fake::FakeRuntime;
-use crate::runtime::{Event, State};
+use crate::runtime::State;
 use crate::spec::{parse_service, DesiredState};
 
 const ONE: &str = "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n";
@@ -56,16 +56,7 @@ impl Harness {
             .unwrap()
             .containers
             .remove(&c.actual.id);
-        self.triggers
-            .send(Trigger::Event(Event {
-                action: "remove".into(),
-                id: c.actual.id.clone(),
-                name: name.into(),
-                labels: c.actual.labels.clone(),
-                time: std::time::SystemTime::now(),
-            }))
-            .await
-            .unwrap();
+        self.event("remove", &c).await;
     }
 
     fn running(&self, name: &str) -> bool {
@@ -205,16 +196,7 @@ async fn an_event_storm_is_a_few_passes_not_one_per_event() {
     let lists = h.rt.calls("list");
     for i in 0..2000 {
         let c = h.rt.by_name(&format!("big-c{}", i % 100)).unwrap();
-        h.triggers
-            .send(Trigger::Event(Event {
-                action: "die".into(),
-                id: c.actual.id.clone(),
-                name: c.actual.name.clone(),
-                labels: c.actual.labels.clone(),
-                time: std::time::SystemTime::now(),
-            }))
-            .await
-            .unwrap();
+        h.event("die", &c).await;
     }
     pass_time(Duration::from_secs(2)).await;
     // Each turn of the loop takes every event waiting; with the fake's instant list a

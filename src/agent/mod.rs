@@ -37,6 +37,7 @@ mod containers;
 mod edge;
 pub mod notify;
 mod status;
+mod watch;
 mod work;
 mod writer;
 
@@ -147,7 +148,7 @@ pub struct Agent<R: Runtime + 'static> {
     us: Arc<Us>,
     /// Why the daemon must stop (its registry replaced under it); ends the loop.
     fatal: Option<Failure>,
-    /// The registry connection of the poll (taken while the poll runs).
+    /// The registry connection the watcher thread takes when the daemon starts.
     poll_reg: Option<Registry>,
     /// The registry connection of the port moves a pass makes (taken while it runs).
     pass_reg: Option<Registry>,
@@ -174,6 +175,8 @@ pub struct Agent<R: Runtime + 'static> {
     /// Components whose bring-up is under way (the other operations have a lane of
     /// their own).
     bringing_up: HashSet<ComponentKey>,
+    /// Components with any operation under way.
+    operating: HashSet<ComponentKey>,
     tasks: JoinSet<(Work, Outcome)>,
     running: HashMap<tokio::task::Id, (Work, Instant, AbortHandle)>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -251,6 +254,7 @@ impl<R: Runtime + 'static> Agent<R> {
             deferred: HashSet::new(),
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
+            operating: HashSet::new(),
             last_actual: None,
             tasks: JoinSet::new(),
             running: HashMap::new(),
@@ -280,11 +284,14 @@ impl<R: Runtime + 'static> Agent<R> {
     /// containers finish for up to [`DRAIN_TIMEOUT`] and returns.
     pub async fn run(mut self, controls: Controls) -> Result<(), Failure> {
         let mut events = self.ctx.runtime.events();
+        let mut watch = watch::RegistryWatch::start(
+            self.poll_reg.take(),
+            self.config.clone(),
+            (self.data_version, self.generation),
+        );
         self.notifier.status("waiting for podman");
         let now = Instant::now();
         self.sched.schedule(Work::Ping, work::URGENT, now);
-        self.sched
-            .schedule(Work::Registry, work::URGENT, now + REGISTRY_POLL);
         let mut resync = self.resync_timer();
         let watchdog_every = notify::watchdog_interval();
         let mut watchdog =
@@ -304,6 +311,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     if self.reload() {
                         resync = self.resync_timer();
                     }
+                    *watch.config.lock().expect("watch config") = self.config.clone();
                 }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.joined(done);
@@ -311,6 +319,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.joined(done);
                     }
                 }
+                Some(polled) = watch.rx.recv() => self.on_polled(polled),
                 t = events.recv(), if events_open => match t {
                     Some(t) => {
                         self.on_trigger(t);
@@ -336,6 +345,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         }
         let fatal = self.fatal.take();
+        drop(watch);
         self.shutdown().await;
         fatal.map_or(Ok(()), Err)
     }
@@ -515,7 +525,7 @@ impl<R: Runtime + 'static> Agent<R> {
         // Work that changes nothing is cancelled at once; operations on containers,
         // routes and certificates may finish, for a while.
         for (w, _, handle) in self.running.values() {
-            if matches!(w, Work::Ping | Work::Registry | Work::List) {
+            if matches!(w, Work::Ping | Work::List) {
                 handle.abort();
             }
         }

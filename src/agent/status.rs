@@ -3,7 +3,6 @@
 
 use tokio::time::Instant;
 
-use super::work::Work;
 use super::Agent;
 use crate::container::ComponentKey;
 use crate::reconcile::Status;
@@ -83,10 +82,7 @@ impl<R: Runtime + 'static> Agent<R> {
             Some(true) if !self.synced => return "podman is up; checking containers".to_string(),
             Some(true) => {}
         }
-        let busy = |k: &ComponentKey| {
-            let w = Work::Component(k.clone());
-            self.sched.is_waiting(&w) || self.sched.is_running(&w)
-        };
+        let busy = |k: &ComponentKey| self.pending.contains_key(k) || self.operating.contains(k);
         let mut counts = [0usize; 3];
         for (k, (s, ..)) in &self.status {
             let i = if busy(k) {
@@ -102,10 +98,7 @@ impl<R: Runtime + 'static> Agent<R> {
             };
             counts[i] += 1;
         }
-        let in_progress = self.pending.len()
-            + self
-                .sched
-                .count_running(|w| matches!(w, Work::Component(_)));
+        let in_progress = self.pending.len() + self.operating.len();
         let mut line = format!(
             "{} running, {} backing off, {} failed",
             counts[0], counts[1], counts[2]

@@ -78,19 +78,24 @@ pub(super) async fn start_with(
 }
 
 impl Harness {
-    /// Sends the `die` event podman would send for the named container.
-    async fn died(&self, name: &str) {
-        let c = self.rt.by_name(name).expect("container exists");
+    /// Sends the event podman would send for a container.
+    pub(super) async fn event(&self, action: &str, c: &crate::runtime::fake::FakeContainer) {
         self.triggers
             .send(Trigger::Event(Event {
-                action: "die".into(),
+                action: action.into(),
                 id: c.actual.id.clone(),
-                name: name.into(),
+                name: c.actual.name.clone(),
                 labels: c.actual.labels.clone(),
                 time: std::time::SystemTime::now(),
             }))
             .await
             .unwrap();
+    }
+
+    /// Sends the `die` event podman would send for the named container.
+    async fn died(&self, name: &str) {
+        let c = self.rt.by_name(name).expect("container exists");
+        self.event("die", &c).await;
     }
 
     fn starts_of(&self, name: &str) -> Vec<Instant> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::task::JoinError;
 use tokio::time::Instant;
 
-use super::{Agent, Mode, LIST_RETRY, PING_TIMEOUT, REGISTRY_POLL, SLOW_LIST};
+use super::{Agent, Mode, LIST_RETRY, PING_TIMEOUT, SLOW_LIST};
 use crate::certs::{Certs, EnsureReport};
 use crate::config::Config;
 use crate::container::{ComponentKey, Us};
@@ -28,8 +28,6 @@ use crate::spec::Service;
 pub(super) enum Work {
     /// Is podman answering?
     Ping,
-    /// Did another process change the registry?
-    Registry,
     /// List the containers and plan a pass.
     List,
     /// Make the proxy serve exactly the routes.
@@ -44,7 +42,6 @@ impl std::fmt::Display for Work {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Work::Ping => f.write_str("ping"),
-            Work::Registry => f.write_str("registry poll"),
             Work::List => f.write_str("list"),
             Work::Routes => f.write_str("route sync"),
             Work::Certs => f.write_str("certificates"),
@@ -65,7 +62,6 @@ impl Work {
     fn limit(&self) -> Option<Duration> {
         match self {
             Work::Ping => Some(PING_TIMEOUT * 5),
-            Work::Registry => Some(Duration::from_secs(60)),
             Work::List => Some(Duration::from_secs(150)),
             Work::Routes => Some(Duration::from_secs(300)),
             Work::Component(_) => Some(Duration::from_secs(300)),
@@ -77,7 +73,6 @@ impl Work {
 
 pub(super) enum Outcome {
     Ping(Result<(), RuntimeError>),
-    Registry(Option<Registry>, Result<Polled, RegistryError>),
     List(Option<Registry>, Result<Listed, RuntimeError>),
     Component(Result<ComponentReport, RemovalReport>),
     Routes(Result<SyncReport, ProxyError>),
@@ -86,11 +81,11 @@ pub(super) enum Outcome {
 
 /// What a registry poll found.
 pub(super) struct Polled {
-    data_version: i64,
-    generation: i64,
+    pub(super) data_version: i64,
+    pub(super) generation: i64,
     /// The desired state and whose containers are ours (adoptions are desired state
     /// too), when its generation moved.
-    services: Option<(Vec<Service>, Us)>,
+    pub(super) services: Option<(Vec<Service>, Us)>,
 }
 
 /// What a pass's list found.
@@ -119,11 +114,8 @@ impl<R: Runtime + 'static> Agent<R> {
     /// Operations in flight, as (bring-ups, others). Each kind has `concurrency` slots of
     /// its own: a stop or removal never waits behind a mass recovery's creates.
     fn lanes(&self) -> (usize, usize) {
-        let all = self
-            .sched
-            .count_running(|w| matches!(w, Work::Component(_)));
         let up = self.bringing_up.len();
-        (up, all.saturating_sub(up))
+        (up, self.operating.len().saturating_sub(up))
     }
 
     /// Components with an operation waiting or under way (their routes never move).
@@ -197,31 +189,6 @@ impl<R: Runtime + 'static> Agent<R> {
                     (Work::Ping, Outcome::Ping(r))
                 })
             }
-            Work::Registry => {
-                let reg = self.poll_reg.take();
-                let config = self.config.clone();
-                let seen = (self.data_version, self.generation);
-                let path = self.config.database.path.clone();
-                self.tasks.spawn(async move {
-                    let r = tokio::task::spawn_blocking(move || {
-                        let mut reg = match reg {
-                            Some(r) => r,
-                            None => match Registry::open_existing(&config.database.path) {
-                                Ok(r) => r,
-                                Err(e) => return (None, Err(e)),
-                            },
-                        };
-                        let r = poll(&mut reg, &config, seen);
-                        (Some(reg), r)
-                    })
-                    .await;
-                    let (reg, r) = r.unwrap_or_else(|e| {
-                        let source = Box::new(e);
-                        (None, Err(RegistryError::Open { path, source }))
-                    });
-                    (Work::Registry, Outcome::Registry(reg, r))
-                })
-            }
             Work::List => {
                 let rt = self.ctx.runtime.clone();
                 let moves = self
@@ -285,6 +252,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 if action.brings_up() {
                     self.bringing_up.insert(key.clone());
                 }
+                self.operating.insert(key.clone());
                 let spec = self.specs.get(action.key()).cloned();
                 let rt = self.ctx.runtime.clone();
                 let us = self.us.clone();
@@ -311,6 +279,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.sched.finish(&w);
         if let Work::Component(k) = &w {
             self.bringing_up.remove(k);
+            self.operating.remove(k);
         }
         match outcome {
             Some((_, outcome)) => self.on_outcome(w, outcome),
@@ -334,12 +303,6 @@ impl<R: Runtime + 'static> Agent<R> {
     fn on_outcome(&mut self, w: Work, outcome: Outcome) {
         let requeue = match outcome {
             Outcome::Ping(r) => self.on_ping(r),
-            Outcome::Registry(reg, r) => {
-                if reg.is_some() {
-                    self.poll_reg = reg;
-                }
-                self.on_polled(r)
-            }
             Outcome::List(reg, r) => {
                 if reg.is_some() {
                     self.pass_reg = reg;
@@ -416,7 +379,8 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
-    fn on_polled(&mut self, r: Result<Polled, RegistryError>) -> Requeue {
+    /// What the registry watcher found (docs/design.md §5.1): only changes come here.
+    pub(super) fn on_polled(&mut self, r: Result<Polled, RegistryError>) {
         match r {
             Ok(p) => {
                 self.data_version = p.data_version;
@@ -434,13 +398,11 @@ impl<R: Runtime + 'static> Agent<R> {
             Err(e) if e.is_replaced() => {
                 tracing::error!(error = %e, "the registry is not the one the agent opened; stopping");
                 self.fatal = Some(crate::error::Failure::unavailable(e));
-                return Requeue::OnChange;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the registry; keeping the last desired state")
             }
         }
-        Requeue::After(REGISTRY_POLL)
     }
 
     fn on_list_failed(&mut self, e: RuntimeError) -> Requeue {
@@ -561,7 +523,11 @@ fn may_start(
 /// included, change the data version but not the generation).
 /// First, whether the path still names the file that is open (docs/design.md §9): a
 /// stat, no descriptor opened.
-fn poll(reg: &mut Registry, config: &Config, seen: (i64, i64)) -> Result<Polled, RegistryError> {
+pub(super) fn poll(
+    reg: &mut Registry,
+    config: &Config,
+    seen: (i64, i64),
+) -> Result<Polled, RegistryError> {
     reg.check_file()?;
     let data_version = reg.data_version()?;
     let unchanged = Polled {
