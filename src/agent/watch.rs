@@ -1,15 +1,15 @@
 //! The registry watcher: a task of its own that asks SQLite every [`REGISTRY_POLL`]
-//! (on a blocking thread) whether another process changed the registry (`PRAGMA
-//! data_version`, and the file's identity), reads the desired state only when its
-//! generation moved, and tells the loop only what changed — so an idle daemon costs one
-//! cheap query per poll and no turn of the loop, and a registry locked by another writer
-//! never stalls the loop.
+//! whether another process changed the registry (`PRAGMA data_version`, and the file's
+//! identity), reads the desired state (on a blocking thread) only when its generation
+//! moved, and tells the loop only what changed — so an idle daemon costs one cheap query
+//! per poll and no turn of the loop, and a registry locked by another writer never stalls
+//! the loop.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::work::{poll, Polled};
+use super::work::{poll, probe, Polled};
 use super::REGISTRY_POLL;
 use crate::config::Config;
 use crate::registry::{Registry, RegistryError};
@@ -47,6 +47,25 @@ async fn watch(
     let mut failing = false;
     loop {
         tokio::time::sleep(REGISTRY_POLL).await;
+        // The cheap probe here; the rest (which may wait on another writer's lock) on a
+        // blocking thread, only when another connection committed.
+        if let Some(r) = reg.as_mut() {
+            match probe(r) {
+                Ok(v) if v == seen.0 => {
+                    failing = false;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let replaced = e.is_replaced();
+                    let first = !std::mem::replace(&mut failing, true);
+                    if (first || replaced) && tx.send(Err(e)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let config = config.lock().expect("watch config").clone();
         let polled = tokio::task::spawn_blocking(move || {
             let r = match reg.as_mut() {

@@ -518,18 +518,23 @@ fn may_start(
     }
 }
 
-/// The registry poll: cheap (`PRAGMA data_version`) unless another connection wrote;
-/// the services only when the desired state's generation moved (status writes, ours
-/// included, change the data version but not the generation).
-/// First, whether the path still names the file that is open (docs/design.md §9): a
-/// stat, no descriptor opened.
+/// The registry poll's cheap part: is the file still the one opened, and did another
+/// connection commit? (`PRAGMA data_version` reads SQLite's WAL index: no lock to wait
+/// for.) Returns the data version.
+pub(super) fn probe(reg: &mut Registry) -> Result<i64, RegistryError> {
+    reg.check_file()?;
+    reg.data_version()
+}
+
+/// The registry poll's full part, after [`probe`] saw a commit: the services only when
+/// the desired state's generation moved (status writes, ours included, change the data
+/// version but not the generation), route ports still missing allocated.
 pub(super) fn poll(
     reg: &mut Registry,
     config: &Config,
     seen: (i64, i64),
 ) -> Result<Polled, RegistryError> {
-    reg.check_file()?;
-    let data_version = reg.data_version()?;
+    let data_version = probe(reg)?;
     let unchanged = Polled {
         data_version,
         generation: seen.1,
