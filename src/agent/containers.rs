@@ -254,7 +254,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 let action = r.verb.map_or("none", Verb::as_str);
                 let detail = r.detail();
+                // `--once` prints a line per action on stdout; its log says no more.
                 match (r.status.is_failure(), r.verb) {
+                    _ if self.mode == Mode::Once => tracing::debug!(
+                        action, component = %r.key, state = r.status.as_str(),
+                        error = detail.as_deref().unwrap_or(""), "reconciled once"
+                    ),
                     (true, _) => tracing::warn!(
                         action, service = %r.key.service,
                         component = %r.key.component, container = %r.container,
