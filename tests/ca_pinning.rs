@@ -11,14 +11,6 @@ use common::PrivatePebble;
 use mcp_agent::certs::acme::Acme;
 use mcp_agent::certs::{IssueError, Issuer};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 /// A self-signed certificate for localhost and 127.0.0.1 in `dir` (cert.pem, key.pem).
 fn self_signed(dir: &Path, cn: &str) -> PathBuf {
     let out = Command::new("openssl")
@@ -62,7 +54,7 @@ fn the_acme_servers_own_self_signed_certificate_as_ca_bundle_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let account = dir.path().join("acme-account.json");
     let acme = Acme::new(pebble.directory_url(), vec![], Some(cert), account.clone());
-    let e = block_on(acme.issue(&["pin.test".to_string()], &mcp_agent::proxy::NoProxy))
+    let e = common::block_on(acme.issue(&["pin.test".to_string()], &mcp_agent::proxy::NoProxy))
         .expect_err("without a proxy the challenge cannot be answered");
     // TLS was trusted: the account exists, and the order went as far as the challenge.
     assert!(matches!(e, IssueError::Proxy(_)), "{e}");
@@ -81,7 +73,7 @@ fn a_server_the_bundle_does_not_vouch_for_is_refused_in_words() {
         Some(unrelated),
         dir.path().join("acme-account.json"),
     );
-    let e = block_on(acme.issue(&["pin.test".to_string()], &mcp_agent::proxy::NoProxy))
+    let e = common::block_on(acme.issue(&["pin.test".to_string()], &mcp_agent::proxy::NoProxy))
         .unwrap_err()
         .to_string();
     assert!(

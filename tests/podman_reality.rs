@@ -17,14 +17,6 @@ use mcp_agent::runtime::{Runtime, RuntimeError};
 const IMAGE: &str = "localhost/busybox:latest";
 const LOOPERS: [&str; 3] = ["loop-1", "loop-2", "loop-3"];
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
@@ -78,7 +70,7 @@ fn a_taken_name_and_a_taken_host_port_are_told_apart() {
     let rt = Podman::new(&podman.socket_uri(), podman.cli_argv());
     let holder = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
     let port = holder.local_addr().unwrap().port();
-    block_on(async {
+    common::block_on(async {
         let e = rt.create(&spec("taken", vec![])).await.unwrap_err();
         assert!(
             matches!(e, RuntimeError::NameInUse { ref name } if name == "taken"),
@@ -110,7 +102,7 @@ fn crash_looping_containers_beside_the_agents_never_fail_a_list() {
     crash_loopers(&podman);
     let rt = Podman::new(&podman.socket_uri(), podman.cli_argv());
     let (mut failures, mut stopped_seen) = (Vec::new(), 0);
-    block_on(async {
+    common::block_on(async {
         for _ in 0..200 {
             match rt.list().await {
                 Ok(list) => {

@@ -11,14 +11,6 @@ use mcp_agent::runtime::Runtime;
 
 const IMAGE: &str = "localhost/busybox:latest";
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 #[test]
 fn a_name_that_is_another_containers_id_prefix_never_reaches_that_container() {
     let mut podman = PrivatePodman::start();
@@ -40,7 +32,7 @@ fn a_name_that_is_another_containers_id_prefix_never_reaches_that_container() {
     let prefix = id[..3].to_string();
 
     let rt = Podman::new(&podman.socket_uri(), podman.cli_argv());
-    block_on(async {
+    common::block_on(async {
         // Podman's API answers `inspect <prefix>` with the bystander; that is not a holder.
         let (status, _) = podman.api("GET", &format!("/v1.41/containers/{prefix}/json"));
         assert_eq!(

@@ -59,8 +59,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
 pub const WRITER_CLOSE: Duration = Duration::from_millis(1500);
 /// A pass that could not list containers, or a removal that failed, is retried after this.
 pub const LIST_RETRY: Duration = Duration::from_secs(1);
-/// A ping podman does not answer in this long counts as podman down.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::runtime::PING_TIMEOUT;
 /// A list that takes longer than this makes the agent check podman's health.
 pub const SLOW_LIST: Duration = Duration::from_secs(3);
 /// Pings while podman is down: quick, so work resumes within a second of its return.
@@ -358,16 +357,9 @@ impl<R: Runtime + 'static> Agent<R> {
         self.book = Book::default();
         let rt = self.ctx.runtime.clone();
         let unavailable = |e: RuntimeError| Failure::unavailable(anyhow::anyhow!("{e}"));
-        match tokio::time::timeout(PING_TIMEOUT * 5, rt.ping()).await {
-            Ok(r) => r.map_err(unavailable)?,
-            Err(_) => {
-                return Err(Failure::unavailable(anyhow::anyhow!(
-                    "podman did not answer a ping at {} within {:?}",
-                    self.config.podman.socket.0,
-                    PING_TIMEOUT * 5
-                )))
-            }
-        }
+        crate::runtime::ping_within(&*rt, PING_TIMEOUT * 5, &self.config.podman.socket.0)
+            .await
+            .map_err(unavailable)?;
         self.podman.up = Some(true);
         self.sched
             .schedule(Work::List, work::URGENT, Instant::now());

@@ -179,13 +179,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 let rt = self.ctx.runtime.clone();
                 let socket = self.config.podman.socket.0.clone();
                 self.tasks.spawn(async move {
-                    let r = match tokio::time::timeout(PING_TIMEOUT, rt.ping()).await {
-                        Ok(r) => r,
-                        Err(_) => Err(RuntimeError::Unavailable {
-                            socket,
-                            reason: format!("no answer to a ping within {PING_TIMEOUT:?}"),
-                        }),
-                    };
+                    let r = crate::runtime::ping_within(&*rt, PING_TIMEOUT, &socket).await;
                     (Work::Ping, Outcome::Ping(r))
                 })
             }
@@ -430,6 +424,10 @@ impl<R: Runtime + 'static> Agent<R> {
         let settled = self.podman.up == Some(true)
             && self.synced
             && self.sched.count_waiting(busy) + self.sched.count_running(busy) == 0;
+        // The missing list costs a string per component: only once it can decide.
+        if !settled && !timed_out {
+            return;
+        }
         let missing = self.missing();
         let back = settled && missing.is_empty();
         if !back && !timed_out {

@@ -91,10 +91,6 @@ impl Backoff {
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
-
-    pub fn policy(&self) -> BackoffPolicy {
-        self.policy
-    }
 }
 
 /// A backoff per key (per component): each key backs off on its own.

@@ -85,6 +85,7 @@ impl<K: Ord + Hash + Clone> Scheduler<K> {
     }
 
     /// The due time of a waiting key.
+    #[cfg(test)]
     pub fn due(&self, key: &K) -> Option<Instant> {
         self.waiting.get(key).map(|&(_, d, _)| d)
     }
@@ -105,14 +106,6 @@ impl<K: Ord + Hash + Clone> Scheduler<K> {
     /// Running keys that `f` accepts.
     pub fn count_running(&self, mut f: impl FnMut(&K) -> bool) -> usize {
         self.running.iter().filter(|k| f(k)).count()
-    }
-
-    /// Drops waiting keys that `keep` refuses.
-    pub fn retain_waiting(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        let gone: Vec<K> = self.waiting.keys().filter(|k| !keep(k)).cloned().collect();
-        for k in gone {
-            self.cancel(&k);
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::control::{Backoff, BackoffPolicy};
 use crate::runtime::podman::Podman;
-use crate::runtime::{Event, Runtime};
+use crate::runtime::Event;
 
 /// What the watcher tells the loop.
 #[derive(Debug, Clone)]
@@ -38,8 +38,6 @@ pub const RECONNECT: BackoffPolicy = BackoffPolicy::doubling(
     Duration::from_secs(5),
     Duration::from_secs(30),
 );
-/// How long the watcher's own ping may take.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs until the receiving end of `tx` is dropped.
 pub async fn watch(socket: String, tx: mpsc::Sender<Trigger>) {
@@ -55,15 +53,7 @@ async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
     let mut backoff = Backoff::new(RECONNECT);
     let mut was_up = true;
     loop {
-        let ping = tokio::time::timeout(PING_TIMEOUT, client.ping())
-            .await
-            .unwrap_or_else(|_| {
-                Err(crate::runtime::RuntimeError::Unavailable {
-                    socket: socket.clone(),
-                    reason: format!("no answer to a ping within {PING_TIMEOUT:?}"),
-                })
-            });
-        if let Err(e) = ping {
+        if let Err(e) = super::ping_within(&client, super::PING_TIMEOUT, &socket).await {
             if was_up {
                 tracing::warn!(error = %e, "podman is unreachable; retrying");
                 was_up = false;

@@ -104,6 +104,26 @@ impl RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// A ping podman does not answer in this long counts as podman down.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A ping that podman must answer within `limit`: a hung podman (SIGSTOPped, a stalled
+/// API) answers nothing, and that counts as unreachable.
+pub async fn ping_within<R: Runtime>(
+    rt: &R,
+    limit: std::time::Duration,
+    socket: &str,
+) -> Result<()> {
+    tokio::time::timeout(limit, rt.ping())
+        .await
+        .unwrap_or_else(|_| {
+            Err(RuntimeError::Unavailable {
+                socket: socket.to_string(),
+                reason: format!("no answer to a ping within {limit:?}"),
+            })
+        })
+}
+
 /// Everything the agent does to containers. One real implementation (podman through its
 /// Docker-compatible API) and a fake; methods return `Send` futures so passes can run on
 /// any runtime thread.
