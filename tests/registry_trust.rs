@@ -8,9 +8,9 @@ mod agentkit;
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use agentkit::{container_id, Agent, DaemonProc};
+use agentkit::{container_id, Agent, DaemonProc, RegistryWriteLock};
 use common::{wait_for, PrivatePodman};
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -257,4 +257,31 @@ fn a_second_daemon_or_once_on_the_same_registry_exits_69_naming_the_first_ones_p
     wait_for("b stopped", Duration::from_secs(30), || {
         !podman.running("b")
     });
+}
+
+/// Found by the chaos soak (seed 3): a daemon (re)started while another process held the
+/// registry's write lock waited out the busy timeout in "migrate schema" and exited 69.
+/// A registry at the current schema needs no write to be opened: the daemon starts, is
+/// ready, and repairs while the lock is still held.
+#[test]
+fn a_daemon_started_while_another_process_holds_the_write_lock_starts_and_repairs() {
+    let podman = podman();
+    let agent = three(&podman);
+    let lock = RegistryWriteLock::hold(&agent.db);
+    podman.podman_ok(&["rm", "-f", "-t", "0", "b"]);
+    let t = Instant::now();
+    let mut d = agent.start_daemon(&[]);
+    wait_for("ready with the lock held", Duration::from_secs(8), || {
+        ready(&d)
+    });
+    wait_for(
+        "b repaired with the lock held",
+        Duration::from_secs(8),
+        || podman.running("b"),
+    );
+    assert!(d.alive(), "{}", d.log());
+    assert!(t.elapsed() < Duration::from_secs(8));
+    drop(lock);
+    let (code, _) = d.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", d.log());
 }

@@ -280,7 +280,12 @@ fn connect(path: &Path, mode: Mode) -> Result<Registry, RegistryError> {
         reg.conn
             .execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(|e| reg.sql("set pragmas", e))?;
-        schema::migrate(&mut reg.conn).map_err(|e| reg.sql("migrate schema", e))?;
+        // Only a registry behind this build's schema is written to here: opening one at
+        // the current schema takes no write lock, so another process's write transaction
+        // (a `sqlite3` session, a long `apply`) never keeps the daemon from starting.
+        if version < schema::VERSION {
+            schema::migrate(&mut reg.conn).map_err(|e| reg.sql("migrate schema", e))?;
+        }
     }
     reg.conn
         .execute_batch("PRAGMA foreign_keys = ON;")

@@ -10,6 +10,12 @@ use crate::common::PrivatePodman;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-agent");
 pub const NODE: &str = "testnode";
 
+/// The binary the tests run: this build's, or `MCP_AGENT_BIN` (the soak run against an
+/// older build, to see what it finds there).
+pub fn bin() -> String {
+    std::env::var("MCP_AGENT_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -50,7 +56,7 @@ impl Agent {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.arg("--config")
             .arg(&self.config)
             .args(args)

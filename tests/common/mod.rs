@@ -227,6 +227,17 @@ impl PrivatePodman {
             .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.socket_uri()))
     }
 
+    /// Like [`Self::api`] with a deadline of the caller's, and the failure returned (a
+    /// frozen or stopped service) instead of a panic.
+    pub fn api_within(
+        &self,
+        method: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        http_over_unix(&self.socket_path(), method, path, timeout)
+    }
+
     /// Stops the API service: SIGTERM (through `kill`) to the pid this instance
     /// started, then waits for it to exit (SIGKILL after 15 s, and a panic).
     pub fn stop_service(&mut self) {
@@ -848,6 +859,27 @@ impl PrivateCaddy {
     pub fn restart(&mut self) {
         self.stop();
         self.start_process();
+    }
+
+    /// Starts Caddy after [`Self::stop`], on the initial config; waits for its admin socket.
+    pub fn start_again(&mut self) {
+        self.start_process();
+    }
+
+    /// The JSON at `path` of Caddy's config, or why it could not be read (Caddy down).
+    pub fn try_get(&self, path: &str) -> Result<serde_json::Value, String> {
+        match caddy_admin(
+            &self.admin_socket(),
+            "GET",
+            path,
+            None,
+            CADDY_REQUEST_TIMEOUT,
+        )? {
+            (200, text) => {
+                serde_json::from_str(&text).map_err(|e| format!("bad JSON ({e}): {text}"))
+            }
+            (status, text) => Err(format!("caddy admin GET {path} answered {status}: {text}")),
+        }
     }
 
     /// One request to the admin API (empty `Host`, as Caddy 2.6 on a unix socket
