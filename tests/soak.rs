@@ -50,6 +50,8 @@ struct Settings {
     round: Duration,
     components: usize,
     report: Option<PathBuf>,
+    /// Fault kinds left out (`--without AgentTerm,AgentKill`), by their names.
+    without: BTreeSet<String>,
 }
 
 impl Settings {
@@ -75,6 +77,12 @@ impl Settings {
                 .map(|v| v.parse().expect("MCP_SOAK_COMPONENTS"))
                 .unwrap_or(8),
             report: var("MCP_SOAK_REPORT").map(PathBuf::from),
+            without: var("MCP_SOAK_WITHOUT")
+                .unwrap_or_default()
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect(),
         }
     }
 }
@@ -159,8 +167,25 @@ struct Fault {
 
 /// The faults of one round: arrivals about every `gap` over `window`, several at once at
 /// times (a quarter of the arrivals bring a second fault at the same moment).
-fn schedule(rng: &mut Rng, window: Duration, components: usize) -> Vec<Fault> {
-    let total: u64 = WEIGHTS.iter().map(|(_, w)| w).sum();
+fn schedule(
+    rng: &mut Rng,
+    window: Duration,
+    components: usize,
+    without: &BTreeSet<String>,
+) -> Vec<Fault> {
+    for k in without {
+        assert!(
+            WEIGHTS.iter().any(|(w, _)| format!("{w:?}") == *k),
+            "--without: no fault kind {k:?} (kinds: {:?})",
+            WEIGHTS.iter().map(|(k, _)| k).collect::<Vec<_>>()
+        );
+    }
+    let weights: Vec<(Kind, u64)> = WEIGHTS
+        .iter()
+        .filter(|(k, _)| !without.contains(&format!("{k:?}")))
+        .copied()
+        .collect();
+    let total: u64 = weights.iter().map(|(_, w)| w).sum();
     let mut faults = Vec::new();
     let mut t = rng.millis(200, 1500);
     let end = window.saturating_sub(Duration::from_secs(1));
@@ -168,7 +193,7 @@ fn schedule(rng: &mut Rng, window: Duration, components: usize) -> Vec<Fault> {
         let n = if rng.below(4) == 0 { 2 } else { 1 };
         for _ in 0..n {
             let mut pick = rng.below(total);
-            let kind = WEIGHTS
+            let kind = weights
                 .iter()
                 .find(|(_, w)| {
                     if pick < *w {
@@ -1399,7 +1424,62 @@ struct SeedReport {
     faults_by_kind: BTreeMap<String, usize>,
     events: Vec<Event>,
     violations: Vec<Violation>,
+    figures: Figures,
     usage: Usage,
+}
+
+/// The daemon's resource use over the run, from [`Usage`]'s samples.
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    wall_s: f64,
+    /// CPU seconds of every daemon process of the run together.
+    cpu_s: f64,
+    daemons: usize,
+    rss_first_kib: u64,
+    rss_last_kib: u64,
+    rss_max_kib: u64,
+    /// The last daemon process: its RSS when first sampled and at the end, and how long
+    /// it lived between the two.
+    last_daemon_rss_first_kib: u64,
+    last_daemon_rss_last_kib: u64,
+    last_daemon_lived_s: f64,
+}
+
+fn figures(u: &Usage) -> Figures {
+    let mut cpu: BTreeMap<u32, f64> = BTreeMap::new();
+    for &(_, pid, _, c) in &u.samples {
+        let e = cpu.entry(pid).or_default();
+        *e = e.max(c);
+    }
+    let first = u.samples.first().copied().unwrap_or_default();
+    let last = u.samples.last().copied().unwrap_or_default();
+    let last_first = u
+        .samples
+        .iter()
+        .find(|s| s.1 == last.1)
+        .copied()
+        .unwrap_or_default();
+    Figures {
+        wall_s: last.0 - first.0,
+        cpu_s: cpu.values().sum(),
+        daemons: cpu.len(),
+        rss_first_kib: first.2,
+        rss_last_kib: last.2,
+        rss_max_kib: u.samples.iter().map(|s| s.2).max().unwrap_or(0),
+        last_daemon_rss_first_kib: last_first.2,
+        last_daemon_rss_last_kib: last.2,
+        last_daemon_lived_s: last.0 - last_first.0,
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -1521,7 +1601,7 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         scope.spawn(|| world.sample(&stop));
         for r in 1..=rounds {
             world.round.store(r as u64, Ordering::Relaxed);
-            let faults = schedule(&mut rng, s.round, n);
+            let faults = schedule(&mut rng, s.round, n, &s.without);
             for f in &faults {
                 *by_kind.entry(format!("{:?}", f.kind)).or_default() += 1;
             }
@@ -1583,6 +1663,7 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         faults_by_kind: by_kind,
         events: world.events.lock().unwrap().clone(),
         violations: world.violations.lock().unwrap().clone(),
+        figures: figures(&world.usage.lock().unwrap()),
         usage: world.usage.lock().unwrap().clone(),
     };
     report
@@ -1615,6 +1696,25 @@ fn soak() {
             r.violations.len()
         )
         .unwrap();
+        let f = &r.figures;
+        writeln!(
+            summary,
+            "  convergence median {:.2} s, max {:.2} s over {} rounds; daemon: {:.1} CPU s over {:.0} s \
+             ({} processes), RSS {} KiB first, {} KiB last, {} KiB max; last process {} -> {} KiB over {:.0} s",
+            median(&conv),
+            conv.iter().copied().fold(f64::NAN, f64::max),
+            conv.len(),
+            f.cpu_s,
+            f.wall_s,
+            f.daemons,
+            f.rss_first_kib,
+            f.rss_last_kib,
+            f.rss_max_kib,
+            f.last_daemon_rss_first_kib,
+            f.last_daemon_rss_last_kib,
+            f.last_daemon_lived_s
+        )
+        .unwrap();
         for v in &r.violations {
             failed = true;
             writeln!(
@@ -1625,7 +1725,23 @@ fn soak() {
             .unwrap();
         }
         if !r.violations.is_empty() {
-            writeln!(summary, "  replay: scripts/soak --seed {}", r.seed).unwrap();
+            let without = if s.without.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " --without {}",
+                    s.without.iter().cloned().collect::<Vec<_>>().join(",")
+                )
+            };
+            writeln!(
+                summary,
+                "  replay: scripts/soak --seed {} --duration {} --round {} --components {}{without}",
+                r.seed,
+                humantime::format_duration(s.duration),
+                humantime::format_duration(s.round),
+                s.components
+            )
+            .unwrap();
         }
     }
     eprintln!("\n=== soak summary\n{summary}");
