@@ -332,6 +332,34 @@ mod tests {
         );
     }
 
+    /// The hashes of containers made by earlier versions: a key added to the spec must
+    /// leave them as they are (absent or default, it is not hashed), or upgrading the
+    /// agent would recreate every container.
+    #[test]
+    fn the_hash_of_a_component_without_newer_keys_is_pinned() {
+        assert_eq!(
+            ContainerSpec::build(&us("n1"), "shop", &comp()).spec_hash(),
+            "4fecff4db8b4abcb96cbc79ff139760f"
+        );
+        let mut c = comp();
+        c.user = Some("1000:1000".into());
+        c.restart = RestartPolicy::UnlessStopped;
+        c.cmd = vec!["web".into(), "--listen".into(), ":8080".into()];
+        c.volumes = vec!["/srv/web:/data:rw".into()];
+        c.ports = vec!["127.0.0.1:9000:9000/tcp".parse().unwrap()];
+        c.routes = vec![Route {
+            name: "http".into(),
+            port: 8080,
+            mode: RouteMode::L7,
+            hostname: Some("web.example.org".into()),
+            host_port: Some(20000),
+        }];
+        assert_eq!(
+            ContainerSpec::build(&us("n1"), "shop", &c).spec_hash(),
+            "4ca5746fa99d4bf513915bfab9e070ee"
+        );
+    }
+
     #[test]
     fn routes_inject_port_env_and_publish_their_host_port() {
         let mut c = comp();
