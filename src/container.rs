@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use crate::model::ComponentKey;
-use crate::model::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode};
+use crate::model::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode, Settings};
 
 pub const LABEL_MANAGED: &str = "mcp.managed";
 pub const LABEL_NODE: &str = "mcp.node";
@@ -17,6 +17,9 @@ pub const LABEL_COMPONENT: &str = "mcp.component";
 pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
 /// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
 pub const LABEL_REGISTRY: &str = "mcp.registry";
+
+/// How long a stop waits for a component without `stop_timeout` (podman's own default).
+pub const DEFAULT_STOP_TIMEOUT_SECS: i64 = 10;
 
 /// Who the agent is to a container's labels: the agent of this node, working from this
 /// registry. Only containers that are "us" are ever stopped, replaced or removed.
@@ -58,6 +61,12 @@ pub struct ContainerSpec {
     pub restart: RestartPolicy,
     pub volumes: Vec<String>,
     pub ports: Vec<PortPublish>,
+    /// The component's process, security, resource and metadata keys. Left out of the
+    /// hash when every one is podman's default (and each one left out while it is), so
+    /// the hash of a component that sets none is the one it had before they existed.
+    #[serde(skip_serializing_if = "Settings::is_default")]
+    pub settings: Settings,
+    /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
     /// Routes that have no host port (the range was exhausted when they were allocated):
@@ -103,6 +112,7 @@ impl ContainerSpec {
             restart: component.restart,
             volumes: component.volumes.clone(),
             ports,
+            settings: component.settings.clone(),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -111,7 +121,9 @@ impl ContainerSpec {
                 .collect(),
         };
         let hash = spec.hash();
-        spec.labels = BTreeMap::from([
+        // The service file cannot set `mcp.*` labels (`apply` refuses them); ours win.
+        spec.labels = component.settings.labels.clone();
+        spec.labels.extend([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_NODE.to_string(), us.node.clone()),
             (LABEL_SERVICE.to_string(), service.to_string()),
@@ -130,6 +142,14 @@ impl ContainerSpec {
         let json = serde_json::to_vec(self).expect("spec serializes");
         let digest = Sha256::digest(&json);
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How long a stop waits before podman kills the process: the component's
+    /// `stop_timeout`, else the agent's default.
+    pub fn stop_timeout_secs(&self) -> i64 {
+        self.settings
+            .stop_timeout
+            .map_or(DEFAULT_STOP_TIMEOUT_SECS, |s| s.0.into())
     }
 
     pub fn spec_hash(&self) -> &str {
@@ -244,6 +264,7 @@ mod tests {
             env: BTreeMap::from([("A".into(), "1".into())]),
             volumes: vec![],
             ports: vec![],
+            settings: Default::default(),
             routes: vec![],
         }
     }

@@ -15,6 +15,7 @@ mod location;
 mod parse;
 mod raw;
 mod rules;
+mod settings;
 
 pub use location::{ComponentSource, Issue, Issues, SourceMap};
 pub use parse::parse_service;
