@@ -179,7 +179,9 @@ pub const MAX_CPUS: f64 = 4096.0;
 impl NanoCpus {
     pub fn from_cpus(cpus: f64) -> Result<NanoCpus, String> {
         if !cpus.is_finite() || cpus <= 0.0 || cpus > MAX_CPUS {
-            return Err(format!("cpus {cpus} must be a number more than 0 and at most {MAX_CPUS}"));
+            return Err(format!(
+                "cpus {cpus} must be a number more than 0 and at most {MAX_CPUS}"
+            ));
         }
         let n = (cpus * 1e9).round() as i64;
         if n < 1 {
@@ -262,7 +264,17 @@ mod tests {
             assert_eq!(Bytes(b).to_string(), back);
             assert_eq!(parse_bytes(back), Ok(Bytes(b)));
         }
-        for bad in ["", "m", "1.5g", "-1m", "1t", "0", "0m", "1 g x", "99999999999999g"] {
+        for bad in [
+            "",
+            "m",
+            "1.5g",
+            "-1m",
+            "1t",
+            "0",
+            "0m",
+            "1 g x",
+            "99999999999999g",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
@@ -273,7 +285,9 @@ mod tests {
         assert_eq!(parse_seconds("1m 30s"), Ok(Seconds(90)));
         assert_eq!(parse_seconds("0s"), Ok(Seconds(0)));
         assert_eq!(parse_seconds("10m"), Ok(Seconds(600)));
-        assert!(parse_seconds("1500ms").unwrap_err().contains("whole number"));
+        assert!(parse_seconds("1500ms")
+            .unwrap_err()
+            .contains("whole number"));
         assert!(parse_seconds("11m").unwrap_err().contains("most allowed"));
         assert!(parse_seconds("soon").is_err());
         let json = serde_json::to_string(&Seconds(90)).unwrap();

@@ -218,8 +218,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             security_opt: list(&x.security_opt),
             devices: (!x.devices.is_empty())
                 .then(|| x.devices.iter().map(|d| device_mapping(d)).collect()),
-            sysctls: (!x.sysctls.is_empty())
-                .then(|| x.sysctls.clone().into_iter().collect()),
+            sysctls: (!x.sysctls.is_empty()).then(|| x.sysctls.clone().into_iter().collect()),
             ulimits: (!x.ulimits.is_empty()).then(|| {
                 x.ulimits
                     .iter()

@@ -222,8 +222,7 @@ pub(super) fn check_userns(u: &str) -> Result<(), String> {
 fn is_group(g: &str) -> bool {
     !g.is_empty()
         && g.len() <= 64
-        && g
-            .bytes()
+        && g.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -342,7 +341,10 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
         }
         if let Some(val) = word_string(c, v, "sysctl value") {
             if val.is_empty() {
-                c.bad(v.span(), format!("sysctl {:?} has an empty value", k.get_ref()));
+                c.bad(
+                    v.span(),
+                    format!("sysctl {:?} has an empty value", k.get_ref()),
+                );
             }
             out.sysctls.insert(k.get_ref().clone(), val);
         }
@@ -392,7 +394,8 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
             );
         }
     }
-    if let (Some(m), Some(r), Some(w)) = (out.memory, out.memory_reservation, &rc.memory_reservation)
+    if let (Some(m), Some(r), Some(w)) =
+        (out.memory, out.memory_reservation, &rc.memory_reservation)
     {
         if r.0 > m.0 {
             c.bad(
@@ -538,7 +541,14 @@ mod tests {
 
     #[test]
     fn capabilities_with_or_without_the_prefix_and_all() {
-        for ok in ["NET_ADMIN", "CAP_NET_ADMIN", "net_admin", "ALL", "all", "CAP_BPF"] {
+        for ok in [
+            "NET_ADMIN",
+            "CAP_NET_ADMIN",
+            "net_admin",
+            "ALL",
+            "all",
+            "CAP_BPF",
+        ] {
             assert!(is_capability(ok), "{ok}");
         }
         for bad in ["", "CAP_", "NET_ADMINX", "CAP_ALL", "SUPERUSER"] {
@@ -558,10 +568,23 @@ mod tests {
 
     #[test]
     fn devices_security_opts_sysctls_and_userns() {
-        for ok in ["/dev/fuse", "/dev/null:/dev/n", "/dev/null:/dev/n:rw", "/dev/a:/dev/b:rwm"] {
+        for ok in [
+            "/dev/fuse",
+            "/dev/null:/dev/n",
+            "/dev/null:/dev/n:rw",
+            "/dev/a:/dev/b:rwm",
+        ] {
             assert_eq!(check_device(ok), Ok(()), "{ok}");
         }
-        for bad in ["dev/fuse", "/dev/../x", "/dev/a:b", "/dev/a:/b:rx", "/dev/a:/b:rr", "/a:/b:", "/a:/b:r:x"] {
+        for bad in [
+            "dev/fuse",
+            "/dev/../x",
+            "/dev/a:b",
+            "/dev/a:/b:rx",
+            "/dev/a:/b:rr",
+            "/a:/b:",
+            "/a:/b:r:x",
+        ] {
             assert!(check_device(bad).is_err(), "{bad}");
         }
         for ok in [
@@ -576,7 +599,13 @@ mod tests {
         ] {
             assert_eq!(check_security_opt(ok), Ok(()), "{ok}");
         }
-        for bad in ["bogus=1", "seccomp=rel.json", "label=", "no-new-privileges:yes", "label"] {
+        for bad in [
+            "bogus=1",
+            "seccomp=rel.json",
+            "label=",
+            "no-new-privileges:yes",
+            "label",
+        ] {
             assert!(check_security_opt(bad).is_err(), "{bad}");
         }
         assert_eq!(check_sysctl("net.core.somaxconn", "bridge"), Ok(()));
@@ -588,7 +617,13 @@ mod tests {
             .unwrap_err()
             .contains("not namespaced"));
         assert!(check_sysctl("net..x", "bridge").is_err());
-        for ok in ["host", "auto", "auto:size=65536", "keep-id", "ns:/proc/1/ns/user"] {
+        for ok in [
+            "host",
+            "auto",
+            "auto:size=65536",
+            "keep-id",
+            "ns:/proc/1/ns/user",
+        ] {
             assert_eq!(check_userns(ok), Ok(()), "{ok}");
         }
         for bad in ["", "auto:", "ns:rel", "mine"] {

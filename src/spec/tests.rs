@@ -260,10 +260,19 @@ log_opts = { max-size = "1m" }
 fn every_new_key_parses_and_exports_back_to_the_same_service() {
     let s = parse(EVERY_KEY).unwrap();
     let x = &s.components[0].settings;
-    assert_eq!(x.entrypoint.as_deref(), Some(&["sh".into(), "-c".into()][..]));
+    assert_eq!(
+        x.entrypoint.as_deref(),
+        Some(&["sh".into(), "-c".into()][..])
+    );
     assert_eq!(x.stop_timeout, Some(crate::model::Seconds(90)));
     assert_eq!(x.sysctls["kernel.shmmax"], "65536");
-    assert_eq!(x.ulimits["nproc"], crate::model::Ulimit { soft: 1024, hard: 1024 });
+    assert_eq!(
+        x.ulimits["nproc"],
+        crate::model::Ulimit {
+            soft: 1024,
+            hard: 1024
+        }
+    );
     assert_eq!(x.memory, Some(crate::model::Bytes(128 << 20)));
     assert_eq!(x.memory_reservation, Some(crate::model::Bytes(64 << 20)));
     assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
@@ -273,7 +282,14 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     // Keys left at their default are not printed.
     assert!(!text.contains("privileged ="), "{text}");
     let plain = parse(GOOD).unwrap().to_toml();
-    for key in ["init", "tty", "labels", "cap_add", "entrypoint", "stop_timeout"] {
+    for key in [
+        "init",
+        "tty",
+        "labels",
+        "cap_add",
+        "entrypoint",
+        "stop_timeout",
+    ] {
         assert!(!plain.contains(key), "{key} in {plain}");
     }
 }
@@ -287,24 +303,48 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
         ("working_dir = \"/srv/../etc\"\n", "5:15", "'..'"),
         ("stop_signal = \"SIGFOO\"\n", "5:15", "not a signal"),
         ("stop_signal = 99\n", "5:15", "not a signal"),
-        ("stop_timeout = \"1500ms\"\n", "5:16", "whole number of seconds"),
+        (
+            "stop_timeout = \"1500ms\"\n",
+            "5:16",
+            "whole number of seconds",
+        ),
         ("stop_timeout = \"2h\"\n", "5:16", "most allowed"),
         ("stop_timeout = \"soon\"\n", "5:16", "not a duration"),
         ("init = \"yes\"\n", "5:8", "expected a boolean"),
-        ("cap_add = [\"NET_ADMIN\", \"SUPERPOWER\"]\n", "5:25", "not a Linux capability"),
+        (
+            "cap_add = [\"NET_ADMIN\", \"SUPERPOWER\"]\n",
+            "5:25",
+            "not a Linux capability",
+        ),
         ("cap_drop = [\"CAP_\"]\n", "5:13", "not a Linux capability"),
         ("security_opt = [\"bogus=1\"]\n", "5:17", "security_opt"),
         ("devices = [\"dev/fuse\"]\n", "5:12", "absolute"),
         ("devices = [\"/dev/fuse:/dev/fuse:rwx\"]\n", "5:12", "rwm"),
-        ("sysctls = { \"vm.swappiness\" = \"1\" }\n", "5:13", "not namespaced"),
-        ("network = \"host\"\nsysctls = { \"net.core.somaxconn\" = \"1\" }\n", "6:13", "network namespace"),
+        (
+            "sysctls = { \"vm.swappiness\" = \"1\" }\n",
+            "5:13",
+            "not namespaced",
+        ),
+        (
+            "network = \"host\"\nsysctls = { \"net.core.somaxconn\" = \"1\" }\n",
+            "6:13",
+            "network namespace",
+        ),
         ("ulimits = { nofiles = 1 }\n", "5:13", "is not one of"),
-        ("ulimits = { nofile = { soft = 2, hard = 1 } }\n", "5:22", "above hard limit"),
+        (
+            "ulimits = { nofile = { soft = 2, hard = 1 } }\n",
+            "5:22",
+            "above hard limit",
+        ),
         ("ulimits = { nofile = { soft = 2 } }\n", "5:22", "a limit"),
         ("ulimits = { nofile = -1 }\n", "5:22", "negative"),
         ("memory = \"1.5g\"\n", "5:10", "not a size"),
         ("memory = \"1m\"\n", "5:10", "less than 6m"),
-        ("memory = \"64m\"\nmemory_reservation = \"1g\"\n", "6:22", "above memory"),
+        (
+            "memory = \"64m\"\nmemory_reservation = \"1g\"\n",
+            "6:22",
+            "above memory",
+        ),
         ("shm_size = \"0\"\n", "5:12", "more than 0"),
         ("cpus = 0\n", "5:8", "more than 0"),
         ("cpus = \"half\"\n", "5:8", "expected f64"),
@@ -314,17 +354,39 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
         ("labels = { \"mcp.service\" = \"x\" }\n", "5:12", "reserved"),
         ("labels = { \"MCP.x\" = \"x\" }\n", "5:12", "reserved"),
         ("log_driver = \"syslog\"\n", "5:14", "log_driver"),
-        ("log_opts = { max-size = \"1m\" }\n", "5:12", "need log_driver"),
-        ("log_driver = \"k8s-file\"\nlog_opts = { max-file = \"3\" }\n", "6:14", "ignores it"),
-        ("log_driver = \"k8s-file\"\nlog_opts = { tag = \"x\" }\n", "6:14", "broken pipe"),
-        ("log_driver = \"k8s-file\"\nlog_opts = { max-size = \"big\" }\n", "6:25", "not a size"),
+        (
+            "log_opts = { max-size = \"1m\" }\n",
+            "5:12",
+            "need log_driver",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { max-file = \"3\" }\n",
+            "6:14",
+            "ignores it",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { tag = \"x\" }\n",
+            "6:14",
+            "broken pipe",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { max-size = \"big\" }\n",
+            "6:25",
+            "not a size",
+        ),
         ("privileges = true\n", "5:1", "unknown field"),
     ];
     for (tail, at, reason) in cases {
         let text = format!("{head}{tail}");
         let e = parse(&text).unwrap_err();
         let at = format!("svc.toml:{at}");
-        assert!(e.contains(&at), "{tail:?}\n  got: {e}\n  want location {at}");
-        assert!(e.contains(reason), "{tail:?}\n  got: {e}\n  want reason {reason}");
+        assert!(
+            e.contains(&at),
+            "{tail:?}\n  got: {e}\n  want location {at}"
+        );
+        assert!(
+            e.contains(reason),
+            "{tail:?}\n  got: {e}\n  want reason {reason}"
+        );
     }
 }
