@@ -382,6 +382,127 @@ mod tests {
     }
 
     #[test]
+    fn each_new_key_changes_the_hash_and_labels_join_the_agents() {
+        use crate::spec::parse_service;
+        let full = parse_service(
+            std::path::Path::new("f.toml"),
+            crate::spec::tests::EVERY_KEY,
+        )
+        .unwrap()
+        .service
+        .components
+        .remove(0);
+        let base = ContainerSpec::build(&us("n1"), "shop", &comp());
+        let mut seen = std::collections::HashSet::from([base.spec_hash().to_string()]);
+        // Each key alone, taken from the full component, gives a hash of its own.
+        let x = &full.settings;
+        let d = Settings::default;
+        let each: Vec<Settings> = vec![
+            Settings {
+                entrypoint: x.entrypoint.clone(),
+                ..d()
+            },
+            Settings {
+                working_dir: x.working_dir.clone(),
+                ..d()
+            },
+            Settings { init: true, ..d() },
+            Settings {
+                stop_signal: x.stop_signal.clone(),
+                ..d()
+            },
+            Settings {
+                stop_timeout: x.stop_timeout,
+                ..d()
+            },
+            Settings { tty: true, ..d() },
+            Settings {
+                cap_add: x.cap_add.clone(),
+                ..d()
+            },
+            Settings {
+                cap_drop: x.cap_drop.clone(),
+                ..d()
+            },
+            Settings {
+                privileged: true,
+                ..d()
+            },
+            Settings {
+                security_opt: x.security_opt.clone(),
+                ..d()
+            },
+            Settings {
+                devices: x.devices.clone(),
+                ..d()
+            },
+            Settings {
+                sysctls: x.sysctls.clone(),
+                ..d()
+            },
+            Settings {
+                ulimits: x.ulimits.clone(),
+                ..d()
+            },
+            Settings {
+                shm_size: x.shm_size,
+                ..d()
+            },
+            Settings {
+                memory: x.memory,
+                ..d()
+            },
+            Settings {
+                memory_reservation: x.memory_reservation,
+                ..d()
+            },
+            Settings {
+                cpus: x.cpus,
+                ..d()
+            },
+            Settings {
+                pids_limit: x.pids_limit,
+                ..d()
+            },
+            Settings {
+                userns: x.userns.clone(),
+                ..d()
+            },
+            Settings {
+                group_add: x.group_add.clone(),
+                ..d()
+            },
+            Settings {
+                labels: x.labels.clone(),
+                ..d()
+            },
+            Settings {
+                log_driver: x.log_driver.clone(),
+                ..d()
+            },
+            Settings {
+                log_opts: x.log_opts.clone(),
+                ..d()
+            },
+        ];
+        for s in each {
+            let mut c = comp();
+            c.settings = s.clone();
+            let h = ContainerSpec::build(&us("n1"), "shop", &c)
+                .spec_hash()
+                .to_string();
+            assert!(seen.insert(h), "{s:?} does not change the hash");
+        }
+        let mut c = comp();
+        c.settings = full.settings.clone();
+        let s = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(s.labels["org.example.team"], "shop");
+        assert_eq!(s.labels[LABEL_COMPONENT], "web");
+        assert_eq!(s.stop_timeout_secs(), 90);
+        assert_eq!(base.stop_timeout_secs(), DEFAULT_STOP_TIMEOUT_SECS);
+    }
+
+    #[test]
     fn routes_inject_port_env_and_publish_their_host_port() {
         let mut c = comp();
         c.routes = vec![Route {

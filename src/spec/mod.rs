@@ -136,4 +136,4 @@ pub fn read_service_files(paths: &[PathBuf]) -> Result<Vec<ServiceFile>, Issues>
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
