@@ -390,3 +390,18 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn number_forms_and_a_privileged_component_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/f77f63a98e0bf6708da66d897d51714e646d116d"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let x = &s.components[0].settings;
+    assert!(x.privileged);
+    assert_eq!(x.stop_signal.as_deref(), Some("15"));
+    assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
