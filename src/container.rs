@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use crate::model::ComponentKey;
-use crate::model::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode};
+use crate::model::{self, Component, PortPublish, Proto, RestartPolicy, RouteMode, Settings};
 
 pub const LABEL_MANAGED: &str = "mcp.managed";
 pub const LABEL_NODE: &str = "mcp.node";
@@ -17,6 +17,9 @@ pub const LABEL_COMPONENT: &str = "mcp.component";
 pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
 /// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
 pub const LABEL_REGISTRY: &str = "mcp.registry";
+
+/// How long a stop waits for a component without `stop_timeout` (podman's own default).
+pub const DEFAULT_STOP_TIMEOUT_SECS: i64 = 10;
 
 /// Who the agent is to a container's labels: the agent of this node, working from this
 /// registry. Only containers that are "us" are ever stopped, replaced or removed.
@@ -58,6 +61,12 @@ pub struct ContainerSpec {
     pub restart: RestartPolicy,
     pub volumes: Vec<String>,
     pub ports: Vec<PortPublish>,
+    /// The component's process, security, resource and metadata keys. Left out of the
+    /// hash when every one is podman's default (and each one left out while it is), so
+    /// the hash of a component that sets none is the one it had before they existed.
+    #[serde(skip_serializing_if = "Settings::is_default")]
+    pub settings: Settings,
+    /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
     /// Routes that have no host port (the range was exhausted when they were allocated):
@@ -103,6 +112,7 @@ impl ContainerSpec {
             restart: component.restart,
             volumes: component.volumes.clone(),
             ports,
+            settings: component.settings.clone(),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -111,7 +121,9 @@ impl ContainerSpec {
                 .collect(),
         };
         let hash = spec.hash();
-        spec.labels = BTreeMap::from([
+        // The service file cannot set `mcp.*` labels (`apply` refuses them); ours win.
+        spec.labels = component.settings.labels.clone();
+        spec.labels.extend([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_NODE.to_string(), us.node.clone()),
             (LABEL_SERVICE.to_string(), service.to_string()),
@@ -130,6 +142,14 @@ impl ContainerSpec {
         let json = serde_json::to_vec(self).expect("spec serializes");
         let digest = Sha256::digest(&json);
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How long a stop waits before podman kills the process: the component's
+    /// `stop_timeout`, else the agent's default.
+    pub fn stop_timeout_secs(&self) -> i64 {
+        self.settings
+            .stop_timeout
+            .map_or(DEFAULT_STOP_TIMEOUT_SECS, |s| s.0.into())
     }
 
     pub fn spec_hash(&self) -> &str {
@@ -244,6 +264,7 @@ mod tests {
             env: BTreeMap::from([("A".into(), "1".into())]),
             volumes: vec![],
             ports: vec![],
+            settings: Default::default(),
             routes: vec![],
         }
     }
@@ -330,6 +351,155 @@ mod tests {
             ContainerSpec::build(&Us::new("n1", ""), "shop", &comp()).spec_hash(),
             base.spec_hash()
         );
+    }
+
+    /// The hashes of containers made by earlier versions: a key added to the spec must
+    /// leave them as they are (absent or default, it is not hashed), or upgrading the
+    /// agent would recreate every container.
+    #[test]
+    fn the_hash_of_a_component_without_newer_keys_is_pinned() {
+        assert_eq!(
+            ContainerSpec::build(&us("n1"), "shop", &comp()).spec_hash(),
+            "4fecff4db8b4abcb96cbc79ff139760f"
+        );
+        let mut c = comp();
+        c.user = Some("1000:1000".into());
+        c.restart = RestartPolicy::UnlessStopped;
+        c.cmd = vec!["web".into(), "--listen".into(), ":8080".into()];
+        c.volumes = vec!["/srv/web:/data:rw".into()];
+        c.ports = vec!["127.0.0.1:9000:9000/tcp".parse().unwrap()];
+        c.routes = vec![Route {
+            name: "http".into(),
+            port: 8080,
+            mode: RouteMode::L7,
+            hostname: Some("web.example.org".into()),
+            host_port: Some(20000),
+        }];
+        assert_eq!(
+            ContainerSpec::build(&us("n1"), "shop", &c).spec_hash(),
+            "4ca5746fa99d4bf513915bfab9e070ee"
+        );
+    }
+
+    #[test]
+    fn each_new_key_changes_the_hash_and_labels_join_the_agents() {
+        use crate::spec::parse_service;
+        let full = parse_service(
+            std::path::Path::new("f.toml"),
+            crate::spec::tests::EVERY_KEY,
+        )
+        .unwrap()
+        .service
+        .components
+        .remove(0);
+        let base = ContainerSpec::build(&us("n1"), "shop", &comp());
+        let mut seen = std::collections::HashSet::from([base.spec_hash().to_string()]);
+        // Each key alone, taken from the full component, gives a hash of its own.
+        let x = &full.settings;
+        let d = Settings::default;
+        let each: Vec<Settings> = vec![
+            Settings {
+                entrypoint: x.entrypoint.clone(),
+                ..d()
+            },
+            Settings {
+                working_dir: x.working_dir.clone(),
+                ..d()
+            },
+            Settings { init: true, ..d() },
+            Settings {
+                stop_signal: x.stop_signal.clone(),
+                ..d()
+            },
+            Settings {
+                stop_timeout: x.stop_timeout,
+                ..d()
+            },
+            Settings { tty: true, ..d() },
+            Settings {
+                cap_add: x.cap_add.clone(),
+                ..d()
+            },
+            Settings {
+                cap_drop: x.cap_drop.clone(),
+                ..d()
+            },
+            Settings {
+                privileged: true,
+                ..d()
+            },
+            Settings {
+                security_opt: x.security_opt.clone(),
+                ..d()
+            },
+            Settings {
+                devices: x.devices.clone(),
+                ..d()
+            },
+            Settings {
+                sysctls: x.sysctls.clone(),
+                ..d()
+            },
+            Settings {
+                ulimits: x.ulimits.clone(),
+                ..d()
+            },
+            Settings {
+                shm_size: x.shm_size,
+                ..d()
+            },
+            Settings {
+                memory: x.memory,
+                ..d()
+            },
+            Settings {
+                memory_reservation: x.memory_reservation,
+                ..d()
+            },
+            Settings {
+                cpus: x.cpus,
+                ..d()
+            },
+            Settings {
+                pids_limit: x.pids_limit,
+                ..d()
+            },
+            Settings {
+                userns: x.userns.clone(),
+                ..d()
+            },
+            Settings {
+                group_add: x.group_add.clone(),
+                ..d()
+            },
+            Settings {
+                labels: x.labels.clone(),
+                ..d()
+            },
+            Settings {
+                log_driver: x.log_driver.clone(),
+                ..d()
+            },
+            Settings {
+                log_opts: x.log_opts.clone(),
+                ..d()
+            },
+        ];
+        for s in each {
+            let mut c = comp();
+            c.settings = s.clone();
+            let h = ContainerSpec::build(&us("n1"), "shop", &c)
+                .spec_hash()
+                .to_string();
+            assert!(seen.insert(h), "{s:?} does not change the hash");
+        }
+        let mut c = comp();
+        c.settings = full.settings.clone();
+        let s = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(s.labels["org.example.team"], "shop");
+        assert_eq!(s.labels[LABEL_COMPONENT], "web");
+        assert_eq!(s.stop_timeout_secs(), 90);
+        assert_eq!(base.stop_timeout_secs(), DEFAULT_STOP_TIMEOUT_SECS);
     }
 
     #[test]

@@ -7,14 +7,11 @@ use std::fmt;
 use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us};
+use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us, DEFAULT_STOP_TIMEOUT_SECS};
 use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::Service;
-
-/// Seconds podman gives a container to stop before killing it.
-pub const STOP_TIMEOUT_SECS: i64 = 10;
 
 /// Where a component stands after a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,7 +400,14 @@ pub async fn run_action<R: Runtime>(
         }),
         Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
             Err(e) => failed(key, e.into(), Some(id)),
-            Ok(()) => match rt.stop(&id, STOP_TIMEOUT_SECS).await {
+            // The component's `stop_timeout` (podman's default when it sets none).
+            Ok(()) => match rt
+                .stop(
+                    &id,
+                    spec.map_or(DEFAULT_STOP_TIMEOUT_SECS, ContainerSpec::stop_timeout_secs),
+                )
+                .await
+            {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => done(key, Status::Stopped, Some(id)),
                 Err(e) => failed(key, e.into(), Some(id)),
             },
@@ -509,6 +513,14 @@ async fn bring_up<R: Runtime>(
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
     if let Some(old) = old {
+        // A component with a `stop_timeout` gets its stop before the old container goes
+        // (a forced removal would wait the old container's own timeout instead).
+        if spec.settings.stop_timeout.is_some() {
+            match rt.stop(old, spec.stop_timeout_secs()).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         match rt.remove(old).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

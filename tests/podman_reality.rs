@@ -28,6 +28,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         restart: RestartPolicy::No,
         volumes: vec![],
         ports,
+        settings: Default::default(),
         labels: Default::default(),
         unallocated: vec![],
     }

@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 
 mod names;
 mod publish;
+mod settings;
 
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
+pub use settings::{
+    parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Settings, Ulimit, MAX_STOP_TIMEOUT_SECS,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +102,9 @@ pub struct Component {
     pub env: BTreeMap<String, String>,
     pub volumes: Vec<String>,
     pub ports: Vec<PortPublish>,
+    /// The process, security, resource and metadata keys (each left out when default).
+    #[serde(flatten)]
+    pub settings: Settings,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
 }

@@ -214,6 +214,7 @@ fn spec_for(d: &Desired) -> ContainerSpec {
         env: BTreeMap::new(),
         volumes: vec![],
         ports: vec![],
+        settings: Default::default(),
         routes: vec![],
     };
     let mut s = ContainerSpec::build(&us(), &d.key.service, &c);

@@ -23,6 +23,7 @@ fn comp(name: &str, image: &str) -> Component {
         env: BTreeMap::new(),
         volumes: vec![],
         ports: vec![],
+        settings: Default::default(),
         routes: vec![],
     }
 }

@@ -182,8 +182,8 @@ fn insert_component(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO components (service, name, position, image, desired_state, network, user,
-                                 restart, cmd, env, volumes, ports)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                 restart, cmd, env, volumes, ports, settings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             service,
             c.name,
@@ -197,6 +197,7 @@ fn insert_component(
             json(&c.env),
             json(&c.volumes),
             json(&c.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
+            json(&c.settings),
         ],
     )?;
     for (rpos, r) in c.routes.iter().enumerate() {
@@ -281,7 +282,8 @@ pub(super) fn read_services(
     }
     let mut stmt = conn
         .prepare_cached(
-            "SELECT service, name, image, desired_state, network, user, restart, cmd, env, volumes, ports
+            "SELECT service, name, image, desired_state, network, user, restart, cmd, env, volumes, ports,
+                    settings
              FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, position",
         )
         .map_err(sql("read components"))?;
@@ -313,6 +315,8 @@ pub(super) fn read_services(
             volumes: serde_json::from_str(&s(9)?)
                 .map_err(|e| ReadError::Json(what("volumes"), e))?,
             ports,
+            settings: serde_json::from_str(&s(11)?)
+                .map_err(|e| ReadError::Json(what("settings"), e))?,
             routes: routes
                 .remove(&(svc.clone(), name.clone()))
                 .unwrap_or_default(),

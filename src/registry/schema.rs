@@ -126,6 +126,11 @@ BEGIN UPDATE desired_generation SET value = value + 1; END;
 CREATE TRIGGER desired_adopted_delete AFTER DELETE ON adopted
 BEGIN UPDATE desired_generation SET value = value + 1; END;
 "#,
+    // 5 -> 6: a component's process, security, resource and metadata keys (issue 13),
+    // one JSON object of the keys it sets; '{}' (none) for the components of before.
+    r#"
+ALTER TABLE components ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// `PRAGMA application_id` of a registry ("mcpa"): tells our file from any other SQLite

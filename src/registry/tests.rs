@@ -81,6 +81,28 @@ fn apply_round_trips_services_exactly() {
 }
 
 #[test]
+fn every_component_key_is_stored_and_read_back() {
+    let d = tempfile::tempdir().unwrap();
+    let mut reg = open(d.path());
+    let f = file("full.toml", crate::spec::tests::EVERY_KEY);
+    assert!(!f.service.components[0].settings.is_default());
+    reg.apply(std::slice::from_ref(&f)).unwrap();
+    assert_eq!(reg.services().unwrap(), vec![f.service.clone()]);
+    assert_eq!(reg.apply(&[f]).unwrap().unchanged, vec!["full".to_string()]);
+    // A component that sets none of them stores none.
+    reg.apply(&[file("shop.toml", SHOP)]).unwrap();
+    let stored: String = reg
+        .conn
+        .query_row(
+            "SELECT settings FROM components WHERE service = 'shop'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "{}");
+}
+
+#[test]
 fn reapply_keeps_allocated_host_ports_and_status() {
     let d = tempfile::tempdir().unwrap();
     let mut reg = open(d.path());

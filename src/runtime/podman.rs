@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -191,6 +191,9 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
     let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
     exposed.sort();
+    let x = &spec.settings;
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let yes = |b: bool| b.then_some(true);
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -198,14 +201,60 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         user: spec.user.clone(),
         labels: Some(spec.labels.clone().into_iter().collect()),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        entrypoint: x.entrypoint.clone(),
+        working_dir: x.working_dir.clone(),
+        tty: yes(x.tty),
+        stop_signal: x.stop_signal.clone(),
+        stop_timeout: x.stop_timeout.map(|s| s.0.into()),
         host_config: Some(HostConfig {
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(spec.restart)),
             network_mode: Some(spec.network.clone()),
+            init: yes(x.init),
+            cap_add: list(&x.cap_add),
+            cap_drop: list(&x.cap_drop),
+            privileged: yes(x.privileged),
+            security_opt: list(&x.security_opt),
+            devices: (!x.devices.is_empty())
+                .then(|| x.devices.iter().map(|d| device_mapping(d)).collect()),
+            sysctls: (!x.sysctls.is_empty()).then(|| x.sysctls.clone().into_iter().collect()),
+            ulimits: (!x.ulimits.is_empty()).then(|| {
+                x.ulimits
+                    .iter()
+                    .map(|(name, u)| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            shm_size: x.shm_size.map(|b| b.0),
+            memory: x.memory.map(|b| b.0),
+            memory_reservation: x.memory_reservation.map(|b| b.0),
+            nano_cpus: x.cpus.map(|c| c.0),
+            pids_limit: x.pids_limit,
+            userns_mode: x.userns.clone(),
+            group_add: list(&x.group_add),
+            log_config: x.log_driver.as_ref().map(|d| HostConfigLogConfig {
+                typ: Some(d.clone()),
+                config: (!x.log_opts.is_empty()).then(|| x.log_opts.clone().into_iter().collect()),
+            }),
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// `HOST[:CONTAINER[:PERMISSIONS]]` (checked by `apply`) as podman's device mapping.
+fn device_mapping(d: &str) -> DeviceMapping {
+    let mut parts = d.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let inside = parts.next().map_or_else(|| host.clone(), str::to_string);
+    DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(inside),
+        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_string()),
     }
 }
 
@@ -317,7 +366,11 @@ impl Runtime for Podman {
         let opts = StopContainerOptionsBuilder::new()
             .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
             .build();
-        match self.docker()?.stop_container(id, Some(opts)).await {
+        // The request lasts as long as the stop may: the component's `stop_timeout`.
+        let docker = self.docker()?;
+        let waits = Duration::from_secs(timeout_secs.clamp(0, i32::MAX as i64) as u64);
+        let docker = docker.with_timeout(self.timeout + waits);
+        match docker.stop_container(id, Some(opts)).await {
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
@@ -327,7 +380,12 @@ impl Runtime for Podman {
 
     async fn remove(&self, id: &str) -> Result<()> {
         let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        // A forced removal of a running container stops it first with the container's
+        // own stop signal and `StopTimeout` (measured with podman 4.3): it may last that
+        // long, up to the largest `stop_timeout` a service file may set.
+        let waits = Duration::from_secs(crate::model::MAX_STOP_TIMEOUT_SECS.into());
         self.docker()?
+            .with_timeout(self.timeout + waits)
             .remove_container(id, Some(opts))
             .await
             .map_err(|e| self.map_err(e))

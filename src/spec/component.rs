@@ -151,6 +151,7 @@ pub(super) fn parse_component(
             );
         }
     }
+    let settings = super::settings::parse_settings(c, &rc, network);
     let component = Component {
         name,
         image: image.clone(),
@@ -177,6 +178,7 @@ pub(super) fn parse_component(
             .map(Spanned::into_inner)
             .collect(),
         ports,
+        settings,
         routes,
     };
     (cs, component)

@@ -15,6 +15,7 @@ mod location;
 mod parse;
 mod raw;
 mod rules;
+mod settings;
 
 pub use location::{ComponentSource, Issue, Issues, SourceMap};
 pub use parse::parse_service;
@@ -135,4 +136,4 @@ pub fn read_service_files(paths: &[PathBuf]) -> Result<Vec<ServiceFile>, Issues>
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -51,6 +51,80 @@ pub(super) struct RawComponent {
     pub(super) ports: Spanned<Vec<Spanned<String>>>,
     #[serde(default = "empty")]
     pub(super) routes: Spanned<Vec<Spanned<RawRoute>>>,
+    // The process.
+    pub(super) entrypoint: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) working_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) init: bool,
+    pub(super) stop_signal: Option<Spanned<Word>>,
+    pub(super) stop_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tty: bool,
+    // Security and resources.
+    #[serde(default = "empty")]
+    pub(super) cap_add: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) cap_drop: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) privileged: bool,
+    #[serde(default = "empty")]
+    pub(super) security_opt: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) devices: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) sysctls: Spanned<BTreeMap<Spanned<String>, Spanned<Word>>>,
+    #[serde(default = "empty")]
+    pub(super) ulimits: Spanned<BTreeMap<Spanned<String>, Spanned<RawUlimit>>>,
+    pub(super) shm_size: Option<Spanned<Word>>,
+    pub(super) memory: Option<Spanned<Word>>,
+    pub(super) memory_reservation: Option<Spanned<Word>>,
+    pub(super) cpus: Option<Spanned<f64>>,
+    pub(super) pids_limit: Option<Spanned<i64>>,
+    pub(super) userns: Option<Spanned<String>>,
+    #[serde(default = "empty")]
+    pub(super) group_add: Spanned<Vec<Spanned<Word>>>,
+    // Metadata.
+    #[serde(default = "empty")]
+    pub(super) labels: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub(super) log_driver: Option<Spanned<String>>,
+    #[serde(default = "empty")]
+    pub(super) log_opts: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// A string, or an integer written for one (`stop_signal = 15`, `memory = 1048576`,
+/// `group_add = [10]`, a sysctl's `1`): compose accepts both.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a string or an integer")]
+pub(super) enum Word {
+    Int(i64),
+    Str(String),
+}
+
+impl Word {
+    pub(super) fn text(&self) -> String {
+        match self {
+            Word::Int(n) => n.to_string(),
+            Word::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// compose's `nofile = 1024` or `nofile = { soft = 1024, hard = 2048 }`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a limit: an integer, or a table { soft = INTEGER, hard = INTEGER }"
+)]
+pub(super) enum RawUlimit {
+    One(i64),
+    Two(RawUlimitPair),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUlimitPair {
+    pub(super) soft: i64,
+    pub(super) hard: i64,
 }
 
 #[derive(Deserialize)]

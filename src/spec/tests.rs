@@ -222,3 +222,186 @@ fn oversized_and_hostile_inputs_are_rejected_or_handled() {
     let e = parse_service(Path::new("big.toml"), &" ".repeat(MAX_FILE_BYTES + 1)).unwrap_err();
     assert!(e.to_string().contains("at most 1048576"), "{e}");
 }
+
+/// A component with every process, security, resource and metadata key (issue 13 §4–6).
+pub(crate) const EVERY_KEY: &str = r#"
+name = "full"
+
+[[components]]
+name = "app"
+image = "localhost/app:1"
+entrypoint = ["sh", "-c"]
+cmd = ["exec sleep 1000"]
+working_dir = "/srv"
+init = true
+stop_signal = "SIGUSR1"
+stop_timeout = "1m 30s"
+tty = true
+cap_add = ["NET_ADMIN", "CAP_SYS_TIME"]
+cap_drop = ["MKNOD"]
+privileged = false
+security_opt = ["no-new-privileges", "label=disable"]
+devices = ["/dev/null:/dev/mynull:rw"]
+sysctls = { "net.ipv4.ip_unprivileged_port_start" = "80", "kernel.shmmax" = 65536 }
+ulimits = { nofile = { soft = 512, hard = 1024 }, nproc = 1024 }
+shm_size = "32m"
+memory = "128m"
+memory_reservation = 67108864
+cpus = 0.5
+pids_limit = 100
+userns = "host"
+group_add = ["10", 20]
+labels = { "org.example.team" = "shop", tier = "web" }
+log_driver = "k8s-file"
+log_opts = { max-size = "1m" }
+"#;
+
+#[test]
+fn every_new_key_parses_and_exports_back_to_the_same_service() {
+    let s = parse(EVERY_KEY).unwrap();
+    let x = &s.components[0].settings;
+    assert_eq!(
+        x.entrypoint.as_deref(),
+        Some(&["sh".into(), "-c".into()][..])
+    );
+    assert_eq!(x.stop_timeout, Some(crate::model::Seconds(90)));
+    assert_eq!(x.sysctls["kernel.shmmax"], "65536");
+    assert_eq!(
+        x.ulimits["nproc"],
+        crate::model::Ulimit {
+            soft: 1024,
+            hard: 1024
+        }
+    );
+    assert_eq!(x.memory, Some(crate::model::Bytes(128 << 20)));
+    assert_eq!(x.memory_reservation, Some(crate::model::Bytes(64 << 20)));
+    assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
+    assert_eq!(x.group_add, ["10", "20"]);
+    let text = s.to_toml();
+    assert_eq!(parse(&text).unwrap(), s, "{text}");
+    // Keys left at their default are not printed.
+    assert!(!text.contains("privileged ="), "{text}");
+    let plain = parse(GOOD).unwrap().to_toml();
+    for key in [
+        "init",
+        "tty",
+        "labels",
+        "cap_add",
+        "entrypoint",
+        "stop_timeout",
+    ] {
+        assert!(!plain.contains(key), "{key} in {plain}");
+    }
+}
+
+#[test]
+fn every_new_key_is_checked_at_its_position_with_the_reason() {
+    let head = "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("entrypoint = []\n", "5:14", "entrypoint is empty"),
+        ("working_dir = \"srv\"\n", "5:15", "absolute"),
+        ("working_dir = \"/srv/../etc\"\n", "5:15", "'..'"),
+        ("stop_signal = \"SIGFOO\"\n", "5:15", "not a signal"),
+        ("stop_signal = 99\n", "5:15", "not a signal"),
+        (
+            "stop_timeout = \"1500ms\"\n",
+            "5:16",
+            "whole number of seconds",
+        ),
+        ("stop_timeout = \"2h\"\n", "5:16", "most allowed"),
+        ("stop_timeout = \"soon\"\n", "5:16", "not a duration"),
+        ("init = \"yes\"\n", "5:8", "expected a boolean"),
+        (
+            "cap_add = [\"NET_ADMIN\", \"SUPERPOWER\"]\n",
+            "5:25",
+            "not a Linux capability",
+        ),
+        ("cap_drop = [\"CAP_\"]\n", "5:13", "not a Linux capability"),
+        ("security_opt = [\"bogus=1\"]\n", "5:17", "security_opt"),
+        ("devices = [\"dev/fuse\"]\n", "5:12", "absolute"),
+        ("devices = [\"/dev/fuse:/dev/fuse:rwx\"]\n", "5:12", "rwm"),
+        (
+            "sysctls = { \"vm.swappiness\" = \"1\" }\n",
+            "5:13",
+            "not namespaced",
+        ),
+        (
+            "network = \"host\"\nsysctls = { \"net.core.somaxconn\" = \"1\" }\n",
+            "6:13",
+            "network namespace",
+        ),
+        ("ulimits = { nofiles = 1 }\n", "5:13", "is not one of"),
+        (
+            "ulimits = { nofile = { soft = 2, hard = 1 } }\n",
+            "5:22",
+            "above hard limit",
+        ),
+        ("ulimits = { nofile = { soft = 2 } }\n", "5:22", "a limit"),
+        ("ulimits = { nofile = -1 }\n", "5:22", "negative"),
+        ("memory = \"1.5g\"\n", "5:10", "not a size"),
+        ("memory = \"1m\"\n", "5:10", "less than 6m"),
+        (
+            "memory = \"64m\"\nmemory_reservation = \"1g\"\n",
+            "6:22",
+            "above memory",
+        ),
+        ("shm_size = \"0\"\n", "5:12", "more than 0"),
+        ("cpus = 0\n", "5:8", "more than 0"),
+        ("cpus = \"half\"\n", "5:8", "expected f64"),
+        ("pids_limit = 0\n", "5:14", "pids_limit 0"),
+        ("userns = \"mine\"\n", "5:10", "userns"),
+        ("group_add = [\"wheel group\"]\n", "5:14", "group_add"),
+        ("labels = { \"mcp.service\" = \"x\" }\n", "5:12", "reserved"),
+        ("labels = { \"MCP.x\" = \"x\" }\n", "5:12", "reserved"),
+        ("log_driver = \"syslog\"\n", "5:14", "log_driver"),
+        (
+            "log_opts = { max-size = \"1m\" }\n",
+            "5:12",
+            "need log_driver",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { max-file = \"3\" }\n",
+            "6:14",
+            "ignores it",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { tag = \"x\" }\n",
+            "6:14",
+            "broken pipe",
+        ),
+        (
+            "log_driver = \"k8s-file\"\nlog_opts = { max-size = \"big\" }\n",
+            "6:25",
+            "not a size",
+        ),
+        ("privileges = true\n", "5:1", "unknown field"),
+    ];
+    for (tail, at, reason) in cases {
+        let text = format!("{head}{tail}");
+        let e = parse(&text).unwrap_err();
+        let at = format!("svc.toml:{at}");
+        assert!(
+            e.contains(&at),
+            "{tail:?}\n  got: {e}\n  want location {at}"
+        );
+        assert!(
+            e.contains(reason),
+            "{tail:?}\n  got: {e}\n  want reason {reason}"
+        );
+    }
+}
+
+#[test]
+fn number_forms_and_a_privileged_component_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/f77f63a98e0bf6708da66d897d51714e646d116d"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let x = &s.components[0].settings;
+    assert!(x.privileged);
+    assert_eq!(x.stop_signal.as_deref(), Some("15"));
+    assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
