@@ -19,15 +19,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use agentkit::{Agent, DaemonProc, NotifySocket, RegistryWriteLock, NODE};
+use common::relay::Relay;
 use common::{free_port, http_get, PrivateCaddy, PrivatePodman};
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -313,84 +314,6 @@ impl Cli {
         let out = self.ok(&["container", "inspect", name]).ok()?;
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
         v.as_array()?.first().cloned()
-    }
-}
-
-/// A socket relay between the agent and podman's API: every connection is copied both
-/// ways, and [`Relay::cut`] shuts every open one (the event stream with them), as a
-/// podman restart or a broken proxy would.
-struct Relay {
-    path: PathBuf,
-    /// Both ends of every open connection, by connection number.
-    open: Arc<Mutex<BTreeMap<u64, (UnixStream, UnixStream)>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Relay {
-    fn start(path: PathBuf, upstream: PathBuf) -> Relay {
-        let listener = UnixListener::bind(&path).expect("bind the relay socket");
-        listener.set_nonblocking(true).unwrap();
-        let open: Arc<Mutex<BTreeMap<u64, (UnixStream, UnixStream)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (open2, stop2) = (open.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((down, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = down.set_nonblocking(false);
-                let Ok(up) = UnixStream::connect(&upstream) else {
-                    continue; // podman's socket gone (restarting): the agent sees a reset
-                };
-                n += 1;
-                open2
-                    .lock()
-                    .unwrap()
-                    .insert(n, (down.try_clone().unwrap(), up.try_clone().unwrap()));
-                let pipe = |mut from: UnixStream, mut to: UnixStream| {
-                    let open = open2.clone();
-                    thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => {
-                                    if to.write_all(&buf[..k]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                        open.lock().unwrap().remove(&n);
-                    });
-                };
-                pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
-                pipe(up, down);
-            }
-        });
-        Relay { path, open, stop }
-    }
-
-    /// Shuts every connection open now; returns how many there were.
-    fn cut(&self) -> usize {
-        let open = std::mem::take(&mut *self.open.lock().unwrap());
-        for (a, b) in open.values() {
-            let _ = a.shutdown(std::net::Shutdown::Both);
-            let _ = b.shutdown(std::net::Shutdown::Both);
-        }
-        open.len()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.cut();
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -29,6 +29,7 @@ use crate::proxy::{AnyProxy, ProxyRoute};
 use crate::reconcile::{self, Status, StorageNames};
 use crate::registry::{CertStatus, Registry, RouteProxyState};
 use crate::routes;
+use crate::runtime::deaths::Deaths;
 use crate::runtime::podman::Podman;
 use crate::runtime::{Runtime, RuntimeError, Trigger};
 use crate::spec::Service;
@@ -171,6 +172,12 @@ pub struct Agent<R: Runtime + 'static> {
     brought_up: HashMap<ComponentKey, String>,
     /// The last pass's list of containers.
     last_actual: Option<Vec<crate::runtime::Actual>>,
+    /// The daemon's pidfd watches of its running containers (issue 16): a death is told
+    /// the moment it happens, not when podman's event about it comes.
+    deaths: Option<Arc<Deaths>>,
+    /// Containers whose main process exited while podman still listed them running:
+    /// looked at again after a short, growing delay (attempts so far).
+    suspects: HashMap<String, u32>,
     /// Components whose bring-up is under way (the other operations have a lane of
     /// their own).
     bringing_up: HashSet<ComponentKey>,
@@ -255,6 +262,8 @@ impl<R: Runtime + 'static> Agent<R> {
             bringing_up: HashSet::new(),
             operating: HashSet::new(),
             last_actual: None,
+            deaths: None,
+            suspects: HashMap::new(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
             status: BTreeMap::new(),
@@ -283,6 +292,8 @@ impl<R: Runtime + 'static> Agent<R> {
     /// containers finish for up to [`DRAIN_TIMEOUT`] and returns.
     pub async fn run(mut self, controls: Controls) -> Result<(), Failure> {
         let mut events = self.ctx.runtime.events();
+        let (deaths, mut died) = Deaths::new();
+        self.deaths = Some(deaths);
         let mut watch = watch::RegistryWatch::start(
             self.poll_reg.take(),
             self.config.clone(),
@@ -319,6 +330,12 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 }
                 Some(polled) = watch.rx.recv() => self.on_polled(polled),
+                Some(id) = died.recv() => {
+                    self.on_death(&id);
+                    while let Ok(id) = died.try_recv() {
+                        self.on_death(&id);
+                    }
+                }
                 t = events.recv(), if events_open => match t {
                     Some(t) => {
                         self.on_trigger(t);

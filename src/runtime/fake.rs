@@ -264,6 +264,11 @@ impl Runtime for FakeRuntime {
         r
     }
 
+    async fn main_pid(&self, _id: &str) -> Result<Option<u32>> {
+        // Fake containers have no processes: deaths come as events only.
+        Ok(None)
+    }
+
     async fn start(&self, id: &str) -> Result<()> {
         self.gate().await;
         let name = {

@@ -362,6 +362,29 @@ impl Runtime for Podman {
         }
     }
 
+    async fn main_pid(&self, id: &str) -> Result<Option<u32>> {
+        // The lenient reader: a container in a state bollard's enum does not know is
+        // still read.
+        let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
+        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(api::answer_error(&path, status, &body));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))?;
+        let state = &v["State"];
+        if state["Running"].as_bool() != Some(true) {
+            return Ok(None);
+        }
+        Ok(state["Pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0))
+    }
+
     async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {
         let opts = StopContainerOptionsBuilder::new()
             .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
