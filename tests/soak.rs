@@ -481,6 +481,24 @@ impl World {
     fn inject(&self, f: &Fault) {
         let t = Instant::now();
         let c = &self.comps[f.target];
+        // A foreign holder of the name or port holds the component: the soak's own
+        // `rm -f NAME` would remove the foreign container, not the agent's.
+        let _held = if matches!(f.kind, Kind::RmForce | Kind::KillMain | Kind::Stop) {
+            match self.comp_locks[f.target].try_lock() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    let what = format!("{:?} on {}", f.kind, c.container());
+                    self.event(
+                        what,
+                        "skipped (a foreign holder has it)".into(),
+                        t.elapsed(),
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let (what, outcome) = match f.kind {
             Kind::RmForce => (
                 format!("podman rm -f {}", c.container()),

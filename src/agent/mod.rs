@@ -78,6 +78,10 @@ pub const PROXY_RETRY: BackoffPolicy = BackoffPolicy::doubling(
 );
 /// A certificate retry wakes the loop this long after it is due.
 pub const CERT_RETRY_SLACK: Duration = Duration::from_millis(50);
+/// How often the daemon checks that the proxy still has its routes when nothing else
+/// asks (a Caddy restarted empty says nothing): one read of the routes, which writes only
+/// when they are not as wanted.
+pub const PROXY_CHECK: Duration = Duration::from_secs(3);
 
 /// The outside systems the agent works on, built by the command and passed in.
 pub struct Context<R> {
@@ -201,6 +205,8 @@ pub struct Agent<R: Runtime + 'static> {
     cert_load_error: Option<String>,
     /// A reload happened while the manager was out in its task.
     certs_reconfigure: bool,
+    /// When a route sync last asked for a certificate check.
+    certs_asked: Option<Instant>,
     resync: Duration,
     passes: u64,
     ready: bool,
@@ -234,6 +240,7 @@ impl<R: Runtime + 'static> Agent<R> {
             cert_states: Vec::new(),
             cert_load_error: None,
             certs_reconfigure: false,
+            certs_asked: None,
             backoffs: Backoffs::new(containers::policy(&config)),
             book: Book {
                 restart_grace: RESTART_GRACE,
