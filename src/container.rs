@@ -56,7 +56,12 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub network: String,
     pub restart: RestartPolicy,
+    /// Bind volumes as podman is given them: `HOST:CONTAINER[:OPTIONS]`.
     pub volumes: Vec<String>,
+    /// The host paths the agent creates when missing (`create_host_path = true`), owned
+    /// by `user`; hashed only when there is one, so specs without stay as they were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub create_host_paths: Vec<String>,
     pub ports: Vec<PortPublish>,
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -101,7 +106,13 @@ impl ContainerSpec {
             user: component.user.clone(),
             network: component.network.clone(),
             restart: component.restart,
-            volumes: component.volumes.clone(),
+            volumes: component.volumes.iter().map(model::Volume::bind).collect(),
+            create_host_paths: component
+                .volumes
+                .iter()
+                .filter(|v| v.create_host_path)
+                .map(|v| v.source.clone())
+                .collect(),
             ports,
             labels: BTreeMap::new(),
             unallocated: routes
@@ -250,6 +261,22 @@ mod tests {
 
     fn us(node: &str) -> Us {
         Us::new(node, "r1")
+    }
+
+    #[test]
+    fn create_host_path_enters_the_hash_and_string_volumes_hash_as_before() {
+        let mut c = comp();
+        c.volumes = vec![model::Volume::parse_bind("/srv/a:/a:ro").unwrap()];
+        let plain = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(plain.volumes, ["/srv/a:/a:ro"]);
+        // Nothing new in the hashed JSON of a spec without it: no container is recreated.
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("create_host_paths"), "{json}");
+        c.volumes[0].create_host_path = true;
+        let creating = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(creating.volumes, plain.volumes);
+        assert_eq!(creating.create_host_paths, ["/srv/a"]);
+        assert_ne!(creating.spec_hash(), plain.spec_hash());
     }
 
     #[test]

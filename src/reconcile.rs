@@ -25,6 +25,9 @@ pub enum Status {
     Transient,
     /// Its image is not in the local store; never pulled.
     ImageMissing,
+    /// A volume's host path does not exist (and may not be created): podman would create
+    /// it empty.
+    VolumeMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
     Failed,
@@ -39,6 +42,7 @@ impl Status {
             Status::Stopped => "stopped",
             Status::Transient => "transient",
             Status::ImageMissing => "image-missing",
+            Status::VolumeMissing => "volume-missing",
             Status::Conflict => "conflict",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
@@ -49,7 +53,7 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::ImageMissing | Status::Conflict | Status::Failed
+            Status::ImageMissing | Status::VolumeMissing | Status::Conflict | Status::Failed
         )
     }
 }
@@ -60,6 +64,10 @@ impl Status {
 pub enum ActionError {
     #[error("image {0} is not in the local image store (the agent never pulls); load it, e.g. with podman load")]
     ImageMissing(String),
+    #[error("volume host path {0} does not exist (podman would create it empty); create it, or set create_host_path = true on the volume")]
+    VolumeMissing(String),
+    #[error("volume host path {0}: {1}")]
+    HostPath(String, String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
     #[error("no desired spec for this component (internal error)")]
@@ -166,7 +174,7 @@ impl PassReport {
                 Status::Running if c.recovered => s.recovered += 1,
                 Status::Running if c.verb.is_none() => s.already_running += 1,
                 Status::ImageMissing => s.skipped += 1,
-                Status::Conflict | Status::Failed => s.failed += 1,
+                Status::VolumeMissing | Status::Conflict | Status::Failed => s.failed += 1,
                 _ => {}
             }
         }
@@ -480,6 +488,7 @@ async fn bring_up_report<R: Runtime>(
         Err(e) => {
             let (status, id) = match &e {
                 ActionError::ImageMissing(_) => (Status::ImageMissing, old),
+                ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
                 ActionError::Conflict(_) => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
@@ -508,6 +517,7 @@ async fn bring_up<R: Runtime>(
     if !rt.image_exists(&spec.image).await? {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
+    host_paths(spec)?;
     if let Some(old) = old {
         match rt.remove(old).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
@@ -539,6 +549,25 @@ async fn bring_up<R: Runtime>(
     };
     rt.start(&id).await?;
     Ok(id)
+}
+
+/// Every volume's host path exists before the container is made: podman would create a
+/// missing one empty (and the service would run on no data). One with `create_host_path`
+/// is created, a directory owned by the component's user.
+fn host_paths(spec: &ContainerSpec) -> Result<(), ActionError> {
+    for bind in &spec.volumes {
+        let source = bind.split(':').next().unwrap_or_default();
+        if std::fs::symlink_metadata(source).is_ok() {
+            continue;
+        }
+        if !spec.create_host_paths.iter().any(|p| p == source) {
+            return Err(ActionError::VolumeMissing(source.to_string()));
+        }
+        crate::hostpath::create(std::path::Path::new(source), spec.user.as_deref())
+            .map_err(|e| ActionError::HostPath(source.to_string(), e))?;
+        tracing::info!(container = %spec.name, path = source, "created volume host path");
+    }
+    Ok(())
 }
 
 fn short(id: &str) -> &str {

@@ -27,6 +27,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         network: "bridge".into(),
         restart: RestartPolicy::No,
         volumes: vec![],
+        create_host_paths: vec![],
         ports,
         labels: Default::default(),
         unallocated: vec![],

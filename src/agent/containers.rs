@@ -236,7 +236,10 @@ impl<R: Runtime + 'static> Agent<R> {
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
                     // pass and event, not backed off.
-                    && !matches!(r.status, Status::ImageMissing | Status::Conflict)
+                    && !matches!(
+                        r.status,
+                        Status::ImageMissing | Status::VolumeMissing | Status::Conflict
+                    )
                 {
                     let next = self.backoffs.attempted(&r.key, now);
                     self.book.retry_at.insert(r.key.clone(), next);
@@ -254,8 +257,18 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 let action = r.verb.map_or("none", Verb::as_str);
                 let detail = r.detail();
+                // The same failure for the same reason as last time (an image or a
+                // volume path still missing, at every pass and event) is logged once.
+                let repeated = self
+                    .status
+                    .get(&r.key)
+                    .is_some_and(|(s, d, _)| *s == r.status && *d == detail);
                 // `--once` prints a line per action on stdout; its log says no more.
                 match (r.status.is_failure(), r.verb) {
+                    (true, _) if repeated && self.mode == Mode::Daemon => tracing::debug!(
+                        action, component = %r.key, state = r.status.as_str(),
+                        error = detail.as_deref().unwrap_or(""), "still not reconciled, as before"
+                    ),
                     _ if self.mode == Mode::Once => tracing::debug!(
                         action, component = %r.key, state = r.status.as_str(),
                         error = detail.as_deref().unwrap_or(""), "reconciled once"

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 mod names;
 mod publish;
+mod volume;
 
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
+pub use volume::Volume;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,7 +98,7 @@ pub struct Component {
     pub restart: RestartPolicy,
     pub cmd: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Volume>,
     pub ports: Vec<PortPublish>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
