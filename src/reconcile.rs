@@ -315,17 +315,44 @@ pub async fn execute<R: Runtime>(
 }
 
 /// Names held by container storage after podman's database was lost, freed with one CLI
-/// call for a whole pass instead of one per container (a podman process start each): the
-/// first create of the pass that finds its name held there frees, with its own, the names
-/// of every create of the pass not yet attempted that the API cannot see either (after a
-/// database loss, that is all of them). Those creates wait for that call; a name is never
-/// freed while a create of ours for it is under way.
-#[derive(Debug, Default)]
+/// `ps` and one `rm` for a whole pass instead of one pair per container (a podman process
+/// start each). A create that finds its name held there joins the pass's batch and waits
+/// until no other first create of the pass is under way — those find their names held
+/// too, after a loss, and join it — then one of them frees the batch: every name found
+/// held, and every create of the pass not yet attempted that the API cannot see either.
+/// Those creates wait for that call; a name is never freed while a create of ours for it
+/// is under way.
+#[derive(Debug)]
 pub struct StorageNames {
     /// Names of the pass's creates not yet attempted.
     pending: std::sync::Mutex<BTreeSet<String>>,
-    /// Names freed this pass; its lock is held for the duration of a batch.
+    /// Names found held by storage, waiting for the batch that frees them.
+    held: std::sync::Mutex<BTreeSet<String>>,
+    /// How many first creates are under way (their outcome not known yet).
+    trying: tokio::sync::watch::Sender<usize>,
+    /// Names freed by a batch whose creates have not started yet; its lock is held for
+    /// the duration of a batch.
     freed: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Default for StorageNames {
+    fn default() -> Self {
+        StorageNames {
+            pending: Default::default(),
+            held: Default::default(),
+            trying: tokio::sync::watch::Sender::new(0),
+            freed: Default::default(),
+        }
+    }
+}
+
+/// A first create under way (see [`StorageNames`]); its end is counted when dropped.
+pub struct Attempt<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Names per CLI call, to keep the argv short.
@@ -337,25 +364,49 @@ impl StorageNames {
         self.pending.lock().unwrap().insert(name.to_string());
     }
 
-    /// Called before a create of `name`: takes it off the pending names, or, if a batch
-    /// already took it, waits until that batch is done.
-    async fn before_create(&self, name: &str) {
-        if !self.pending.lock().unwrap().remove(name) {
-            drop(self.freed.lock().await);
-        }
+    /// A create planned no longer (the daemon's next plan dropped it): its name is not
+    /// freed on its behalf.
+    pub fn forget(&self, name: &str) {
+        self.pending.lock().unwrap().remove(name);
     }
 
-    /// Frees `name` (held by storage, invisible to the API) and every pending name that
-    /// the API cannot see either.
-    async fn free<R: Runtime>(&self, rt: &R, name: &str) -> Result<(), RuntimeError> {
+    /// Called before a create of `name`: takes it off the pending names, and waits until
+    /// a batch under way (which may have taken it) is done. The create is under way until
+    /// the attempt is dropped.
+    pub async fn before_create(&self, name: &str) -> Attempt<'_> {
+        self.pending.lock().unwrap().remove(name);
+        // Freed for this create, if a batch took it: a later loss frees it again.
+        self.freed.lock().await.remove(name);
+        self.trying.send_modify(|n| *n += 1);
+        Attempt(&self.trying)
+    }
+
+    /// Frees `name` (held by storage, invisible to the API; its create's `attempt` is
+    /// over) with the names the pass's other creates found held and every pending name
+    /// that the API cannot see either.
+    pub async fn free<R: Runtime>(
+        &self,
+        rt: &R,
+        name: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<(), RuntimeError> {
+        self.held.lock().unwrap().insert(name.to_string());
+        drop(attempt);
+        // The creates under way find their names held too (after a loss, all of them
+        // are): wait for them to join, so that one batch frees them all.
+        let mut trying = self.trying.subscribe();
+        let _ = trying.wait_for(|n| *n == 0).await;
         let mut freed = self.freed.lock().await;
-        if freed.contains(name) {
+        if freed.remove(name) {
+            // Another create's batch took it.
             return Ok(());
         }
+        let mut batch: Vec<String> = std::mem::take(&mut *self.held.lock().unwrap())
+            .into_iter()
+            .collect();
         let others: Vec<String> = std::mem::take(&mut *self.pending.lock().unwrap())
             .into_iter()
             .collect();
-        let mut batch = vec![name.to_string()];
         for chunk in others.chunks(16) {
             let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.holder(n))).await;
             for (n, holder) in chunk.iter().zip(seen) {
@@ -525,23 +576,29 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
-    names.before_create(&spec.name).await;
+    let attempt = names.before_create(&spec.name).await;
     let id = match rt.create(spec).await {
-        Ok(id) => id,
+        Ok(id) => {
+            drop(attempt);
+            id
+        }
         Err(RuntimeError::NameInUse { .. }) => {
             match rt.holder(&spec.name).await? {
                 // Someone holds the name through the API: ours (a leftover) is replaced,
                 // anything else is never touched.
-                Some((id, labels)) => match owner(&id, &labels, us) {
-                    Owner::Ours { .. } => match rt.remove(&id).await {
-                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    _ => return Err(ActionError::Conflict(id)),
-                },
+                Some((id, labels)) => {
+                    drop(attempt);
+                    match owner(&id, &labels, us) {
+                        Owner::Ours { .. } => match rt.remove(&id).await {
+                            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        },
+                        _ => return Err(ActionError::Conflict(id)),
+                    }
+                }
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
-                None => names.free(rt, &spec.name).await?,
+                None => names.free(rt, &spec.name, attempt).await?,
             }
             rt.create(spec).await?
         }

@@ -100,7 +100,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             self.note(&key, status, None, id, false);
         }
-        let names = Arc::new(StorageNames::default());
+        let names = self.storage_names.clone();
         let mut pending = HashMap::with_capacity(p.actions.len());
         for a in p.actions {
             let key = a.key().clone();
@@ -127,6 +127,7 @@ impl<R: Runtime + 'static> Agent<R> {
         for key in self.pending.keys() {
             if !pending.contains_key(key) {
                 self.sched.cancel(&Work::Component(key.clone()));
+                self.storage_names.forget(&key.container_name());
             }
         }
         self.pending = pending;
