@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us};
-use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
+use crate::plan::{self, Action, Book, Desired, InSync, Plan, RemoveReason, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::Service;
@@ -70,6 +70,12 @@ pub enum ActionError {
     HostPath(String, String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
+    #[error("its name is held by container {} (id {}), an orphan of registry {}: made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`", .name, short(.id), .registry)]
+    Orphan {
+        name: String,
+        id: String,
+        registry: String,
+    },
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -137,8 +143,17 @@ impl ComponentReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovalReport {
     pub name: String,
+    /// The component its labels name.
     pub owner: ComponentKey,
+    pub reason: RemoveReason,
     pub error: Option<RuntimeError>,
+}
+
+impl RemovalReport {
+    /// Why it was removed, in words.
+    pub fn why(&self) -> String {
+        self.reason.describe(&self.owner)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,7 +211,7 @@ impl PassReport {
         }
         for r in &self.removals {
             let what = match &r.error {
-                None => "removed: no longer in the registry".to_string(),
+                None => format!("removed: {}", r.why()),
                 Some(e) => format!("failed: {e}"),
             };
             lines.push(format!("{:<8} {} ({}): {what}", "remove", r.owner, r.name));
@@ -444,15 +459,32 @@ pub async fn run_action<R: Runtime>(
         ..done(key, Status::Failed, id)
     };
     match a {
-        Action::Remove { id, name, owner } => {
+        Action::Remove {
+            id,
+            name,
+            owner,
+            reason,
+        } => {
             let error = match rt.remove(&id).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => None,
                 Err(e) => Some(e),
             };
-            Err(RemovalReport { name, owner, error })
+            Err(RemovalReport {
+                name,
+                owner,
+                reason,
+                error,
+            })
         }
-        Action::Conflict { key, id } => Ok(ComponentReport {
-            error: Some(ActionError::Conflict(id)),
+        Action::Conflict { key, id, orphan_of } => Ok(ComponentReport {
+            error: Some(match orphan_of {
+                Some(registry) => ActionError::Orphan {
+                    name: key.container_name(),
+                    id,
+                    registry,
+                },
+                None => ActionError::Conflict(id),
+            }),
             ..done(key, Status::Conflict, None)
         }),
         Action::Wait { key, until, reason } => Ok(ComponentReport {
@@ -460,7 +492,7 @@ pub async fn run_action<R: Runtime>(
             until: Some(until),
             ..ComponentReport::in_sync(key, Status::Waiting, None)
         }),
-        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Err(e) => failed(key, e.into(), Some(id)),
             Ok(()) => match rt.stop(&id, STOP_TIMEOUT_SECS).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => done(key, Status::Stopped, Some(id)),
@@ -468,7 +500,7 @@ pub async fn run_action<R: Runtime>(
             },
         }),
         Action::Start { key, id, strays } => {
-            let started = match remove_strays(rt, &strays).await {
+            let started = match remove_strays(rt, &key, &strays).await {
                 Ok(()) => rt.start(&id).await,
                 Err(e) => Err(e),
             };
@@ -485,7 +517,7 @@ pub async fn run_action<R: Runtime>(
                 Err(e) => failed(key, e.into(), Some(id)),
             })
         }
-        Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Create { key, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), None),
         }),
@@ -494,7 +526,7 @@ pub async fn run_action<R: Runtime>(
             old_id,
             strays,
             ..
-        } => Ok(match remove_strays(rt, &strays).await {
+        } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), Some(old_id)),
         }),
@@ -502,10 +534,19 @@ pub async fn run_action<R: Runtime>(
 }
 
 /// Removes other containers labelled for a component before acting on it.
-async fn remove_strays<R: Runtime>(rt: &R, strays: &[String]) -> Result<(), RuntimeError> {
+async fn remove_strays<R: Runtime>(
+    rt: &R,
+    key: &ComponentKey,
+    strays: &[String],
+) -> Result<(), RuntimeError> {
     for id in strays {
         match rt.remove(id).await {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Ok(()) => tracing::info!(
+                component = %key, id = short(id),
+                "removed container {}: a duplicate: labelled as component {key}, which is acted on through its own container {}",
+                short(id), key.container_name()
+            ),
+            Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
@@ -540,7 +581,7 @@ async fn bring_up_report<R: Runtime>(
             let (status, id) = match &e {
                 ActionError::ImageMissing(_) => (Status::ImageMissing, old),
                 ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
-                ActionError::Conflict(_) => (Status::Conflict, None),
+                ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
             ComponentReport {
@@ -593,6 +634,13 @@ async fn bring_up<R: Runtime>(
                             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                             Err(e) => return Err(e.into()),
                         },
+                        Owner::Orphan { registry, .. } => {
+                            return Err(ActionError::Orphan {
+                                name: spec.name.clone(),
+                                registry: plan::orphan_registry(registry).to_string(),
+                                id,
+                            })
+                        }
                         _ => return Err(ActionError::Conflict(id)),
                     }
                 }

@@ -206,7 +206,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 match &r.error {
                     None => tracing::info!(
                         action = "remove", service = %r.owner.service, component = %r.owner.component,
-                        container = %r.name, "removed container no longer in the registry"
+                        container = %r.name, "removed container {}: {}", r.name, r.why()
                     ),
                     Some(e) => {
                         tracing::warn!(
