@@ -100,21 +100,24 @@ async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
         let mut unreadable_said = false;
         let reason = loop {
             match stream.next_line().await {
-                Some(Ok(line)) => match super::api::parse_event(&line) {
-                    Ok(Some(ev)) if ACTIONS.contains(&ev.action.as_str()) => {
-                        if tx.send(Trigger::Event(ev)).await.is_err() {
-                            return;
+                Some(Ok(line)) => {
+                    tracing::trace!(line = %String::from_utf8_lossy(&line), "podman event read");
+                    match super::api::parse_event(&line) {
+                        Ok(Some(ev)) if ACTIONS.contains(&ev.action.as_str()) => {
+                            if tx.send(Trigger::Event(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // One odd message costs itself, never the stream.
+                            if !unreadable_said {
+                                tracing::warn!(error = %e, "a podman event cannot be read; skipped");
+                                unreadable_said = true;
+                            }
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        // One odd message costs itself, never the stream.
-                        if !unreadable_said {
-                            tracing::warn!(error = %e, "a podman event cannot be read; skipped");
-                            unreadable_said = true;
-                        }
-                    }
-                },
+                }
                 Some(Err(e)) => break e,
                 None => break "event stream ended".to_string(),
             }
