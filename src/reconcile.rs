@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us, DEFAULT_STOP_TIMEOUT_SECS};
-use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
+use crate::plan::{self, Action, Book, Desired, InSync, Plan, RemoveReason, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::Service;
@@ -22,6 +22,9 @@ pub enum Status {
     Transient,
     /// Its image is not in the local store; never pulled.
     ImageMissing,
+    /// A volume's host path does not exist (and may not be created): podman would create
+    /// it empty.
+    VolumeMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
     Failed,
@@ -36,6 +39,7 @@ impl Status {
             Status::Stopped => "stopped",
             Status::Transient => "transient",
             Status::ImageMissing => "image-missing",
+            Status::VolumeMissing => "volume-missing",
             Status::Conflict => "conflict",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
@@ -46,7 +50,7 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::ImageMissing | Status::Conflict | Status::Failed
+            Status::ImageMissing | Status::VolumeMissing | Status::Conflict | Status::Failed
         )
     }
 }
@@ -57,8 +61,18 @@ impl Status {
 pub enum ActionError {
     #[error("image {0} is not in the local image store (the agent never pulls); load it, e.g. with podman load")]
     ImageMissing(String),
+    #[error("volume host path {0} does not exist (podman would create it empty); create it, or set create_host_path = true on the volume")]
+    VolumeMissing(String),
+    #[error("volume host path {0}: {1}")]
+    HostPath(String, String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
+    #[error("its name is held by container {} (id {}), an orphan of registry {}: made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`", .name, short(.id), .registry)]
+    Orphan {
+        name: String,
+        id: String,
+        registry: String,
+    },
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -126,8 +140,17 @@ impl ComponentReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovalReport {
     pub name: String,
+    /// The component its labels name.
     pub owner: ComponentKey,
+    pub reason: RemoveReason,
     pub error: Option<RuntimeError>,
+}
+
+impl RemovalReport {
+    /// Why it was removed, in words.
+    pub fn why(&self) -> String {
+        self.reason.describe(&self.owner)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +186,7 @@ impl PassReport {
                 Status::Running if c.recovered => s.recovered += 1,
                 Status::Running if c.verb.is_none() => s.already_running += 1,
                 Status::ImageMissing => s.skipped += 1,
-                Status::Conflict | Status::Failed => s.failed += 1,
+                Status::VolumeMissing | Status::Conflict | Status::Failed => s.failed += 1,
                 _ => {}
             }
         }
@@ -185,7 +208,7 @@ impl PassReport {
         }
         for r in &self.removals {
             let what = match &r.error {
-                None => "removed: no longer in the registry".to_string(),
+                None => format!("removed: {}", r.why()),
                 Some(e) => format!("failed: {e}"),
             };
             lines.push(format!("{:<8} {} ({}): {what}", "remove", r.owner, r.name));
@@ -304,17 +327,44 @@ pub async fn execute<R: Runtime>(
 }
 
 /// Names held by container storage after podman's database was lost, freed with one CLI
-/// call for a whole pass instead of one per container (a podman process start each): the
-/// first create of the pass that finds its name held there frees, with its own, the names
-/// of every create of the pass not yet attempted that the API cannot see either (after a
-/// database loss, that is all of them). Those creates wait for that call; a name is never
-/// freed while a create of ours for it is under way.
-#[derive(Debug, Default)]
+/// `ps` and one `rm` for a whole pass instead of one pair per container (a podman process
+/// start each). A create that finds its name held there joins the pass's batch and waits
+/// until no other first create of the pass is under way — those find their names held
+/// too, after a loss, and join it — then one of them frees the batch: every name found
+/// held, and every create of the pass not yet attempted that the API cannot see either.
+/// Those creates wait for that call; a name is never freed while a create of ours for it
+/// is under way.
+#[derive(Debug)]
 pub struct StorageNames {
     /// Names of the pass's creates not yet attempted.
     pending: std::sync::Mutex<BTreeSet<String>>,
-    /// Names freed this pass; its lock is held for the duration of a batch.
+    /// Names found held by storage, waiting for the batch that frees them.
+    held: std::sync::Mutex<BTreeSet<String>>,
+    /// How many first creates are under way (their outcome not known yet).
+    trying: tokio::sync::watch::Sender<usize>,
+    /// Names freed by a batch whose creates have not started yet; its lock is held for
+    /// the duration of a batch.
     freed: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Default for StorageNames {
+    fn default() -> Self {
+        StorageNames {
+            pending: Default::default(),
+            held: Default::default(),
+            trying: tokio::sync::watch::Sender::new(0),
+            freed: Default::default(),
+        }
+    }
+}
+
+/// A first create under way (see [`StorageNames`]); its end is counted when dropped.
+pub struct Attempt<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Names per CLI call, to keep the argv short.
@@ -326,25 +376,49 @@ impl StorageNames {
         self.pending.lock().unwrap().insert(name.to_string());
     }
 
-    /// Called before a create of `name`: takes it off the pending names, or, if a batch
-    /// already took it, waits until that batch is done.
-    async fn before_create(&self, name: &str) {
-        if !self.pending.lock().unwrap().remove(name) {
-            drop(self.freed.lock().await);
-        }
+    /// A create planned no longer (the daemon's next plan dropped it): its name is not
+    /// freed on its behalf.
+    pub fn forget(&self, name: &str) {
+        self.pending.lock().unwrap().remove(name);
     }
 
-    /// Frees `name` (held by storage, invisible to the API) and every pending name that
-    /// the API cannot see either.
-    async fn free<R: Runtime>(&self, rt: &R, name: &str) -> Result<(), RuntimeError> {
+    /// Called before a create of `name`: takes it off the pending names, and waits until
+    /// a batch under way (which may have taken it) is done. The create is under way until
+    /// the attempt is dropped.
+    pub async fn before_create(&self, name: &str) -> Attempt<'_> {
+        self.pending.lock().unwrap().remove(name);
+        // Freed for this create, if a batch took it: a later loss frees it again.
+        self.freed.lock().await.remove(name);
+        self.trying.send_modify(|n| *n += 1);
+        Attempt(&self.trying)
+    }
+
+    /// Frees `name` (held by storage, invisible to the API; its create's `attempt` is
+    /// over) with the names the pass's other creates found held and every pending name
+    /// that the API cannot see either.
+    pub async fn free<R: Runtime>(
+        &self,
+        rt: &R,
+        name: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<(), RuntimeError> {
+        self.held.lock().unwrap().insert(name.to_string());
+        drop(attempt);
+        // The creates under way find their names held too (after a loss, all of them
+        // are): wait for them to join, so that one batch frees them all.
+        let mut trying = self.trying.subscribe();
+        let _ = trying.wait_for(|n| *n == 0).await;
         let mut freed = self.freed.lock().await;
-        if freed.contains(name) {
+        if freed.remove(name) {
+            // Another create's batch took it.
             return Ok(());
         }
+        let mut batch: Vec<String> = std::mem::take(&mut *self.held.lock().unwrap())
+            .into_iter()
+            .collect();
         let others: Vec<String> = std::mem::take(&mut *self.pending.lock().unwrap())
             .into_iter()
             .collect();
-        let mut batch = vec![name.to_string()];
         for chunk in others.chunks(16) {
             let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.holder(n))).await;
             for (n, holder) in chunk.iter().zip(seen) {
@@ -382,15 +456,32 @@ pub async fn run_action<R: Runtime>(
         ..done(key, Status::Failed, id)
     };
     match a {
-        Action::Remove { id, name, owner } => {
+        Action::Remove {
+            id,
+            name,
+            owner,
+            reason,
+        } => {
             let error = match rt.remove(&id).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => None,
                 Err(e) => Some(e),
             };
-            Err(RemovalReport { name, owner, error })
+            Err(RemovalReport {
+                name,
+                owner,
+                reason,
+                error,
+            })
         }
-        Action::Conflict { key, id } => Ok(ComponentReport {
-            error: Some(ActionError::Conflict(id)),
+        Action::Conflict { key, id, orphan_of } => Ok(ComponentReport {
+            error: Some(match orphan_of {
+                Some(registry) => ActionError::Orphan {
+                    name: key.container_name(),
+                    id,
+                    registry,
+                },
+                None => ActionError::Conflict(id),
+            }),
             ..done(key, Status::Conflict, None)
         }),
         Action::Wait { key, until, reason } => Ok(ComponentReport {
@@ -398,7 +489,7 @@ pub async fn run_action<R: Runtime>(
             until: Some(until),
             ..ComponentReport::in_sync(key, Status::Waiting, None)
         }),
-        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Err(e) => failed(key, e.into(), Some(id)),
             // The component's `stop_timeout` (podman's default when it sets none).
             Ok(()) => match rt
@@ -413,7 +504,7 @@ pub async fn run_action<R: Runtime>(
             },
         }),
         Action::Start { key, id, strays } => {
-            let started = match remove_strays(rt, &strays).await {
+            let started = match remove_strays(rt, &key, &strays).await {
                 Ok(()) => rt.start(&id).await,
                 Err(e) => Err(e),
             };
@@ -430,7 +521,7 @@ pub async fn run_action<R: Runtime>(
                 Err(e) => failed(key, e.into(), Some(id)),
             })
         }
-        Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Create { key, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), None),
         }),
@@ -439,7 +530,7 @@ pub async fn run_action<R: Runtime>(
             old_id,
             strays,
             ..
-        } => Ok(match remove_strays(rt, &strays).await {
+        } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), Some(old_id)),
         }),
@@ -447,10 +538,19 @@ pub async fn run_action<R: Runtime>(
 }
 
 /// Removes other containers labelled for a component before acting on it.
-async fn remove_strays<R: Runtime>(rt: &R, strays: &[String]) -> Result<(), RuntimeError> {
+async fn remove_strays<R: Runtime>(
+    rt: &R,
+    key: &ComponentKey,
+    strays: &[String],
+) -> Result<(), RuntimeError> {
     for id in strays {
         match rt.remove(id).await {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Ok(()) => tracing::info!(
+                component = %key, id = short(id),
+                "removed container {}: a duplicate: labelled as component {key}, which is acted on through its own container {}",
+                short(id), key.container_name()
+            ),
+            Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
@@ -484,7 +584,8 @@ async fn bring_up_report<R: Runtime>(
         Err(e) => {
             let (status, id) = match &e {
                 ActionError::ImageMissing(_) => (Status::ImageMissing, old),
-                ActionError::Conflict(_) => (Status::Conflict, None),
+                ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
+                ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
             ComponentReport {
@@ -512,6 +613,7 @@ async fn bring_up<R: Runtime>(
     if !rt.image_exists(&spec.image).await? {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
+    host_paths(spec)?;
     if let Some(old) = old {
         // A component with a `stop_timeout` gets its stop before the old container goes
         // (a forced removal would wait the old container's own timeout instead).
@@ -527,23 +629,36 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
-    names.before_create(&spec.name).await;
+    let attempt = names.before_create(&spec.name).await;
     let id = match rt.create(spec).await {
-        Ok(id) => id,
+        Ok(id) => {
+            drop(attempt);
+            id
+        }
         Err(RuntimeError::NameInUse { .. }) => {
             match rt.holder(&spec.name).await? {
                 // Someone holds the name through the API: ours (a leftover) is replaced,
                 // anything else is never touched.
-                Some((id, labels)) => match owner(&id, &labels, us) {
-                    Owner::Ours { .. } => match rt.remove(&id).await {
-                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    _ => return Err(ActionError::Conflict(id)),
-                },
+                Some((id, labels)) => {
+                    drop(attempt);
+                    match owner(&id, &labels, us) {
+                        Owner::Ours { .. } => match rt.remove(&id).await {
+                            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        },
+                        Owner::Orphan { registry, .. } => {
+                            return Err(ActionError::Orphan {
+                                name: spec.name.clone(),
+                                registry: plan::orphan_registry(registry).to_string(),
+                                id,
+                            })
+                        }
+                        _ => return Err(ActionError::Conflict(id)),
+                    }
+                }
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
-                None => names.free(rt, &spec.name).await?,
+                None => names.free(rt, &spec.name, attempt).await?,
             }
             rt.create(spec).await?
         }
@@ -551,6 +666,25 @@ async fn bring_up<R: Runtime>(
     };
     rt.start(&id).await?;
     Ok(id)
+}
+
+/// Every volume's host path exists before the container is made: podman would create a
+/// missing one empty (and the service would run on no data). One with `create_host_path`
+/// is created, a directory owned by the component's user.
+fn host_paths(spec: &ContainerSpec) -> Result<(), ActionError> {
+    for bind in &spec.volumes {
+        let source = bind.split(':').next().unwrap_or_default();
+        if std::fs::symlink_metadata(source).is_ok() {
+            continue;
+        }
+        if !spec.create_host_paths.iter().any(|p| p == source) {
+            return Err(ActionError::VolumeMissing(source.to_string()));
+        }
+        crate::hostpath::create(std::path::Path::new(source), spec.user.as_deref())
+            .map_err(|e| ActionError::HostPath(source.to_string(), e))?;
+        tracing::info!(container = %spec.name, path = source, "created volume host path");
+    }
+    Ok(())
 }
 
 fn short(id: &str) -> &str {

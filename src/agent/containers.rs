@@ -160,7 +160,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             self.note(&key, status, None, id, false);
         }
-        let names = Arc::new(StorageNames::default());
+        let names = self.storage_names.clone();
         let mut pending = HashMap::with_capacity(p.actions.len());
         for a in p.actions {
             let key = a.key().clone();
@@ -187,6 +187,7 @@ impl<R: Runtime + 'static> Agent<R> {
         for key in self.pending.keys() {
             if !pending.contains_key(key) {
                 self.sched.cancel(&Work::Component(key.clone()));
+                self.storage_names.forget(&key.container_name());
             }
         }
         self.pending = pending;
@@ -266,7 +267,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 match &r.error {
                     None => tracing::info!(
                         action = "remove", service = %r.owner.service, component = %r.owner.component,
-                        container = %r.name, "removed container no longer in the registry"
+                        container = %r.name, "removed container {}: {}", r.name, r.why()
                     ),
                     Some(e) => {
                         tracing::warn!(
@@ -297,7 +298,10 @@ impl<R: Runtime + 'static> Agent<R> {
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
                     // pass and event, not backed off.
-                    && !matches!(r.status, Status::ImageMissing | Status::Conflict)
+                    && !matches!(
+                        r.status,
+                        Status::ImageMissing | Status::VolumeMissing | Status::Conflict
+                    )
                 {
                     let next = self.backoffs.attempted(&r.key, now);
                     self.book.retry_at.insert(r.key.clone(), next);
@@ -315,8 +319,18 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 let action = r.verb.map_or("none", Verb::as_str);
                 let detail = r.detail();
+                // The same failure for the same reason as last time (an image or a
+                // volume path still missing, at every pass and event) is logged once.
+                let repeated = self
+                    .status
+                    .get(&r.key)
+                    .is_some_and(|(s, d, _)| *s == r.status && *d == detail);
                 // `--once` prints a line per action on stdout; its log says no more.
                 match (r.status.is_failure(), r.verb) {
+                    (true, _) if repeated && self.mode == Mode::Daemon => tracing::debug!(
+                        action, component = %r.key, state = r.status.as_str(),
+                        error = detail.as_deref().unwrap_or(""), "still not reconciled, as before"
+                    ),
                     _ if self.mode == Mode::Once => tracing::debug!(
                         action, component = %r.key, state = r.status.as_str(),
                         error = detail.as_deref().unwrap_or(""), "reconciled once"

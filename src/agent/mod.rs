@@ -169,6 +169,10 @@ pub struct Agent<R: Runtime + 'static> {
     sched: Scheduler<Work>,
     /// The action the last plan has for each component waiting in the scheduler.
     pending: HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
+    /// The storage-held names of the creates planned, freed in batches (see
+    /// [`StorageNames`]): one for the agent's lifetime, so that the creates of successive
+    /// passes — the daemon plans again at every event — join one batch.
+    storage_names: Arc<StorageNames>,
     /// Components a plan had work for while an operation on them was under way: a pass
     /// follows when it is done.
     deferred: HashSet<ComponentKey>,
@@ -264,6 +268,7 @@ impl<R: Runtime + 'static> Agent<R> {
             specs: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
+            storage_names: Arc::default(),
             deferred: HashSet::new(),
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
@@ -432,6 +437,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.status.retain(|k, _| wanted.contains(k));
         for key in self.pending.keys() {
             self.sched.cancel(&Work::Component(key.clone()));
+            self.storage_names.forget(&key.container_name());
         }
         self.pending.clear();
         let busy: Vec<ComponentKey> = self

@@ -475,7 +475,13 @@ impl<R: Runtime + 'static> Agent<R> {
             .iter()
             .filter(|d| d.state == crate::spec::DesiredState::Running)
             .filter_map(|d| match self.status.get(&d.key) {
-                Some((Status::Running | Status::ImageMissing | Status::Conflict, ..)) => None,
+                Some((
+                    Status::Running
+                    | Status::ImageMissing
+                    | Status::VolumeMissing
+                    | Status::Conflict,
+                    ..,
+                )) => None,
                 Some((s, detail, _)) => Some(match detail {
                     Some(why) => format!("{} ({}: {why})", d.key, s.as_str()),
                     None => format!("{} ({})", d.key, s.as_str()),

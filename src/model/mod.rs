@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 mod names;
 mod publish;
 mod settings;
+mod volume;
 
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
 pub use settings::{
     parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Settings, Ulimit, MAX_STOP_TIMEOUT_SECS,
 };
+pub use volume::Volume;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,7 +102,7 @@ pub struct Component {
     pub restart: RestartPolicy,
     pub cmd: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Volume>,
     pub ports: Vec<PortPublish>,
     /// The process, security, resource and metadata keys (each left out when default).
     #[serde(flatten)]

@@ -246,7 +246,8 @@ fn same_name_without_our_labels_is_a_conflict_and_never_touched() {
             p(&[run("a", "h")], &[a]),
             vec![Action::Conflict {
                 key: key("a"),
-                id: "9".into()
+                id: "9".into(),
+                orphan_of: None,
             }]
         );
     }
@@ -292,7 +293,8 @@ fn our_containers_without_a_desired_component_are_removed_and_nothing_else() {
         vec![Action::Remove {
             id: "1".into(),
             name: "gone-x".into(),
-            owner: ComponentKey::new("gone", "x")
+            owner: ComponentKey::new("gone", "x"),
+            reason: RemoveReason::NotDesired,
         }]
     );
 }
@@ -309,7 +311,8 @@ fn a_second_container_labelled_for_a_wanted_component_is_removed() {
         vec![Action::Remove {
             id: "7".into(),
             name: "renamed".into(),
-            owner: key("a")
+            owner: key("a"),
+            reason: RemoveReason::Duplicate,
         }]
     );
 }
@@ -405,7 +408,8 @@ fn another_registrys_containers_are_never_removed_or_replaced() {
         p(&[run("web", "h1")], &actual),
         vec![Action::Conflict {
             key: key("web"),
-            id: "1".into()
+            id: "1".into(),
+            orphan_of: Some("r0".into()),
         }]
     );
     assert_eq!(
@@ -443,7 +447,20 @@ fn adopted_and_old_unlabelled_containers_are_ours() {
         vec![Action::Remove {
             id: "3".into(),
             name: "svc-old".into(),
-            owner: key("old")
+            owner: key("old"),
+            reason: RemoveReason::NotDesired,
         }]
+    );
+}
+
+#[test]
+fn removal_reasons_say_what_the_labels_say() {
+    assert_eq!(
+        RemoveReason::NotDesired.describe(&ComponentKey::new("gone", "x")),
+        "labelled as component gone/x, which no active service in the registry has"
+    );
+    assert_eq!(
+        RemoveReason::Duplicate.describe(&key("a")),
+        "a duplicate: labelled as component svc/a, whose own container svc-a is there"
     );
 }

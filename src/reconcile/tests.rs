@@ -287,3 +287,31 @@ async fn a_route_without_a_host_port_fails_its_component_and_says_the_range_is_e
     );
     assert!(rt.by_name("shop-web").is_none(), "made without its port");
 }
+
+#[test]
+fn an_orphan_holding_a_name_is_said_to_be_one_with_its_registry() {
+    let e = ActionError::Orphan {
+        name: "shop-web".into(),
+        id: "0123456789abcdef".into(),
+        registry: "r0".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "its name is held by container shop-web (id 0123456789ab), an orphan of registry r0: \
+         made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`"
+    );
+    let removal = RemovalReport {
+        name: "intruder".into(),
+        owner: ComponentKey::new("shop", "web"),
+        reason: RemoveReason::Duplicate,
+        error: None,
+    };
+    let report = PassReport {
+        removals: vec![removal],
+        ..PassReport::default()
+    };
+    assert_eq!(
+        report.action_lines(),
+        ["remove   shop/web (intruder): removed: a duplicate: labelled as component shop/web, whose own container shop-web is there"]
+    );
+}

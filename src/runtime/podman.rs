@@ -32,7 +32,7 @@ const API_VERSION: ClientVersion = ClientVersion {
 };
 
 /// The path prefix of API requests made without bollard.
-fn api_prefix() -> String {
+pub(crate) fn api_prefix() -> String {
     format!(
         "/v{}.{}",
         API_VERSION.major_version, API_VERSION.minor_version

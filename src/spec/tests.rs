@@ -405,3 +405,81 @@ fn number_forms_and_a_privileged_component_parse_and_export_back() {
     assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
+/// A volume is the string `HOST:CONTAINER[:OPTIONS]` or a table; `create_host_path` is
+/// kept through export and re-parse, and the string form stays a string.
+#[test]
+fn volumes_in_both_forms_round_trip_through_export() {
+    let text = "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nuser = \"1000\"\n\
+        volumes = [\"/srv/a:/a:ro\", { source = \"/srv/b\", target = \"/b\", options = \"rw,Z\", create_host_path = true }, { source = \"/srv/c\", target = \"/c\" }]\n";
+    let s = parse(text).unwrap();
+    let v = &s.components[0].volumes;
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].bind(), "/srv/a:/a:ro");
+    assert!(!v[0].create_host_path);
+    assert_eq!(v[1].bind(), "/srv/b:/b:rw,Z");
+    assert!(v[1].create_host_path);
+    assert_eq!(v[2].bind(), "/srv/c:/c");
+    assert!(!v[2].create_host_path);
+    let exported = s.to_toml();
+    assert!(exported.contains("\"/srv/a:/a:ro\""), "{exported}");
+    assert!(exported.contains("\"/srv/c:/c\""), "{exported}");
+    assert!(exported.contains("create_host_path = true"), "{exported}");
+    assert_eq!(parse(&exported).unwrap(), s, "{exported}");
+    // The registry keeps volumes as JSON: strings unless create_host_path is set.
+    let json = serde_json::to_string(v).unwrap();
+    assert_eq!(
+        json,
+        r#"["/srv/a:/a:ro",{"source":"/srv/b","target":"/b","options":"rw,Z","create_host_path":true},"/srv/c:/c"]"#
+    );
+    assert_eq!(
+        &serde_json::from_str::<Vec<crate::model::Volume>>(&json).unwrap(),
+        v
+    );
+}
+
+#[test]
+fn volume_tables_are_checked_with_file_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "{ source = \"srv\", target = \"/a\" }",
+            "svc.toml:5:12",
+            "must be absolute",
+        ),
+        ("{ source = \"/srv\" }", "svc.toml:5:12", "needs \"target\""),
+        (
+            "{ source = \"/srv\", target = \"/a\", create = true }",
+            "svc.toml:5:12",
+            "unknown key \"create\"",
+        ),
+        (
+            "{ source = \"/srv\", target = \"/a\", create_host_path = \"yes\" }",
+            "svc.toml:5:12",
+            "true or false",
+        ),
+        (
+            "{ source = \"/s:rv\", target = \"/a\" }",
+            "svc.toml:5:12",
+            "must not contain ':'",
+        ),
+        (
+            "{ source = \"/srv\", target = \"/a\", options = \"bogus\" }",
+            "svc.toml:5:12",
+            "volume option \"bogus\"",
+        ),
+        ("\"/srv/a:/a:ro:x\"", "svc.toml:5:12", "too many ':'"),
+        ("\"/srv/a\"", "svc.toml:5:12", "HOST_PATH:CONTAINER_PATH"),
+        ("3", "svc.toml:5:12", "a volume is a string"),
+        (
+            "{ source = \"/srv/../x\", target = \"/a\", create_host_path = true }",
+            "svc.toml:5:12",
+            "'..'",
+        ),
+    ];
+    for (vol, at, reason) in cases {
+        let text = format!(
+            "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [{vol}]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with(at) && e.contains(reason), "{vol}: {e}");
+    }
+}
