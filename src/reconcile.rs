@@ -345,7 +345,18 @@ pub struct StorageNames {
     /// Names freed by a batch whose creates have not started yet; its lock is held for
     /// the duration of a batch.
     freed: tokio::sync::Mutex<HashSet<String>>,
+    /// Names whose container was seen going away (its `remove` event, its process's
+    /// exit), and when: podman may hold such a name a little longer while it finishes
+    /// the removal, which is not storage holding it after a database loss.
+    going: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a name seen going away may be waited for before the storage remedy.
+pub const GOING_AWAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The create's retries while podman finishes removing a name's container: 5 ms,
+/// doubling, 7 tries (≈ 0.6 s in all), never a busy loop.
+const NAME_RETRIES: u32 = 7;
 
 impl Default for StorageNames {
     fn default() -> Self {
@@ -354,6 +365,7 @@ impl Default for StorageNames {
             held: Default::default(),
             trying: tokio::sync::watch::Sender::new(0),
             freed: Default::default(),
+            going: Default::default(),
         }
     }
 }
@@ -371,6 +383,23 @@ impl Drop for Attempt<'_> {
 const NAMES_PER_CALL: usize = 100;
 
 impl StorageNames {
+    /// `name`'s container was seen going away just now.
+    pub fn going_away(&self, name: &str) {
+        let mut going = self.going.lock().unwrap();
+        let now = std::time::Instant::now();
+        going.retain(|_, t| now.duration_since(*t) < GOING_AWAY);
+        going.insert(name.to_string(), now);
+    }
+
+    /// Whether `name`'s container was seen going away within [`GOING_AWAY`].
+    fn was_going(&self, name: &str) -> bool {
+        self.going
+            .lock()
+            .unwrap()
+            .get(name)
+            .is_some_and(|t| t.elapsed() < GOING_AWAY)
+    }
+
     /// A create of this pass, not yet attempted.
     pub fn add(&self, name: &str) {
         self.pending.lock().unwrap().insert(name.to_string());
@@ -656,6 +685,20 @@ async fn bring_up<R: Runtime>(
                         _ => return Err(ActionError::Conflict(id)),
                     }
                 }
+                // Invisible to the API, its container seen going away: podman is still
+                // finishing the removal. The create is tried again shortly, and the
+                // storage remedy only if the name stays held.
+                None if names.was_going(&spec.name) => match retry_create(rt, spec).await {
+                    Ok(id) => {
+                        drop(attempt);
+                        rt.start(&id).await?;
+                        return Ok(id);
+                    }
+                    Err(RuntimeError::NameInUse { .. }) => {
+                        names.free(rt, &spec.name, attempt).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
                 None => names.free(rt, &spec.name, attempt).await?,
@@ -666,6 +709,25 @@ async fn bring_up<R: Runtime>(
     };
     rt.start(&id).await?;
     Ok(id)
+}
+
+/// The create again after 5 ms, doubling, while the name is in use and no container the
+/// API can see holds it (podman finishing a removal); the last answer.
+async fn retry_create<R: Runtime>(rt: &R, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+    let mut delay = std::time::Duration::from_millis(5);
+    let mut last = Err(RuntimeError::NameInUse {
+        name: spec.name.clone(),
+    });
+    for _ in 0..NAME_RETRIES {
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        last = rt.create(spec).await;
+        match &last {
+            Err(RuntimeError::NameInUse { .. }) if rt.holder(&spec.name).await?.is_none() => {}
+            _ => break,
+        }
+    }
+    last
 }
 
 /// Every volume's host path exists before the container is made: podman would create a

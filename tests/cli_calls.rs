@@ -108,3 +108,29 @@ fn the_daemon_frees_every_held_name_of_a_pass_with_one_ps_and_one_rm() {
         d.log()
     );
 }
+
+/// A removal under the daemon is repaired through the API alone: the agent learns of it
+/// early (the process's exit, the `remove` event) and may find the name still held while
+/// podman finishes the removal; it waits for that (a few short retries of the create),
+/// never taking it for a name held by storage after a database loss (the CLI remedy).
+#[test]
+fn removals_under_the_daemon_never_run_the_cli() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let (agent, calls) = agent(&podman);
+    let _d = agent.start_daemon(&[]);
+    wait_for("all running", Duration::from_secs(60), || {
+        all_running(&podman)
+    });
+    for i in 0..20 {
+        let name = NAMES[i % NAMES.len()];
+        let before = agentkit::container_id(&podman, name);
+        podman.podman_ok(&["rm", "-f", "-t", "0", name]);
+        wait_for(
+            &format!("removal {i}: {name} back"),
+            Duration::from_secs(20),
+            || podman.running(name) && agentkit::container_id(&podman, name) != before,
+        );
+    }
+    assert_eq!(counts(&calls), (0, 0), "CLI calls for 20 removals");
+}

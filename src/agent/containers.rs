@@ -46,6 +46,11 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         // Someone removed the container the agent last brought up: that was not a
         // failed attempt, so its replacement need not wait out the backoff.
+        if ev.action == "remove"
+            && matches!(owner(&ev.id, &ev.labels, &self.us), Owner::Ours { .. })
+        {
+            self.storage_names.going_away(&ev.name);
+        }
         if ev.action == "remove" {
             let key = self
                 .brought_up
@@ -79,6 +84,7 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         }
         tracing::debug!(trigger = "pidfd", component = %key, "main process exited");
+        self.storage_names.going_away(&key.container_name());
         self.book.died_at.insert(id.to_string(), Instant::now());
         self.suspects.insert(id.to_string(), 0);
         self.want_pass();
@@ -86,33 +92,36 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// After a pass: watch every running container of ours that has no watch yet, drop
     /// the watches of the others, and look again soon at those whose death podman has
-    /// not noticed yet (5 ms, doubling, up to 7 times: ≈ 0.6 s in all).
+    /// not finished with (still `running`, or `stopping`/`removing`): 5 ms, doubling, up
+    /// to 7 times (≈ 0.6 s in all); then podman's events decide.
     fn watch_deaths(&mut self, actual: &[crate::runtime::Actual]) {
         let Some(deaths) = self.deaths.clone() else {
             return;
         };
         let mut running = HashSet::new();
-        let mut again = None;
+        let mut again: Option<Duration> = None;
+        let mut seen = HashSet::new();
         for a in actual {
-            if !a.state.is_up() || !matches!(owner(&a.id, &a.labels, &self.us), Owner::Ours { .. })
-            {
+            if !matches!(owner(&a.id, &a.labels, &self.us), Owner::Ours { .. }) {
                 continue;
             }
-            running.insert(a.id.as_str());
-            match self.suspects.get_mut(&a.id) {
-                Some(n) if *n < 7 => {
+            let transient = matches!(a.state, crate::runtime::State::Other(_));
+            if a.state.is_up() {
+                running.insert(a.id.as_str());
+            }
+            if let Some(n) = self.suspects.get_mut(&a.id) {
+                if (a.state.is_up() || transient) && *n < 7 {
                     let delay = Duration::from_millis(5 << *n);
                     *n += 1;
-                    again = Some(again.map_or(delay, |d: Duration| d.min(delay)));
+                    again = Some(again.map_or(delay, |d| d.min(delay)));
+                    seen.insert(a.id.as_str());
                 }
-                Some(_) => {
-                    // Podman still says running: its events decide from here on.
-                    self.suspects.remove(&a.id);
-                }
-                None => deaths.watch_running(&self.ctx.runtime, &a.id),
+            } else if a.state.is_up() {
+                deaths.watch_running(&self.ctx.runtime, &a.id);
             }
         }
-        self.suspects.retain(|id, _| running.contains(id.as_str()));
+        // A suspect gone from the list, exited, or looked at enough is the plan's now.
+        self.suspects.retain(|id, _| seen.contains(id.as_str()));
         deaths.retain(|id| running.contains(id));
         if let Some(d) = again {
             self.sched.schedule(Work::List, URGENT, Instant::now() + d);

@@ -315,3 +315,41 @@ fn an_orphan_holding_a_name_is_said_to_be_one_with_its_registry() {
         ["remove   shop/web (intruder): removed: a duplicate: labelled as component shop/web, whose own container shop-web is there"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_name_still_held_while_podman_finishes_a_removal_is_waited_for_not_freed() {
+    // The agent saw the container go (its process's exit, its `remove` event) and its
+    // create came first: podman refuses the name twice more, then lets it go.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let spec = ContainerSpec::build(&us(), "shop", &comp("web", "img:1"));
+    let create = || Action::Create {
+        key: ComponentKey::new("shop", "web"),
+        strays: vec![],
+    };
+    rt.state
+        .lock()
+        .unwrap()
+        .removing
+        .insert("shop-web".into(), 2);
+    let names = StorageNames::default();
+    names.going_away("shop-web");
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(rt.calls("free_storage_names"), 0, "the storage remedy ran");
+    assert_eq!(rt.calls("create"), 3);
+
+    // A name not seen going away is storage's after a loss: the remedy at once.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    rt.state
+        .lock()
+        .unwrap()
+        .removing
+        .insert("shop-web".into(), 1);
+    let r = run_action(&rt, create(), Some(&spec), &us(), &StorageNames::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(rt.calls("free_storage_names"), 1);
+}
