@@ -1597,6 +1597,7 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         }
     }
     let _ = world.cli.ok(&["rm", "-af", "-t", "0"]);
+    let usage = world.usage.lock().unwrap().clone();
     let report = SeedReport {
         seed,
         components: n,
@@ -1604,8 +1605,8 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         faults_by_kind: by_kind,
         events: world.events.lock().unwrap().clone(),
         violations: world.violations.lock().unwrap().clone(),
-        figures: figures(&world.usage.lock().unwrap()),
-        usage: world.usage.lock().unwrap().clone(),
+        figures: figures(&usage),
+        usage,
     };
     report
 }
