@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::work::{Listed, Work, NORMAL, SOON, URGENT};
-use super::{Agent, Mode, LIST_RETRY, RESTART_GRACE};
+use super::{Agent, Mode, Suspect, LIST_RETRY, RESTART_GRACE, START_CONFIRM};
 use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::{BackoffPolicy, Requeue};
@@ -86,7 +86,7 @@ impl<R: Runtime + 'static> Agent<R> {
         tracing::debug!(trigger = "pidfd", component = %key, "main process exited");
         self.storage_names.going_away(&key.container_name());
         self.book.died_at.insert(id.to_string(), Instant::now());
-        self.suspects.insert(id.to_string(), 0);
+        self.suspects.insert(id.to_string(), Suspect::default());
         self.want_pass();
     }
 
@@ -109,11 +109,14 @@ impl<R: Runtime + 'static> Agent<R> {
             if a.state.is_up() {
                 running.insert(a.id.as_str());
             }
-            if let Some(n) = self.suspects.get_mut(&a.id) {
-                if (a.state.is_up() || transient) && *n < 7 {
-                    let delay = Duration::from_millis(5 << *n);
-                    *n += 1;
+            if let Some(s) = self.suspects.get_mut(&a.id) {
+                if (a.state.is_up() || transient) && s.tries < 7 {
+                    let delay = Duration::from_millis(5 << s.tries);
+                    s.tries += 1;
                     again = Some(again.map_or(delay, |d| d.min(delay)));
+                    seen.insert(a.id.as_str());
+                } else if s.exited_at.is_some() {
+                    // Its start waits for the confirming list (see `confirm_starts`).
                     seen.insert(a.id.as_str());
                 }
             } else if a.state.is_up() {
@@ -125,6 +128,31 @@ impl<R: Runtime + 'static> Agent<R> {
         deaths.retain(|id| running.contains(id));
         if let Some(d) = again {
             self.sched.schedule(Work::List, URGENT, Instant::now() + d);
+        }
+    }
+
+    /// Whether the plan's start of container `id` goes ahead now. A container whose death
+    /// only its pidfd told is started once a list [`START_CONFIRM`] after the first that
+    /// showed it exited still shows it so: a `podman rm -f` kills first and removes
+    /// after, and a start in between would race podman's removal.
+    fn confirm_start(&mut self, id: &str, now: Instant) -> bool {
+        let Some(s) = self.suspects.get_mut(id) else {
+            return true;
+        };
+        match s.exited_at {
+            None => {
+                s.exited_at = Some(now);
+                self.sched.schedule(Work::List, URGENT, now + START_CONFIRM);
+                false
+            }
+            Some(t) if now.saturating_duration_since(t) < START_CONFIRM => {
+                self.sched.schedule(Work::List, URGENT, t + START_CONFIRM);
+                false
+            }
+            Some(_) => {
+                self.suspects.remove(id);
+                true
+            }
         }
     }
 
@@ -178,6 +206,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 // Planned again once the operation under way is done.
                 self.deferred.insert(key);
                 continue;
+            }
+            if let Action::Start { id, .. } = &a {
+                if !self.confirm_start(id, now) {
+                    continue;
+                }
             }
             if let Action::Wait { until, .. } = &a {
                 let until = *until;

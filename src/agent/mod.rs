@@ -142,6 +142,22 @@ struct Health {
     retry: Backoff,
 }
 
+/// A container whose death the agent learnt from its pidfd, before podman's event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Suspect {
+    /// Lists that still showed it up or in transition.
+    tries: u32,
+    /// When a list first showed it exited: its start waits [`START_CONFIRM`] and another
+    /// list, since a `podman rm -f` shows the same death and then removes it.
+    exited_at: Option<Instant>,
+}
+
+/// How long a container seen exited after its pidfd told its death waits before the agent
+/// starts it, with a list after it: long enough to see a `podman rm -f` go on to remove
+/// it (its stop and its removal are two steps), short against podman's own restart
+/// (≈ 0.1 s).
+pub const START_CONFIRM: Duration = Duration::from_millis(20);
+
 /// The loop's state. Generic over the runtime so tests can drive it with the fake.
 pub struct Agent<R: Runtime + 'static> {
     ctx: Context<R>,
@@ -183,9 +199,9 @@ pub struct Agent<R: Runtime + 'static> {
     /// The daemon's pidfd watches of its running containers (issue 16): a death is told
     /// the moment it happens, not when podman's event about it comes.
     deaths: Option<Arc<Deaths>>,
-    /// Containers whose main process exited while podman still listed them running:
-    /// looked at again after a short, growing delay (attempts so far).
-    suspects: HashMap<String, u32>,
+    /// Containers whose main process exited (their pidfd), until podman has finished with
+    /// them: looked at again after a short, growing delay.
+    suspects: HashMap<String, Suspect>,
     /// Components whose bring-up is under way (the other operations have a lane of
     /// their own).
     bringing_up: HashSet<ComponentKey>,
