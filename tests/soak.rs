@@ -676,17 +676,18 @@ impl World {
         (what, "thawed".into())
     }
 
-    /// ENVIRONMENT.md's recipe, as PrivatePodman::lose_database, tolerating what chaos
-    /// leaves (a container the agent starts meanwhile).
+    /// ENVIRONMENT.md's recipe (a shutdown, then the database and run root gone).
     fn database_loss(&self) -> (String, String) {
         let what = "podman's database lost".to_string();
         let Ok(_g) = self.podman_lock.try_lock() else {
             return (what, "skipped (podman busy)".into());
         };
         let mut p = self.podman.lock().unwrap();
-        let _ = self.cli.ok(&["stop", "-a", "-t", "0"]);
+        // As a shutdown: the API goes first (nothing can be started through it any more),
+        // then every container stops. (Stopping first let the agent start containers in
+        // between that ran on, unknown to the new database, their conmon holding their
+        // host ports forever: not a loss a machine has.)
         p.stop_service();
-        // Whatever started between the stop and the service's end.
         let _ = self.cli.ok(&["stop", "-a", "-t", "0"]);
         let db = p.root_dir().join("libpod").join("bolt_state.db");
         let r1 = std::fs::remove_file(&db);
