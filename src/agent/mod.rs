@@ -621,4 +621,6 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod liveness_tests;
 #[cfg(test)]
+mod metrics_tests;
+#[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The `/metrics` endpoint: a tiny HTTP/1 server (hyper) on a task of its own, on TCP or
 //! a unix socket. Bounded so that no scraper can cost the daemon more than a little
 //! memory: at most [`MAX_CONNECTIONS`] at once (more are closed at once), one request per
-//! connection, and [`CONNECTION_TIMEOUT`] for all of it — a client that connects and
+//! connection, [`HEADER_TIMEOUT`] to send it and [`CONNECTION_TIMEOUT`] for all of it — a client that connects and
 //! never sends, or never reads its answer, is dropped then. The loop never waits on it:
 //! it only updates the counters the encoder reads.
 
@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Scrapes served at once; a connection beyond these is closed unanswered.
 pub const MAX_CONNECTIONS: usize = 16;
+/// A client that has not sent its request by then is dropped (frees its slot sooner
+/// than [`CONNECTION_TIMEOUT`]).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The whole of one connection: request read, answer written.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -126,6 +129,8 @@ async fn accept_loop(listener: Listener, stop: CancellationToken) {
         let stop = stop.clone();
         tokio::spawn(async move {
             let serve = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(false)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(conn), hyper::service::service_fn(answer));
