@@ -89,12 +89,22 @@ fn started_at(podman: &PrivatePodman, name: &str) -> Option<String> {
         .then(|| v["State"]["StartedAt"].as_str().unwrap_or("").to_string())
 }
 
-fn service(env: &str) -> String {
+/// A host port free now (for the fixed `ports` of s/other).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn service(env: &str, port: u16) -> String {
     format!(
         "name = \"s\"\n[[components]]\nname = \"app\"\nimage = \"{IMAGE}\"\nrestart = \"no\"\n\
          env = {{ MODE = \"{env}\" }}\n\
          cmd = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n\
          [[components]]\nname = \"other\"\nimage = \"{IMAGE}\"\nrestart = \"no\"\n\
+         ports = [\"127.0.0.1:{port}:8080/tcp\"]\n\
          cmd = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n"
     )
 }
@@ -115,7 +125,8 @@ fn a_removal_a_crash_and_a_drift_each_move_their_own_counters() {
             sock.display()
         ),
     );
-    agent.apply("s.toml", &service("a"));
+    let port = free_port();
+    agent.apply("s.toml", &service("a", port));
     let d = agent.start_daemon(&[]);
     wait_for("the daemon ready", Duration::from_secs(30), || {
         d.log().contains("first pass done; ready")
@@ -220,7 +231,7 @@ fn a_removal_a_crash_and_a_drift_each_move_their_own_counters() {
 
     // A drift: the spec changed in the registry, the container recreated.
     let id = container_id(&podman, "s-app");
-    agent.apply("s.toml", &service("b"));
+    agent.apply("s.toml", &service("b", port));
     wait_for("s-app recreated", Duration::from_secs(20), || {
         podman.inspect("s-app").is_some_and(|v| {
             v["Id"].as_str() != Some(id.as_str()) && v["State"]["Running"].as_bool() == Some(true)
@@ -258,4 +269,33 @@ fn a_removal_a_crash_and_a_drift_each_move_their_own_counters() {
     };
     assert_eq!(restarts("app"), 3 + raced as u64, "{st}");
     assert_eq!(restarts("other"), 0, "{st}");
+
+    // The table: a summary first; the CONTAINER column is podman's 12-character id, PORTS
+    // has the fixed ports, RESTARTS counts restarts only.
+    let text = agent.ok(&["status"]).stdout;
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("2 components: 2 running; podman reachable"),
+        "{text}"
+    );
+    let row = |c: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("s/{c} ")))
+            .unwrap_or_else(|| panic!("no s/{c} in\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let other = row("other");
+    assert_eq!(other[3], container_id(&podman, "s-other")[..12], "{text}");
+    assert_eq!(other[4], format!("127.0.0.1:{port}:8080/tcp"), "{text}");
+    assert_eq!(other[5], "0", "{text}");
+    let app = row("app");
+    assert_eq!(app[3], container_id(&podman, "s-app")[..12], "{text}");
+    assert_eq!(
+        app[4],
+        (3 + raced).to_string(),
+        "no ports, so RESTARTS is next: {text}"
+    );
 }

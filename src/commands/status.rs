@@ -21,6 +21,8 @@ struct Row {
     desired: String,
     actual: String,
     container_id: Option<String>,
+    /// The component's fixed `ports`, as `[ip:]host:container/proto`.
+    ports: Vec<String>,
     routes: Vec<RoutePort>,
     restarts: u64,
     last_error: Option<String>,
@@ -112,6 +114,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                     "inactive".to_string()
                 },
                 container_id: by_name.get(spec.name.as_str()).map(|a| a.id.clone()),
+                ports: c.ports.iter().map(|p| p.to_string()).collect(),
                 actual,
                 routes: c
                     .routes
@@ -190,6 +193,11 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
             serde_json::to_string_pretty(&doc).expect("status serializes")
         );
     } else {
+        println!(
+            "{}",
+            summary(&rows, &cert_rows, orphans.len(), listed.as_ref().err())
+        );
+        println!();
         print_table(&rows);
         if !cert_rows.is_empty() {
             println!();
@@ -283,6 +291,53 @@ fn print_columns<const N: usize>(table: &[[String; N]]) {
     }
 }
 
+/// The line above the table: `3 components: 2 running, 1 not running (1 backing off,
+/// 1 failed); 1 certificate, 1 valid; podman reachable`.
+fn summary(rows: &[Row], certs: &[CertRow], orphans: usize, podman: Option<&String>) -> String {
+    let running = rows.iter().filter(|r| r.actual == "running").count();
+    let mut line = format!(
+        "{} component{}: {running} running",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    let down = rows.len() - running;
+    if down > 0 {
+        let backing = rows.iter().filter(|r| r.next_retry_in_ms.is_some()).count();
+        let failed = rows.iter().filter(|r| r.last_error.is_some()).count();
+        let not_wanted = rows.iter().filter(|r| r.desired != "running").count();
+        let mut why = Vec::new();
+        for (n, what) in [
+            (not_wanted, "not desired running"),
+            (backing, "backing off"),
+            (failed, "failed"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        line.push_str(&format!(", {down} not running"));
+        if !why.is_empty() {
+            line.push_str(&format!(" ({})", why.join(", ")));
+        }
+    }
+    if !certs.is_empty() {
+        let valid = certs.iter().filter(|c| c.state == "valid").count();
+        line.push_str(&format!(
+            "; {} certificate{}, {valid} valid",
+            certs.len(),
+            if certs.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if orphans > 0 {
+        line.push_str(&format!("; {orphans} orphans"));
+    }
+    line.push_str(match podman {
+        None => "; podman reachable",
+        Some(_) => "; podman unreachable",
+    });
+    line
+}
+
 fn print_table(rows: &[Row]) {
     let mut table = vec![[
         "COMPONENT".to_string(),
@@ -299,17 +354,21 @@ fn print_table(rows: &[Row]) {
             format!("{}/{}", r.service, r.component),
             r.desired.clone(),
             r.actual.clone(),
-            r.container.clone(),
-            r.routes
+            // As podman prints it: the id's first 12 characters.
+            r.container_id
+                .as_deref()
+                .map_or("-".to_string(), |id| id.chars().take(12).collect()),
+            r.ports
                 .iter()
-                .map(|p| {
+                .cloned()
+                .chain(r.routes.iter().map(|p| {
                     let host = p.host_port.map_or("none".to_string(), |h| h.to_string());
                     let proxy = match p.proxy.as_str() {
                         "registered" | "l4" | "no-proxy" => String::new(),
                         other => format!(" ({other})"),
                     };
                     format!("{}={host}->{}{proxy}", p.route, p.container_port)
-                })
+                }))
                 .collect::<Vec<_>>()
                 .join(","),
             r.restarts.to_string(),
