@@ -57,8 +57,77 @@ struct CertRow {
     next_retry_in_ms: Option<u64>,
 }
 
-pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
+/// Everything `status` shows, gathered once.
+struct Snapshot {
+    registry: Option<String>,
+    rows: Vec<Row>,
+    cert_rows: Vec<CertRow>,
+    orphans: Vec<super::orphans::Orphan>,
+    /// Why podman's list failed, if it did.
+    podman_error: Option<String>,
+}
+
+pub fn run(config: &Config, only: Option<&str>, json: bool, watch: bool) -> Result<u8, Failure> {
     let mut reg = super::open_read_only(config)?;
+    let rt = super::tokio_runtime()?;
+    if watch {
+        return watch::run(config, only, &mut reg, &rt);
+    }
+    let snap = gather(config, only, &mut reg, &rt)?;
+    if json {
+        let doc = serde_json::json!({
+            "registry": snap.registry,
+            "podman": snap.podman_error.clone().unwrap_or_else(|| "reachable".to_string()),
+            "components": snap.rows,
+            "certs": snap.cert_rows,
+            "orphans": snap.orphans,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("status serializes")
+        );
+    } else {
+        print!("{}", snap.text());
+        if let Some(e) = &snap.podman_error {
+            eprintln!("mcp-agent: actual state unknown: {e}");
+        }
+    }
+    Ok(if snap.podman_error.is_some() {
+        exit::UNAVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+impl Snapshot {
+    /// The text form: the summary, the components, the certificates, the orphans.
+    fn text(&self) -> String {
+        let mut out = summary(
+            &self.rows,
+            &self.cert_rows,
+            self.orphans.len(),
+            self.podman_error.as_ref(),
+        );
+        out.push_str("\n\n");
+        print_table(&mut out, &self.rows);
+        if !self.cert_rows.is_empty() {
+            out.push('\n');
+            print_certs(&mut out, &self.cert_rows);
+        }
+        if !self.orphans.is_empty() {
+            out.push('\n');
+            print_orphans(&mut out, &self.orphans);
+        }
+        out
+    }
+}
+
+fn gather(
+    config: &Config,
+    only: Option<&str>,
+    reg: &mut crate::registry::Registry,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Snapshot, Failure> {
     let identity = reg.identity()?;
     let us = identity.us(&config.agent.node);
     let services = match only {
@@ -70,7 +139,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
     let statuses = reg.statuses()?;
     let route_states = reg.route_proxy_states()?;
     let mut cert_states = reg.cert_states()?;
-    let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
+    let listed: Result<Vec<Actual>, String> = rt.block_on(async {
         let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
         p.list().await.map_err(|e| e.to_string())
     });
@@ -180,41 +249,12 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         Ok(list) => super::orphans::find(list, &us, only),
         Err(_) => Vec::new(),
     };
-    if json {
-        let doc = serde_json::json!({
-            "registry": identity.id,
-            "podman": match &listed { Ok(_) => "reachable".to_string(), Err(e) => e.clone() },
-            "components": rows,
-            "certs": cert_rows,
-            "orphans": orphans,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("status serializes")
-        );
-    } else {
-        println!(
-            "{}",
-            summary(&rows, &cert_rows, orphans.len(), listed.as_ref().err())
-        );
-        println!();
-        print_table(&rows);
-        if !cert_rows.is_empty() {
-            println!();
-            print_certs(&cert_rows);
-        }
-        if !orphans.is_empty() {
-            println!();
-            print_orphans(&orphans);
-        }
-        if let Err(e) = &listed {
-            eprintln!("mcp-agent: actual state unknown: {e}");
-        }
-    }
-    Ok(if listed.is_err() {
-        exit::UNAVAILABLE
-    } else {
-        exit::OK
+    Ok(Snapshot {
+        registry: identity.id.clone(),
+        rows,
+        cert_rows,
+        orphans,
+        podman_error: listed.err(),
     })
 }
 
@@ -226,7 +266,7 @@ fn retry_in(ms: Option<u64>) -> String {
 }
 
 /// Containers of this node made by another registry: never touched by this one.
-fn print_orphans(orphans: &[super::orphans::Orphan]) {
+fn print_orphans(out: &mut String, orphans: &[super::orphans::Orphan]) {
     let mut table = vec![[
         "ORPHAN".to_string(),
         "OF REGISTRY".into(),
@@ -241,14 +281,14 @@ fn print_orphans(orphans: &[super::orphans::Orphan]) {
             o.state.clone(),
         ]);
     }
-    print_columns(&table);
-    println!(
+    print_columns(out, &table);
+    out.push_str(
         "(orphans of another registry: left alone; `mcp-agent adopt [SERVICE]` takes them over, \
-         `mcp-agent prune [SERVICE]` removes them)"
+         `mcp-agent prune [SERVICE]` removes them)\n",
     );
 }
 
-fn print_certs(rows: &[CertRow]) {
+fn print_certs(out: &mut String, rows: &[CertRow]) {
     let mut table = vec![[
         "CERT".to_string(),
         "STATE".into(),
@@ -267,11 +307,11 @@ fn print_certs(rows: &[CertRow]) {
             r.last_error.clone().unwrap_or_default(),
         ]);
     }
-    print_columns(&table);
+    print_columns(out, &table);
 }
 
 /// Left-aligned columns two spaces apart; the last column unpadded.
-fn print_columns<const N: usize>(table: &[[String; N]]) {
+fn print_columns<const N: usize>(out: &mut String, table: &[[String; N]]) {
     let mut widths = [0usize; N];
     for row in table {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -287,7 +327,8 @@ fn print_columns<const N: usize>(table: &[[String; N]]) {
                 line.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", line.trim_end());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
 }
 
@@ -338,7 +379,7 @@ fn summary(rows: &[Row], certs: &[CertRow], orphans: usize, podman: Option<&Stri
     line
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(out: &mut String, rows: &[Row]) {
     let mut table = vec![[
         "COMPONENT".to_string(),
         "DESIRED".into(),
@@ -376,5 +417,7 @@ fn print_table(rows: &[Row]) {
             r.last_error.clone().unwrap_or_default(),
         ]);
     }
-    print_columns(&table);
+    print_columns(out, &table);
 }
+
+mod watch;
