@@ -6,7 +6,6 @@
 //! One set per process ([`global`]): the daemon is one agent, and the podman client and
 //! the event watcher count into it without being handed anything.
 
-use std::future::Future;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::runtime::RuntimeError;
 
 pub mod server;
 
@@ -183,31 +180,17 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
-/// Times one podman API call and counts its failure.
-pub async fn timed_podman<T>(
-    call: &'static str,
-    f: impl Future<Output = Result<T, RuntimeError>>,
-) -> Result<T, RuntimeError> {
-    let t = std::time::Instant::now();
-    let r = f.await;
+/// One podman API call: how long it took, and the kind of its error if it failed.
+pub fn podman_request(call: &'static str, took: Duration, error: Option<&'static str>) {
     let m = global();
     m.podman_duration
         .get_or_create(&[("call", call.to_string())])
-        .observe(t.elapsed().as_secs_f64());
-    if let Err(e) = &r {
-        let kind = match e {
-            RuntimeError::Unavailable { .. } => "unavailable",
-            RuntimeError::NameInUse { .. } => "name_in_use",
-            RuntimeError::PortInUse { .. } => "port_in_use",
-            RuntimeError::NotFound(_) => "not_found",
-            RuntimeError::Api(_) => "api",
-            RuntimeError::Cli(_) => "cli",
-        };
+        .observe(took.as_secs_f64());
+    if let Some(kind) = error {
         m.podman_errors
             .get_or_create(&[("call", call.to_string()), ("kind", kind.to_string())])
             .inc();
     }
-    r
 }
 
 /// Seconds since the Unix epoch of `t`, rounded down.

@@ -266,7 +266,7 @@ impl Runtime for Podman {
     }
 
     async fn ping(&self) -> Result<()> {
-        crate::metrics::timed_podman("ping", async move {
+        super::timed("ping", async move {
             self.docker()?
                 .ping()
                 .await
@@ -277,7 +277,7 @@ impl Runtime for Podman {
     }
 
     async fn list(&self) -> Result<Vec<Actual>> {
-        crate::metrics::timed_podman("list", async move {
+        super::timed("list", async move {
             // Not bollard's `list_containers`: its closed state enum fails the whole list on
             // one container in a state it does not know (podman 4.3's `stopped`).
             let path = format!("{}/containers/json?all=true", api_prefix());
@@ -307,7 +307,7 @@ impl Runtime for Podman {
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
-        crate::metrics::timed_podman("image_exists", async move {
+        super::timed("image_exists", async move {
             match self.docker()?.inspect_image(image).await {
                 Ok(_) => Ok(true),
                 Err(BollardError::DockerResponseServerError {
@@ -320,7 +320,7 @@ impl Runtime for Podman {
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {
-        crate::metrics::timed_podman("ensure_network", async move {
+        super::timed("ensure_network", async move {
             if matches!(name, "bridge" | "host" | "none" | "podman") {
                 return Ok(());
             }
@@ -346,7 +346,7 @@ impl Runtime for Podman {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
-        crate::metrics::timed_podman("create", async move {
+        super::timed("create", async move {
             let opts = CreateContainerOptionsBuilder::new()
                 .name(&spec.name)
                 .build();
@@ -368,7 +368,7 @@ impl Runtime for Podman {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        crate::metrics::timed_podman("start", async move {
+        super::timed("start", async move {
             match self.docker()?.start_container(id, None).await {
                 // 304: already running, which is what was wanted.
                 Err(BollardError::DockerResponseServerError {
@@ -381,7 +381,7 @@ impl Runtime for Podman {
     }
 
     async fn main_pid(&self, id: &str) -> Result<Option<u32>> {
-        crate::metrics::timed_podman("main_pid", async move {
+        super::timed("main_pid", async move {
             // The lenient reader: a container in a state bollard's enum does not know is
             // still read.
             let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
@@ -408,7 +408,7 @@ impl Runtime for Podman {
     }
 
     async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {
-        crate::metrics::timed_podman("stop", async move {
+        super::timed("stop", async move {
             let opts = StopContainerOptionsBuilder::new()
                 .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
                 .build();
@@ -427,7 +427,7 @@ impl Runtime for Podman {
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
-        crate::metrics::timed_podman("remove", async move {
+        super::timed("remove", async move {
             let opts = RemoveContainerOptionsBuilder::new().force(true).build();
             // A forced removal of a running container stops it first with the container's
             // own stop signal and `StopTimeout` (measured with podman 4.3): it may last that
@@ -443,7 +443,7 @@ impl Runtime for Podman {
     }
 
     async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
-        crate::metrics::timed_podman("holder", async move {
+        super::timed("holder", async move {
             // Through bollard's pooled connection first: a recovery after a database loss
             // asks this for every name, and a connection per request costs podman (a mass
             // recovery of 200 ran 3–4 % slower). Its inspect model has the closed state enum
@@ -494,7 +494,7 @@ impl Runtime for Podman {
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
-        crate::metrics::timed_podman("free_storage_names", async move {
+        super::timed("free_storage_names", async move {
             const PS: [&str; 6] = [
                 "ps",
                 "--all",
