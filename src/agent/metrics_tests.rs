@@ -114,14 +114,15 @@ async fn scrapers_that_never_send_or_never_read_hold_neither_the_loop_nor_the_en
     scrape_until(&sock, Duration::from_secs(30), |b| b.contains(all_up)).await;
     // More silent clients than the endpoint has slots, and one that asks and never
     // reads its answer.
-    let mut hostile = Vec::new();
-    for _ in 0..(crate::metrics::server::MAX_CONNECTIONS * 3) {
-        hostile.push(UnixStream::connect(&sock).await.unwrap());
-    }
+    // (The one that asks comes first: past the slots, a connection is closed at once.)
     let mut asks = UnixStream::connect(&sock).await.unwrap();
     asks.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")
         .await
         .unwrap();
+    let mut hostile = Vec::new();
+    for _ in 0..(crate::metrics::server::MAX_CONNECTIONS * 3) {
+        hostile.push(UnixStream::connect(&sock).await.unwrap());
+    }
     // The loop goes on: a container removed outside is made again at once.
     let old = h.rt.by_name("big-c3").unwrap();
     h.rt.state.lock().unwrap().containers.remove(&old.actual.id);

@@ -568,6 +568,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 let (proxy, issuer) = (self.ctx.rebuild)(&new);
                 self.ctx.proxy = Arc::new(proxy);
                 self.ctx.issuer = Arc::new(issuer);
+                // `[certs]` may have changed (renew_before, the CA): the next route
+                // sync looks at the certificates.
+                self.certs_asked = None;
                 match self.certs.as_mut() {
                     Some(c) => c.configure(&new),
                     // Out in its task: configured when it comes back.
