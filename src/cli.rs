@@ -50,6 +50,10 @@ pub enum Command {
         service: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Redraw whenever it changes, until q or Ctrl-C (plain appended snapshots when
+        /// stdout is not a terminal).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Set desired_state = "stopped" for SERVICE or SERVICE/COMPONENT.
     Stop { target: String },

@@ -38,7 +38,26 @@ pub struct Config {
     pub ports: PortsSection,
     pub proxy: ProxySection,
     pub certs: CertsSection,
+    pub metrics: MetricsSection,
     pub log: LogSection,
+}
+
+/// `[metrics]`: the Prometheus endpoint (README "Metrics"); off when `listen` is absent.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `host:port`, or an absolute unix socket path (`unix:` prefix optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MetricsSection {
+    /// Where to serve, when at all (validated at parse).
+    pub fn listen(&self) -> Option<crate::metrics::Listen> {
+        self.listen
+            .as_deref()
+            .and_then(|s| crate::metrics::Listen::parse(s).ok())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -543,6 +562,11 @@ impl Config {
                 ));
             }
         }
+        if let Some(l) = &cfg.metrics.listen {
+            if let Err(reason) = crate::metrics::Listen::parse(l) {
+                return Err(invalid("listen", reason));
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -774,12 +798,36 @@ mod tests {
                 "backoff_max",
             ),
             ("[certs]\nissuer = \"acme\"\n", "agent.toml:2:1", "caddy"),
+            (
+                "[metrics]\n\nlisten = \"localhost:9464\"\n",
+                "agent.toml:3:1",
+                "IP address and port",
+            ),
+            ("[metrics]\nlisten = 9464\n", "agent.toml:2:10", "string"),
         ];
         for (text, at, reason) in cases {
             let e = parse(text).unwrap_err();
             assert!(e.contains(at), "{text:?}: {e} should name {at}");
             assert!(e.contains(reason), "{text:?}: {e} should say {reason}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_unless_listen_is_set() {
+        assert_eq!(parse("").unwrap().metrics.listen(), None);
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            c.metrics.listen(),
+            Some(crate::metrics::Listen::Tcp(
+                "127.0.0.1:9464".parse().unwrap()
+            ))
+        );
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let c = parse("[metrics]\nlisten = \"/run/m.sock\"\n").unwrap();
+        assert_eq!(
+            c.metrics.listen(),
+            Some(crate::metrics::Listen::Unix("/run/m.sock".into()))
+        );
     }
 
     #[test]

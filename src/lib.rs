@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 pub mod hostpath;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod ports;

@@ -103,11 +103,32 @@ pub struct ComponentReport {
     pub container_id: Option<String>,
     /// Whether this pass brought it (back) up.
     pub recovered: bool,
+    /// Its create found the name held by container storage and freed it: podman had
+    /// lost its database.
+    pub storage_freed: bool,
     /// When the plan said to look again (waits).
     pub until: Option<Instant>,
 }
 
 impl ComponentReport {
+    /// Why this report's bring-up was a restart, if it was one (not a first creation):
+    /// `crash` (an exited container started again), `drift` (recreated: its spec
+    /// changed, or it was labelled for another component), `database_loss` (created
+    /// after freeing its name from podman's storage) or `removal` (created anew for a
+    /// component that had a container: `had_container`).
+    pub fn restart_cause(&self, had_container: bool) -> Option<&'static str> {
+        if self.status != Status::Running || !self.recovered {
+            return None;
+        }
+        match self.verb? {
+            Verb::Start => Some("crash"),
+            Verb::Recreate => Some("drift"),
+            Verb::Create if self.storage_freed => Some("database_loss"),
+            Verb::Create if had_container => Some("removal"),
+            _ => None,
+        }
+    }
+
     /// A report of no action: the component is as `status` says.
     pub fn in_sync(key: ComponentKey, status: Status, container_id: Option<String>) -> Self {
         ComponentReport {
@@ -119,6 +140,7 @@ impl ComponentReport {
             wait: None,
             container_id,
             recovered: false,
+            storage_freed: false,
             until: None,
         }
     }
@@ -232,7 +254,7 @@ impl PassReport {
                         next_retry_ms: None,
                         updated_ms: now,
                     },
-                    c.recovered,
+                    c.restart_cause(false).is_some(),
                 )
             })
             .collect()
@@ -371,11 +393,15 @@ impl Default for StorageNames {
 }
 
 /// A first create under way (see [`StorageNames`]); its end is counted when dropped.
-pub struct Attempt<'a>(&'a tokio::sync::watch::Sender<usize>);
+pub struct Attempt<'a> {
+    trying: &'a tokio::sync::watch::Sender<usize>,
+    /// A batch of another create had freed this name (podman lost its database).
+    pub freed: bool,
+}
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.trying.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -417,9 +443,12 @@ impl StorageNames {
     pub async fn before_create(&self, name: &str) -> Attempt<'_> {
         self.pending.lock().unwrap().remove(name);
         // Freed for this create, if a batch took it: a later loss frees it again.
-        self.freed.lock().await.remove(name);
+        let freed = self.freed.lock().await.remove(name);
         self.trying.send_modify(|n| *n += 1);
-        Attempt(&self.trying)
+        Attempt {
+            trying: &self.trying,
+            freed,
+        }
     }
 
     /// Frees `name` (held by storage, invisible to the API; its create's `attempt` is
@@ -606,8 +635,9 @@ async fn bring_up_report<R: Runtime>(
         };
     };
     let mut r = match bring_up(rt, spec, old.as_deref(), us, names).await {
-        Ok(id) => ComponentReport {
+        Ok((id, storage_freed)) => ComponentReport {
             recovered: true,
+            storage_freed,
             ..report(key, Status::Running, Some(id))
         },
         Err(e) => {
@@ -635,7 +665,7 @@ async fn bring_up<R: Runtime>(
     old: Option<&str>,
     us: &Us,
     names: &StorageNames,
-) -> Result<String, ActionError> {
+) -> Result<(String, bool), ActionError> {
     if !spec.unallocated.is_empty() {
         return Err(ActionError::NoHostPort(spec.unallocated.clone()));
     }
@@ -659,6 +689,7 @@ async fn bring_up<R: Runtime>(
     }
     rt.ensure_network(&spec.network).await?;
     let attempt = names.before_create(&spec.name).await;
+    let mut storage_freed = attempt.freed;
     let id = match rt.create(spec).await {
         Ok(id) => {
             drop(attempt);
@@ -692,23 +723,27 @@ async fn bring_up<R: Runtime>(
                     Ok(id) => {
                         drop(attempt);
                         rt.start(&id).await?;
-                        return Ok(id);
+                        return Ok((id, storage_freed));
                     }
                     Err(RuntimeError::NameInUse { .. }) => {
-                        names.free(rt, &spec.name, attempt).await?
+                        names.free(rt, &spec.name, attempt).await?;
+                        storage_freed = true;
                     }
                     Err(e) => return Err(e.into()),
                 },
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
-                None => names.free(rt, &spec.name, attempt).await?,
+                None => {
+                    names.free(rt, &spec.name, attempt).await?;
+                    storage_freed = true;
+                }
             }
             rt.create(spec).await?
         }
         Err(e) => return Err(e.into()),
     };
     rt.start(&id).await?;
-    Ok(id)
+    Ok((id, storage_freed))
 }
 
 /// The create again after 5 ms, doubling, while the name is in use and no container the

@@ -87,7 +87,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.storage_names.going_away(&key.container_name());
         self.book.died_at.insert(id.to_string(), Instant::now());
         self.suspects.insert(id.to_string(), Suspect::default());
-        self.want_pass();
+        self.want_pass("pidfd");
     }
 
     /// After a pass: watch every running container of ours that has no watch yet, drop
@@ -195,7 +195,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     id.clone(),
                 ));
             }
-            self.note(&key, status, None, id, false);
+            self.note(&key, status, None, id, false, false);
         }
         let names = self.storage_names.clone();
         let mut pending = HashMap::with_capacity(p.actions.len());
@@ -236,6 +236,9 @@ impl<R: Runtime + 'static> Agent<R> {
         self.watch_deaths(&listed.actual);
         self.last_actual = Some(listed.actual);
         self.sched.schedule(Work::Routes, SOON, now);
+        if self.mode == Mode::Daemon {
+            self.count_pass();
+        }
         // Events, the registry, timers and the resync ask for the next pass.
         Requeue::OnChange
     }
@@ -301,7 +304,7 @@ impl<R: Runtime + 'static> Agent<R> {
         result: Result<ComponentReport, RemovalReport>,
     ) -> Requeue {
         if self.deferred.remove(&key) {
-            self.want_pass();
+            self.want_pass("deferred");
         }
         let mut requeue = Requeue::OnChange;
         match result {
@@ -324,6 +327,17 @@ impl<R: Runtime + 'static> Agent<R> {
                         known.retain(|a| a.name != r.name);
                     }
                 }
+                if self.mode == Mode::Daemon {
+                    let result = match &r.error {
+                        None => "ok",
+                        Some(e) if e.is_unavailable() => "unavailable",
+                        Some(_) => "failed",
+                    };
+                    crate::metrics::global()
+                        .actions
+                        .get_or_create(&[("action", "remove".into()), ("result", result.into())])
+                        .inc();
+                }
                 if self.mode == Mode::Once {
                     self.report.pass.removals.push(r);
                 }
@@ -331,6 +345,16 @@ impl<R: Runtime + 'static> Agent<R> {
             Ok(r) => {
                 let now = Instant::now();
                 let brought_up = r.verb.is_some_and(Verb::brings_up);
+                // Known before the bookkeeping below forgets the old container.
+                let had_container = self.brought_up.contains_key(&r.key)
+                    || self
+                        .status
+                        .get(&r.key)
+                        .is_some_and(|(_, _, id)| id.is_some());
+                let cause = r.restart_cause(had_container);
+                if self.mode == Mode::Daemon {
+                    self.count_action(&r, cause);
+                }
                 if r.is_unavailable() {
                     // Podman did not answer: nothing happened to the container. Its
                     // health decides; the work is planned again after that.
@@ -391,7 +415,14 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 self.remember(&r);
                 let key = r.key.clone();
-                self.note(&key, r.status, detail, r.container_id.clone(), r.recovered);
+                self.note(
+                    &key,
+                    r.status,
+                    detail,
+                    r.container_id.clone(),
+                    r.recovered,
+                    cause.is_some(),
+                );
                 if self.mode == Mode::Once {
                     self.report.pass.components.push(r);
                 }

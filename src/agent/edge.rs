@@ -66,6 +66,7 @@ impl<R: Runtime + 'static> Agent<R> {
         if states != self.route_states {
             self.writer.routes(states.clone());
             self.route_states = states;
+            self.routes_metrics();
         }
         let proxy_down = result.as_ref().err().filter(|e| e.is_unavailable());
         if !self.ctx.issuer.is_none() {
@@ -96,6 +97,9 @@ impl<R: Runtime + 'static> Agent<R> {
 
     pub(super) fn on_certs(&mut self, report: EnsureReport) -> Requeue {
         let now = Instant::now();
+        if self.mode == Mode::Daemon {
+            self.certs_metrics(&report);
+        }
         match &report.load {
             Ok(written) => {
                 if self.cert_load_error.take().is_some() || *written {

@@ -36,6 +36,7 @@ use crate::spec::Service;
 
 mod containers;
 mod edge;
+mod metrics;
 pub mod notify;
 mod status;
 mod watch;
@@ -234,6 +235,15 @@ pub struct Agent<R: Runtime + 'static> {
     /// Why the watchdog is withheld, once said.
     stuck: Option<String>,
     report: OnceReport,
+    /// What asked first for the pass that is waiting (the `passes` metric's trigger).
+    pass_trigger: Option<&'static str>,
+    /// When the pass under way started its list, and what asked for it.
+    pass_started: Option<(Instant, &'static str)>,
+    /// A status changed since the components' gauges were last set.
+    metrics_dirty: bool,
+    metric_series: metrics::Series,
+    /// `[metrics] listen`'s endpoint while the daemon runs.
+    metrics_server: Option<crate::metrics::Server>,
 }
 
 impl<R: Runtime + 'static> Agent<R> {
@@ -306,6 +316,11 @@ impl<R: Runtime + 'static> Agent<R> {
             last_status_line: String::new(),
             stuck: None,
             report: OnceReport::default(),
+            pass_trigger: None,
+            pass_started: None,
+            metrics_dirty: true,
+            metric_series: metrics::Series::default(),
+            metrics_server: None,
         };
         a.set_services(services);
         Ok(a)
@@ -327,6 +342,7 @@ impl<R: Runtime + 'static> Agent<R> {
             self.config.clone(),
             (self.data_version, self.generation),
         );
+        self.start_metrics().await;
         self.notifier.status("waiting for podman");
         let now = Instant::now();
         self.sched.schedule(Work::Ping, work::URGENT, now);
@@ -341,6 +357,7 @@ impl<R: Runtime + 'static> Agent<R> {
             self.start_due_work();
             self.maybe_ready(ready_by);
             self.update_status_line();
+            self.refresh_metrics();
             let wake = self.next_wake();
             tokio::select! {
                 biased;
@@ -380,7 +397,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 () = tokio::time::sleep_until(ready_by), if !self.ready => {}
                 _ = resync.tick() => {
                     tracing::debug!(trigger = "resync", "periodic resync");
-                    self.want_pass();
+                    self.want_pass("resync");
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => self.watchdog(),
             }
@@ -390,6 +407,7 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         let fatal = self.fatal.take();
         drop(watch);
+        self.metrics_server.take();
         self.shutdown().await;
         fatal.map_or(Ok(()), Err)
     }
@@ -429,6 +447,28 @@ impl<R: Runtime + 'static> Agent<R> {
         Ok(report)
     }
 
+    /// Serves `[metrics] listen`, if set. One that cannot be bound is logged: the
+    /// containers do not wait on their metrics (a reload does not move it).
+    async fn start_metrics(&mut self) {
+        let Some(listen) = self.config.metrics.listen() else {
+            return;
+        };
+        match crate::metrics::server::start(&listen).await {
+            Ok(s) => {
+                tracing::info!(listen = %s.local, "serving metrics at /metrics");
+                self.metrics_server = Some(s);
+            }
+            Err(e) => {
+                tracing::error!(listen = %listen, error = %e, "cannot serve metrics; running without")
+            }
+        }
+    }
+
+    /// Where the metrics are served (tests ask for port 0).
+    pub fn metrics_listen(&self) -> Option<&crate::metrics::Listen> {
+        self.metrics_server.as_ref().map(|s| &s.local)
+    }
+
     fn resync_timer(&self) -> tokio::time::Interval {
         let every = self.resync.min(crate::control::FAR);
         let mut t = tokio::time::interval_at(crate::control::after(Instant::now(), every), every);
@@ -451,6 +491,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
         self.status.retain(|k, _| wanted.contains(k));
+        self.metrics_dirty = true;
         for key in self.pending.keys() {
             self.sched.cancel(&Work::Component(key.clone()));
             self.storage_names.forget(&key.container_name());
@@ -465,14 +506,15 @@ impl<R: Runtime + 'static> Agent<R> {
             })
             .collect();
         self.deferred.extend(busy);
-        self.want_pass();
+        self.want_pass("registry");
         self.reduce_from_last_list();
     }
 
     /// Asks for a pass: one list and plan as soon as podman is up (requests while one is
     /// waiting are the same request; one made while a list runs is another pass after it).
-    fn want_pass(&mut self) {
+    fn want_pass(&mut self, trigger: &'static str) {
         if self.mode == Mode::Daemon {
+            self.pass_trigger.get_or_insert(trigger);
             self.sched
                 .schedule(Work::List, work::URGENT, Instant::now());
         }
@@ -484,7 +526,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 tracing::debug!(trigger = "connected", "event stream open; full pass");
                 self.sched
                     .schedule(Work::Ping, work::URGENT, Instant::now());
-                self.want_pass();
+                self.want_pass("connected");
             }
             Trigger::Lost(e) => {
                 tracing::debug!(trigger = "lost", error = %e, "event stream lost");
@@ -492,6 +534,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     .schedule(Work::Ping, work::URGENT, Instant::now());
             }
             Trigger::Event(ev) => {
+                crate::metrics::event_received(ev.time);
                 if self.on_event(&ev) {
                     tracing::debug!(
                         trigger = "event",
@@ -499,7 +542,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         container = %ev.name,
                         "podman event"
                     );
-                    self.want_pass();
+                    self.want_pass("event");
                 }
             }
         }
@@ -541,13 +584,16 @@ impl<R: Runtime + 'static> Agent<R> {
                 let (proxy, issuer) = (self.ctx.rebuild)(&new);
                 self.ctx.proxy = Arc::new(proxy);
                 self.ctx.issuer = Arc::new(issuer);
+                // `[certs]` may have changed (renew_before, the CA): the next route
+                // sync looks at the certificates.
+                self.certs_asked = None;
                 match self.certs.as_mut() {
                     Some(c) => c.configure(&new),
                     // Out in its task: configured when it comes back.
                     None => self.certs_reconfigure = true,
                 }
                 self.config = new;
-                self.want_pass();
+                self.want_pass("reload");
                 tracing::info!(path = %self.config_path.display(), "config reloaded");
             }
             Err(e) => {
@@ -593,5 +639,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod liveness_tests;
+#[cfg(test)]
+mod metrics_tests;
 #[cfg(test)]
 mod tests;

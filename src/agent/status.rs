@@ -18,12 +18,14 @@ impl<R: Runtime + 'static> Agent<R> {
         detail: Option<String>,
         id: Option<String>,
         recovered: bool,
+        restart: bool,
     ) {
         let entry = (status, detail.clone(), id.clone());
         if !recovered && self.status.get(key) == Some(&entry) {
             return;
         }
         self.status.insert(key.clone(), entry);
+        self.metrics_dirty = true;
         let next_retry_ms = self.book.retry_at.get(key).and_then(|t| {
             let now = Instant::now();
             (*t > now).then(|| now_ms() + (*t - now).as_millis() as u64)
@@ -38,7 +40,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
                 updated_ms: now_ms(),
             },
-            recovered,
+            restart,
         );
     }
 
@@ -50,6 +52,7 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         }
         self.status.insert(key.clone(), entry.clone());
+        self.metrics_dirty = true;
         let now = Instant::now();
         self.writer.record(
             key.clone(),

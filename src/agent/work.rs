@@ -194,6 +194,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 let config = self.config.clone();
                 let services = self.services.clone();
                 let busy = self.components_in_flight();
+                self.pass_started = Some((now, self.pass_trigger.take().unwrap_or("timer")));
                 // A list podman does not answer soon makes the agent look at its health.
                 self.sched.schedule(Work::Ping, URGENT, now + SLOW_LIST);
                 self.tasks.spawn(async move {
@@ -322,7 +323,10 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 match r {
                     Ok(listed) => self.on_listed(listed),
-                    Err(e) => self.on_list_failed(e),
+                    Err(e) => {
+                        self.pass_started = None;
+                        self.on_list_failed(e)
+                    }
                 }
             }
             Outcome::Component(r) => match &w {
@@ -371,7 +375,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.podman.up = Some(true);
                     self.podman.error = None;
                     self.synced = false;
-                    self.want_pass();
+                    self.want_pass("podman");
                 }
                 self.podman.retry.reset();
                 Requeue::OnChange

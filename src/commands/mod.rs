@@ -42,7 +42,11 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
             recover::run(&config)
         }
         Command::Apply { paths } => apply::run(&config, &paths),
-        Command::Status { service, json } => status::run(&config, service.as_deref(), json),
+        Command::Status {
+            service,
+            json,
+            watch,
+        } => status::run(&config, service.as_deref(), json, watch),
         Command::Stop { target } => {
             state::set(&config, &target, crate::model::DesiredState::Stopped)
         }

@@ -21,6 +21,8 @@ struct Row {
     desired: String,
     actual: String,
     container_id: Option<String>,
+    /// The component's fixed `ports`, as `[ip:]host:container/proto`.
+    ports: Vec<String>,
     routes: Vec<RoutePort>,
     restarts: u64,
     last_error: Option<String>,
@@ -55,8 +57,77 @@ struct CertRow {
     next_retry_in_ms: Option<u64>,
 }
 
-pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failure> {
+/// Everything `status` shows, gathered once.
+struct Snapshot {
+    registry: Option<String>,
+    rows: Vec<Row>,
+    cert_rows: Vec<CertRow>,
+    orphans: Vec<super::orphans::Orphan>,
+    /// Why podman's list failed, if it did.
+    podman_error: Option<String>,
+}
+
+pub fn run(config: &Config, only: Option<&str>, json: bool, watch: bool) -> Result<u8, Failure> {
     let mut reg = super::open_read_only(config)?;
+    let rt = super::tokio_runtime()?;
+    if watch {
+        return watch::run(config, only, &mut reg, &rt);
+    }
+    let snap = gather(config, only, &mut reg, &rt)?;
+    if json {
+        let doc = serde_json::json!({
+            "registry": snap.registry,
+            "podman": snap.podman_error.clone().unwrap_or_else(|| "reachable".to_string()),
+            "components": snap.rows,
+            "certs": snap.cert_rows,
+            "orphans": snap.orphans,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("status serializes")
+        );
+    } else {
+        print!("{}", snap.text());
+        if let Some(e) = &snap.podman_error {
+            eprintln!("mcp-agent: actual state unknown: {e}");
+        }
+    }
+    Ok(if snap.podman_error.is_some() {
+        exit::UNAVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+impl Snapshot {
+    /// The text form: the summary, the components, the certificates, the orphans.
+    fn text(&self) -> String {
+        let mut out = summary(
+            &self.rows,
+            &self.cert_rows,
+            self.orphans.len(),
+            self.podman_error.as_ref(),
+        );
+        out.push_str("\n\n");
+        print_table(&mut out, &self.rows);
+        if !self.cert_rows.is_empty() {
+            out.push('\n');
+            print_certs(&mut out, &self.cert_rows);
+        }
+        if !self.orphans.is_empty() {
+            out.push('\n');
+            print_orphans(&mut out, &self.orphans);
+        }
+        out
+    }
+}
+
+fn gather(
+    config: &Config,
+    only: Option<&str>,
+    reg: &mut crate::registry::Registry,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Snapshot, Failure> {
     let identity = reg.identity()?;
     let us = identity.us(&config.agent.node);
     let services = match only {
@@ -68,7 +139,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
     let statuses = reg.statuses()?;
     let route_states = reg.route_proxy_states()?;
     let mut cert_states = reg.cert_states()?;
-    let listed: Result<Vec<Actual>, String> = super::tokio_runtime()?.block_on(async {
+    let listed: Result<Vec<Actual>, String> = rt.block_on(async {
         let p = Podman::new(&config.podman.socket.0, config.podman.cli.0.clone());
         p.list().await.map_err(|e| e.to_string())
     });
@@ -112,6 +183,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                     "inactive".to_string()
                 },
                 container_id: by_name.get(spec.name.as_str()).map(|a| a.id.clone()),
+                ports: c.ports.iter().map(|p| p.to_string()).collect(),
                 actual,
                 routes: c
                     .routes
@@ -177,36 +249,12 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
         Ok(list) => super::orphans::find(list, &us, only),
         Err(_) => Vec::new(),
     };
-    if json {
-        let doc = serde_json::json!({
-            "registry": identity.id,
-            "podman": match &listed { Ok(_) => "reachable".to_string(), Err(e) => e.clone() },
-            "components": rows,
-            "certs": cert_rows,
-            "orphans": orphans,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("status serializes")
-        );
-    } else {
-        print_table(&rows);
-        if !cert_rows.is_empty() {
-            println!();
-            print_certs(&cert_rows);
-        }
-        if !orphans.is_empty() {
-            println!();
-            print_orphans(&orphans);
-        }
-        if let Err(e) = &listed {
-            eprintln!("mcp-agent: actual state unknown: {e}");
-        }
-    }
-    Ok(if listed.is_err() {
-        exit::UNAVAILABLE
-    } else {
-        exit::OK
+    Ok(Snapshot {
+        registry: identity.id.clone(),
+        rows,
+        cert_rows,
+        orphans,
+        podman_error: listed.err(),
     })
 }
 
@@ -218,7 +266,7 @@ fn retry_in(ms: Option<u64>) -> String {
 }
 
 /// Containers of this node made by another registry: never touched by this one.
-fn print_orphans(orphans: &[super::orphans::Orphan]) {
+fn print_orphans(out: &mut String, orphans: &[super::orphans::Orphan]) {
     let mut table = vec![[
         "ORPHAN".to_string(),
         "OF REGISTRY".into(),
@@ -233,14 +281,14 @@ fn print_orphans(orphans: &[super::orphans::Orphan]) {
             o.state.clone(),
         ]);
     }
-    print_columns(&table);
-    println!(
+    print_columns(out, &table);
+    out.push_str(
         "(orphans of another registry: left alone; `mcp-agent adopt [SERVICE]` takes them over, \
-         `mcp-agent prune [SERVICE]` removes them)"
+         `mcp-agent prune [SERVICE]` removes them)\n",
     );
 }
 
-fn print_certs(rows: &[CertRow]) {
+fn print_certs(out: &mut String, rows: &[CertRow]) {
     let mut table = vec![[
         "CERT".to_string(),
         "STATE".into(),
@@ -259,11 +307,11 @@ fn print_certs(rows: &[CertRow]) {
             r.last_error.clone().unwrap_or_default(),
         ]);
     }
-    print_columns(&table);
+    print_columns(out, &table);
 }
 
 /// Left-aligned columns two spaces apart; the last column unpadded.
-fn print_columns<const N: usize>(table: &[[String; N]]) {
+fn print_columns<const N: usize>(out: &mut String, table: &[[String; N]]) {
     let mut widths = [0usize; N];
     for row in table {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -279,11 +327,59 @@ fn print_columns<const N: usize>(table: &[[String; N]]) {
                 line.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", line.trim_end());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
 }
 
-fn print_table(rows: &[Row]) {
+/// The line above the table: `3 components: 2 running, 1 not running (1 backing off,
+/// 1 failed); 1 certificate, 1 valid; podman reachable`.
+fn summary(rows: &[Row], certs: &[CertRow], orphans: usize, podman: Option<&String>) -> String {
+    let running = rows.iter().filter(|r| r.actual == "running").count();
+    let mut line = format!(
+        "{} component{}: {running} running",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    let down = rows.len() - running;
+    if down > 0 {
+        let backing = rows.iter().filter(|r| r.next_retry_in_ms.is_some()).count();
+        let failed = rows.iter().filter(|r| r.last_error.is_some()).count();
+        let not_wanted = rows.iter().filter(|r| r.desired != "running").count();
+        let mut why = Vec::new();
+        for (n, what) in [
+            (not_wanted, "not desired running"),
+            (backing, "backing off"),
+            (failed, "failed"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        line.push_str(&format!(", {down} not running"));
+        if !why.is_empty() {
+            line.push_str(&format!(" ({})", why.join(", ")));
+        }
+    }
+    if !certs.is_empty() {
+        let valid = certs.iter().filter(|c| c.state == "valid").count();
+        line.push_str(&format!(
+            "; {} certificate{}, {valid} valid",
+            certs.len(),
+            if certs.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if orphans > 0 {
+        line.push_str(&format!("; {orphans} orphans"));
+    }
+    line.push_str(match podman {
+        None => "; podman reachable",
+        Some(_) => "; podman unreachable",
+    });
+    line
+}
+
+fn print_table(out: &mut String, rows: &[Row]) {
     let mut table = vec![[
         "COMPONENT".to_string(),
         "DESIRED".into(),
@@ -299,17 +395,21 @@ fn print_table(rows: &[Row]) {
             format!("{}/{}", r.service, r.component),
             r.desired.clone(),
             r.actual.clone(),
-            r.container.clone(),
-            r.routes
+            // As podman prints it: the id's first 12 characters.
+            r.container_id
+                .as_deref()
+                .map_or("-".to_string(), |id| id.chars().take(12).collect()),
+            r.ports
                 .iter()
-                .map(|p| {
+                .cloned()
+                .chain(r.routes.iter().map(|p| {
                     let host = p.host_port.map_or("none".to_string(), |h| h.to_string());
                     let proxy = match p.proxy.as_str() {
                         "registered" | "l4" | "no-proxy" => String::new(),
                         other => format!(" ({other})"),
                     };
                     format!("{}={host}->{}{proxy}", p.route, p.container_port)
-                })
+                }))
                 .collect::<Vec<_>>()
                 .join(","),
             r.restarts.to_string(),
@@ -317,5 +417,7 @@ fn print_table(rows: &[Row]) {
             r.last_error.clone().unwrap_or_default(),
         ]);
     }
-    print_columns(&table);
+    print_columns(out, &table);
 }
+
+mod watch;

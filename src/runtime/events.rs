@@ -49,6 +49,7 @@ async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
     let client = Podman::with_timeout(&socket, Vec::new(), STREAM_TIMEOUT);
     let mut backoff = Backoff::new(RECONNECT);
     let mut was_up = true;
+    let mut opened = false;
     loop {
         if let Err(e) = super::ping_within(&client, super::PING_TIMEOUT, &socket).await {
             if was_up {
@@ -96,6 +97,9 @@ async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
             };
         if tx.send(Trigger::Connected).await.is_err() {
             return;
+        }
+        if std::mem::replace(&mut opened, true) {
+            crate::metrics::global().event_reconnects.inc();
         }
         let mut unreadable_said = false;
         let reason = loop {

@@ -125,6 +125,23 @@ pub async fn ping_within<R: Runtime>(
         })
 }
 
+/// Times one podman API call and counts its failure, by kind (the metrics of
+/// `podman_request_duration_seconds` and `podman_request_errors_total`).
+pub async fn timed<T>(call: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    let t = std::time::Instant::now();
+    let r = f.await;
+    let kind = r.as_ref().err().map(|e| match e {
+        RuntimeError::Unavailable { .. } => "unavailable",
+        RuntimeError::NameInUse { .. } => "name_in_use",
+        RuntimeError::PortInUse { .. } => "port_in_use",
+        RuntimeError::NotFound(_) => "not_found",
+        RuntimeError::Api(_) => "api",
+        RuntimeError::Cli(_) => "cli",
+    });
+    crate::metrics::podman_request(call, t.elapsed(), kind);
+    r
+}
+
 /// Everything the agent does to containers. One real implementation (podman through its
 /// Docker-compatible API) and a fake; methods return `Send` futures so passes can run on
 /// any runtime thread.

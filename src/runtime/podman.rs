@@ -266,224 +266,259 @@ impl Runtime for Podman {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.docker()?
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(e))
+        super::timed("ping", async move {
+            self.docker()?
+                .ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.map_err(e))
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<Actual>> {
-        // Not bollard's `list_containers`: its closed state enum fails the whole list on
-        // one container in a state it does not know (podman 4.3's `stopped`).
-        let path = format!("{}/containers/json?all=true", api_prefix());
-        let mut attempt = 1;
-        let (status, body) = loop {
-            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-            // Podman 4.3 fails the whole list when a container dies while it is read
-            // ("500: read /proc/PID/cgroup: no such process"): asked again, it answers.
-            if status.is_server_error() && attempt < LIST_ATTEMPTS && api::is_vanished(&body) {
-                tracing::debug!(
-                    attempt,
-                    "a container vanished while podman listed; listing again"
-                );
-                attempt += 1;
-                continue;
+        super::timed("list", async move {
+            // Not bollard's `list_containers`: its closed state enum fails the whole list on
+            // one container in a state it does not know (podman 4.3's `stopped`).
+            let path = format!("{}/containers/json?all=true", api_prefix());
+            let mut attempt = 1;
+            let (status, body) = loop {
+                let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+                // Podman 4.3 fails the whole list when a container dies while it is read
+                // ("500: read /proc/PID/cgroup: no such process"): asked again, it answers.
+                if status.is_server_error() && attempt < LIST_ATTEMPTS && api::is_vanished(&body) {
+                    tracing::debug!(
+                        attempt,
+                        "a container vanished while podman listed; listing again"
+                    );
+                    attempt += 1;
+                    continue;
+                }
+                break (status, body);
+            };
+            if !status.is_success() {
+                return Err(api::answer_error(&path, status, &body));
             }
-            break (status, body);
-        };
-        if !status.is_success() {
-            return Err(api::answer_error(&path, status, &body));
-        }
-        let list = api::parse_list(&body)?;
-        tracing::debug!(containers = list.len(), "listed containers");
-        Ok(list)
+            let list = api::parse_list(&body)?;
+            tracing::debug!(containers = list.len(), "listed containers");
+            Ok(list)
+        })
+        .await
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.docker()?.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(self.map_err(e)),
-        }
+        super::timed("image_exists", async move {
+            match self.docker()?.inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(self.map_err(e)),
+            }
+        })
+        .await
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {
-        if matches!(name, "bridge" | "host" | "none" | "podman") {
-            return Ok(());
-        }
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            ..Default::default()
-        };
-        match self.docker()?.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(BollardError::DockerResponseServerError { message, .. })
-                if message.contains("already exists") =>
-            {
-                Ok(())
+        super::timed("ensure_network", async move {
+            if matches!(name, "bridge" | "host" | "none" | "podman") {
+                return Ok(());
             }
-            Err(e) => Err(self.map_err(e)),
-        }
+            let req = NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            match self.docker()?.create_network(req).await {
+                Ok(_) => Ok(()),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Ok(()),
+                Err(BollardError::DockerResponseServerError { message, .. })
+                    if message.contains("already exists") =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(self.map_err(e)),
+            }
+        })
+        .await
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
-        let opts = CreateContainerOptionsBuilder::new()
-            .name(&spec.name)
-            .build();
-        match self
-            .docker()?
-            .create_container(Some(opts), create_body(spec))
-            .await
-        {
-            Ok(r) => Ok(r.id),
-            Err(e) => match self.map_err(e) {
-                RuntimeError::NameInUse { .. } => Err(RuntimeError::NameInUse {
-                    name: spec.name.clone(),
-                }),
-                other => Err(other),
-            },
-        }
+        super::timed("create", async move {
+            let opts = CreateContainerOptionsBuilder::new()
+                .name(&spec.name)
+                .build();
+            match self
+                .docker()?
+                .create_container(Some(opts), create_body(spec))
+                .await
+            {
+                Ok(r) => Ok(r.id),
+                Err(e) => match self.map_err(e) {
+                    RuntimeError::NameInUse { .. } => Err(RuntimeError::NameInUse {
+                        name: spec.name.clone(),
+                    }),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        match self.docker()?.start_container(id, None).await {
-            // 304: already running, which is what was wanted.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            r => r.map_err(|e| self.map_err(e)),
-        }
+        super::timed("start", async move {
+            match self.docker()?.start_container(id, None).await {
+                // 304: already running, which is what was wanted.
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Ok(()),
+                r => r.map_err(|e| self.map_err(e)),
+            }
+        })
+        .await
     }
 
     async fn main_pid(&self, id: &str) -> Result<Option<u32>> {
-        // The lenient reader: a container in a state bollard's enum does not know is
-        // still read.
-        let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
-        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-        if status == hyper::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(api::answer_error(&path, status, &body));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))?;
-        let state = &v["State"];
-        if state["Running"].as_bool() != Some(true) {
-            return Ok(None);
-        }
-        Ok(state["Pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|p| *p > 0))
+        super::timed("main_pid", async move {
+            // The lenient reader: a container in a state bollard's enum does not know is
+            // still read.
+            let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(api::answer_error(&path, status, &body));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
+            })?;
+            let state = &v["State"];
+            if state["Running"].as_bool() != Some(true) {
+                return Ok(None);
+            }
+            Ok(state["Pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0))
+        })
+        .await
     }
 
     async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {
-        let opts = StopContainerOptionsBuilder::new()
-            .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
-            .build();
-        // The request lasts as long as the stop may: the component's `stop_timeout`.
-        let docker = self.docker()?;
-        let waits = Duration::from_secs(timeout_secs.clamp(0, i32::MAX as i64) as u64);
-        let docker = docker.with_timeout(self.timeout + waits);
-        match docker.stop_container(id, Some(opts)).await {
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            r => r.map_err(|e| self.map_err(e)),
-        }
+        super::timed("stop", async move {
+            let opts = StopContainerOptionsBuilder::new()
+                .t(timeout_secs.clamp(0, i32::MAX as i64) as i32)
+                .build();
+            // The request lasts as long as the stop may: the component's `stop_timeout`.
+            let docker = self.docker()?;
+            let waits = Duration::from_secs(timeout_secs.clamp(0, i32::MAX as i64) as u64);
+            let docker = docker.with_timeout(self.timeout + waits);
+            match docker.stop_container(id, Some(opts)).await {
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Ok(()),
+                r => r.map_err(|e| self.map_err(e)),
+            }
+        })
+        .await
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-        // A forced removal of a running container stops it first with the container's
-        // own stop signal and `StopTimeout` (measured with podman 4.3): it may last that
-        // long, up to the largest `stop_timeout` a service file may set.
-        let waits = Duration::from_secs(crate::model::MAX_STOP_TIMEOUT_SECS.into());
-        self.docker()?
-            .with_timeout(self.timeout + waits)
-            .remove_container(id, Some(opts))
-            .await
-            .map_err(|e| self.map_err(e))
+        super::timed("remove", async move {
+            let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+            // A forced removal of a running container stops it first with the container's
+            // own stop signal and `StopTimeout` (measured with podman 4.3): it may last that
+            // long, up to the largest `stop_timeout` a service file may set.
+            let waits = Duration::from_secs(crate::model::MAX_STOP_TIMEOUT_SECS.into());
+            self.docker()?
+                .with_timeout(self.timeout + waits)
+                .remove_container(id, Some(opts))
+                .await
+                .map_err(|e| self.map_err(e))
+        })
+        .await
     }
 
     async fn holder(&self, name: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
-        // Through bollard's pooled connection first: a recovery after a database loss
-        // asks this for every name, and a connection per request costs podman (a mass
-        // recovery of 200 ran 3–4 % slower). Its inspect model has the closed state enum
-        // of the list, so a container in a state it does not know (podman 4.3's
-        // `stopped`) is read again through the lenient reader.
-        match self.docker()?.inspect_container(name, None).await {
+        super::timed("holder", async move {
+            // Through bollard's pooled connection first: a recovery after a database loss
+            // asks this for every name, and a connection per request costs podman (a mass
+            // recovery of 200 ran 3–4 % slower). Its inspect model has the closed state enum
+            // of the list, so a container in a state it does not know (podman 4.3's
+            // `stopped`) is read again through the lenient reader.
+            match self.docker()?.inspect_container(name, None).await {
+                // An id-prefix match is another container, not the holder of the name.
+                Ok(c) if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) => {
+                    return Ok(None)
+                }
+                Ok(c) => {
+                    return Ok(Some((
+                        c.id.unwrap_or_default(),
+                        c.config
+                            .and_then(|c| c.labels)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
+                    )))
+                }
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {}
+                Err(e) => return Err(self.map_err(e)),
+            }
+            let path = format!("{}/containers/{}/json", api_prefix(), path_segment(name));
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(api::answer_error(&path, status, &body));
+            }
+            let c: api::Inspected = serde_json::from_slice(&body).map_err(|e| {
+                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
+            })?;
             // An id-prefix match is another container, not the holder of the name.
-            Ok(c) if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) => {
-                return Ok(None)
+            if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) {
+                return Ok(None);
             }
-            Ok(c) => {
-                return Ok(Some((
-                    c.id.unwrap_or_default(),
-                    c.config
-                        .and_then(|c| c.labels)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect(),
-                )))
-            }
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {}
-            Err(e) => return Err(self.map_err(e)),
-        }
-        let path = format!("{}/containers/{}/json", api_prefix(), path_segment(name));
-        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-        if status == hyper::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(api::answer_error(&path, status, &body));
-        }
-        let c: api::Inspected = serde_json::from_slice(&body)
-            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))?;
-        // An id-prefix match is another container, not the holder of the name.
-        if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) {
-            return Ok(None);
-        }
-        Ok(Some((
-            c.id,
-            c.config.and_then(|c| c.labels).unwrap_or_default(),
-        )))
+            Ok(Some((
+                c.id,
+                c.config.and_then(|c| c.labels).unwrap_or_default(),
+            )))
+        })
+        .await
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
-        const PS: [&str; 6] = [
-            "ps",
-            "--all",
-            "--external",
-            "--no-trunc",
-            "--format",
-            "json",
-        ];
-        let listed = self.cli_run(&PS).await?;
-        let ids = storage_holders(&listed, names).map_err(|e| {
-            RuntimeError::Cli(format!(
-                "`{}` printed what the agent cannot read ({e}); {}",
-                self.argv(&PS),
-                self.by_hand()
-            ))
-        })?;
-        for chunk in ids.chunks(100) {
-            let mut args = vec!["rm", "--force", "--ignore"];
-            args.extend(chunk.iter().map(String::as_str));
-            self.cli_run(&args).await?;
-        }
-        Ok(())
+        super::timed("free_storage_names", async move {
+            const PS: [&str; 6] = [
+                "ps",
+                "--all",
+                "--external",
+                "--no-trunc",
+                "--format",
+                "json",
+            ];
+            let listed = self.cli_run(&PS).await?;
+            let ids = storage_holders(&listed, names).map_err(|e| {
+                RuntimeError::Cli(format!(
+                    "`{}` printed what the agent cannot read ({e}); {}",
+                    self.argv(&PS),
+                    self.by_hand()
+                ))
+            })?;
+            for chunk in ids.chunks(100) {
+                let mut args = vec!["rm", "--force", "--ignore"];
+                args.extend(chunk.iter().map(String::as_str));
+                self.cli_run(&args).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
