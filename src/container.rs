@@ -66,6 +66,10 @@ pub struct ContainerSpec {
     /// the hash of a component that sets none is the one it had before they existed.
     #[serde(skip_serializing_if = "Settings::is_default")]
     pub settings: Settings,
+    /// A digest of each secret's contents (the env files' variables are in `env`): a
+    /// rotated secret recreates the container. Empty, it is not hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_digests: Vec<String>,
     /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -81,7 +85,19 @@ impl ContainerSpec {
     /// The registry's id is a label, not part of the hash: stamping it on containers
     /// made before it existed changes nothing about what they run.
     pub fn build(us: &Us, service: &str, component: &Component) -> ContainerSpec {
-        let mut env = component.env.clone();
+        ContainerSpec::build_with(us, service, component, None)
+    }
+
+    /// As [`ContainerSpec::build`], with what the component's env files and secrets hold
+    /// (`crate::files::load`): the env files' variables under the component's own `env`.
+    pub fn build_with(
+        us: &Us,
+        service: &str,
+        component: &Component,
+        files: Option<&crate::files::Loaded>,
+    ) -> ContainerSpec {
+        let mut env = files.map(|f| f.env.clone()).unwrap_or_default();
+        env.extend(component.env.clone());
         let mut ports = component.ports.clone();
         let routes = &component.routes;
         for r in routes {
@@ -113,6 +129,7 @@ impl ContainerSpec {
             volumes: component.volumes.clone(),
             ports,
             settings: component.settings.clone(),
+            secret_digests: files.map(|f| f.secrets.clone()).unwrap_or_default(),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()

@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 pub mod error;
+pub mod files;
 pub mod logging;
 pub mod model;
 pub mod plan;

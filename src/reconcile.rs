@@ -24,6 +24,8 @@ pub enum Status {
     ImageMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
+    /// An env file or secret of it is missing or unreadable.
+    ConfigMissing,
     Failed,
     /// Held back by backoff, or left to podman's restart policy for a moment.
     Waiting,
@@ -37,6 +39,7 @@ impl Status {
             Status::Transient => "transient",
             Status::ImageMissing => "image-missing",
             Status::Conflict => "conflict",
+            Status::ConfigMissing => "config-missing",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
         }
@@ -46,7 +49,7 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::ImageMissing | Status::Conflict | Status::Failed
+            Status::ImageMissing | Status::Conflict | Status::ConfigMissing | Status::Failed
         )
     }
 }
@@ -59,6 +62,9 @@ pub enum ActionError {
     ImageMissing(String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
+    /// Names the file and why, never what it holds.
+    #[error("{0}; retried at every pass")]
+    ConfigMissing(String),
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -163,7 +169,7 @@ impl PassReport {
                 Status::Running if c.recovered => s.recovered += 1,
                 Status::Running if c.verb.is_none() => s.already_running += 1,
                 Status::ImageMissing => s.skipped += 1,
-                Status::Conflict | Status::Failed => s.failed += 1,
+                Status::Conflict | Status::ConfigMissing | Status::Failed => s.failed += 1,
                 _ => {}
             }
         }
@@ -216,21 +222,62 @@ impl PassReport {
     }
 }
 
-/// The desired containers of the registry's active services.
+/// What the env files and secrets of the components that have any hold, read now.
+pub fn read_files(services: &[Service]) -> Files {
+    services
+        .iter()
+        .filter(|s| s.active)
+        .flat_map(|s| {
+            s.components
+                .iter()
+                .filter(|c| c.settings.reads_files())
+                .map(|c| {
+                    (
+                        ComponentKey::new(s.name.clone(), c.name.clone()),
+                        crate::files::load(&c.settings),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The files of components, by component (only those that have any).
+pub type Files = HashMap<ComponentKey, crate::files::FileRead>;
+
+/// The desired containers of the registry's active services, their env files and
+/// secrets read now.
 pub fn desired(services: &[Service], us: &Us) -> Vec<(Desired, ContainerSpec)> {
+    desired_with(services, us, &read_files(services))
+}
+
+/// The desired containers of the registry's active services, with what `files` found in
+/// their env files and secrets. A component whose files are not there (or not read yet)
+/// is blocked: `config-missing`, its container left as it is.
+pub fn desired_with(services: &[Service], us: &Us, files: &Files) -> Vec<(Desired, ContainerSpec)> {
     services
         .iter()
         .filter(|s| s.active)
         .flat_map(|s| {
             s.components.iter().map(move |c| {
-                let spec = ContainerSpec::build(us, &s.name, c);
+                let key = ComponentKey::new(s.name.clone(), c.name.clone());
+                let (loaded, blocked) = if c.settings.reads_files() {
+                    match files.get(&key) {
+                        Some(Ok(l)) => (Some(l), None),
+                        Some(Err(e)) => (None, Some(e.clone())),
+                        None => (None, Some("its files are not read yet".to_string())),
+                    }
+                } else {
+                    (None, None)
+                };
+                let spec = ContainerSpec::build_with(us, &s.name, c, loaded);
                 (
                     Desired {
-                        key: ComponentKey::new(s.name.clone(), c.name.clone()),
+                        key,
                         container_name: spec.name.clone(),
                         spec_hash: spec.spec_hash().to_string(),
                         state: c.desired_state,
                         restart: c.restart,
+                        blocked,
                     },
                     spec,
                 )
@@ -392,6 +439,10 @@ pub async fn run_action<R: Runtime>(
         Action::Conflict { key, id } => Ok(ComponentReport {
             error: Some(ActionError::Conflict(id)),
             ..done(key, Status::Conflict, None)
+        }),
+        Action::ConfigMissing { key, why } => Ok(ComponentReport {
+            error: Some(ActionError::ConfigMissing(why)),
+            ..done(key, Status::ConfigMissing, None)
         }),
         Action::Wait { key, until, reason } => Ok(ComponentReport {
             wait: Some(reason),

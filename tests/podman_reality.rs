@@ -29,6 +29,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         volumes: vec![],
         ports,
         settings: Default::default(),
+        secret_digests: vec![],
         labels: Default::default(),
         unallocated: vec![],
     }

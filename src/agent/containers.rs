@@ -69,6 +69,11 @@ impl<R: Runtime + 'static> Agent<R> {
         if let Some(s) = listed.services {
             self.set_services(s);
         }
+        // An edited env file or a rotated secret is a new spec for its component.
+        if listed.files != self.files {
+            self.files = listed.files;
+            self.rebuild_specs();
+        }
         let now = Instant::now();
         let horizon = RESTART_GRACE * 10;
         self.book

@@ -159,6 +159,8 @@ pub struct Agent<R: Runtime + 'static> {
     services: Vec<Service>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
+    /// What the components' env files and secrets held at the last pass's read.
+    files: reconcile::Files,
     book: Book,
     backoffs: Backoffs<ComponentKey>,
     sched: Scheduler<Work>,
@@ -248,6 +250,7 @@ impl<R: Runtime + 'static> Agent<R> {
             services: Vec::new(),
             desired: Vec::new(),
             specs: HashMap::new(),
+            files: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
             deferred: HashSet::new(),
@@ -397,11 +400,8 @@ impl<R: Runtime + 'static> Agent<R> {
     fn set_services(&mut self, services: Vec<Service>) {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
-        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
-            reconcile::desired(&services, &self.us).into_iter().unzip();
-        self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
-        self.desired = desired;
         self.services = services;
+        self.rebuild_specs();
         let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
@@ -421,6 +421,16 @@ impl<R: Runtime + 'static> Agent<R> {
         self.deferred.extend(busy);
         self.want_pass();
         self.reduce_from_last_list();
+    }
+
+    /// The desired containers from the cached services and files.
+    fn rebuild_specs(&mut self) {
+        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
+            reconcile::desired_with(&self.services, &self.us, &self.files)
+                .into_iter()
+                .unzip();
+        self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
+        self.desired = desired;
     }
 
     /// Asks for a pass: one list and plan as soon as podman is up (requests while one is

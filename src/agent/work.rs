@@ -95,6 +95,8 @@ pub(super) struct Listed {
     pub moved: Vec<Moved>,
     /// The desired state after such a move.
     pub services: Option<Vec<Service>>,
+    /// What the components' env files and secrets hold now.
+    pub files: reconcile::Files,
 }
 
 /// What `--once` did, for `commands/recover.rs` to print.
@@ -461,7 +463,13 @@ impl<R: Runtime + 'static> Agent<R> {
             .iter()
             .filter(|d| d.state == crate::spec::DesiredState::Running)
             .filter_map(|d| match self.status.get(&d.key) {
-                Some((Status::Running | Status::ImageMissing | Status::Conflict, ..)) => None,
+                Some((
+                    Status::Running
+                    | Status::ImageMissing
+                    | Status::Conflict
+                    | Status::ConfigMissing,
+                    ..,
+                )) => None,
                 Some((s, detail, _)) => Some(match detail {
                     Some(why) => format!("{} ({}: {why})", d.key, s.as_str()),
                     None => format!("{} ({})", d.key, s.as_str()),
@@ -571,10 +579,24 @@ async fn list<R: Runtime>(
         Ok(a) => a,
         Err(e) => return (reg, Err(e)),
     };
+    // Env files and secrets are read at every pass, off the loop (each one bounded).
+    let files = if services
+        .iter()
+        .flat_map(|s| &s.components)
+        .any(|c| c.settings.reads_files())
+    {
+        let s = services.clone();
+        tokio::task::spawn_blocking(move || reconcile::read_files(&s))
+            .await
+            .unwrap_or_default()
+    } else {
+        reconcile::Files::default()
+    };
     let mut listed = Listed {
         actual,
         moved: Vec::new(),
         services: None,
+        files,
     };
     if !moves {
         return (reg, Ok(listed));

@@ -12,7 +12,8 @@ mod settings;
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
 pub use settings::{
-    parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Settings, Ulimit, MAX_STOP_TIMEOUT_SECS,
+    parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Secret, Settings, Ulimit,
+    MAX_STOP_TIMEOUT_SECS,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -64,12 +64,31 @@ pub struct Settings {
     pub log_driver: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub log_opts: BTreeMap<String, String>,
+    // Configuration from files on the host (issue 13 §3): their paths here, their
+    // contents read at each pass (`crate::files`) and hashed with the spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_file: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+}
+
+/// A file of the host bind-mounted read-only into the container at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub source: String,
+    pub target: String,
 }
 
 impl Settings {
     /// Whether every field is podman's default (nothing to hash, store or print).
     pub fn is_default(&self) -> bool {
         *self == Settings::default()
+    }
+
+    /// Whether the component reads files of the host at each pass (env files, secrets).
+    pub fn reads_files(&self) -> bool {
+        !self.env_file.is_empty() || !self.secrets.is_empty()
     }
 }
 

@@ -23,6 +23,7 @@ fn want(c: &str, hash: &str, state: DesiredState, restart: RestartPolicy) -> Des
         spec_hash: hash.into(),
         state,
         restart,
+        blocked: None,
     }
 }
 

@@ -194,6 +194,13 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let x = &spec.settings;
     let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let yes = |b: bool| b.then_some(true);
+    // Secrets are files of the host, mounted read-only where the component says.
+    let mut binds = spec.volumes.clone();
+    binds.extend(
+        x.secrets
+            .iter()
+            .map(|s| format!("{}:{}:ro", s.source, s.target)),
+    );
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -207,7 +214,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         stop_signal: x.stop_signal.clone(),
         stop_timeout: x.stop_timeout.map(|s| s.0.into()),
         host_config: Some(HostConfig {
-            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            binds: (!binds.is_empty()).then_some(binds),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(spec.restart)),
             network_mode: Some(spec.network.clone()),

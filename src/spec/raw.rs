@@ -89,6 +89,19 @@ pub(super) struct RawComponent {
     pub(super) log_driver: Option<Spanned<String>>,
     #[serde(default = "empty")]
     pub(super) log_opts: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    // Configuration from files of the host.
+    #[serde(default = "empty")]
+    pub(super) env_file: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) secrets: Spanned<Vec<Spanned<RawSecret>>>,
+}
+
+/// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    pub(super) source: Spanned<String>,
+    pub(super) target: Spanned<String>,
 }
 
 /// A string, or an integer written for one (`stop_signal = 15`, `memory = 1048576`,

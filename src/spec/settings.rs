@@ -460,6 +460,62 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
         out.log_driver = Some(d.get_ref().clone());
     }
     out.log_opts = log_opts(c, rc);
+    // Configuration from files of the host: paths checked here, contents read at each
+    // pass (a file missing then is the component's `config-missing`, not an error here).
+    out.env_file = strings(c, &rc.env_file, "env_file", |p| {
+        if is_clean_absolute(p) {
+            Ok(())
+        } else {
+            Err(format!(
+                "env_file {p:?} must be an absolute path without '.' or '..' components"
+            ))
+        }
+    });
+    c.count(
+        &rc.secrets,
+        rc.secrets.get_ref().len(),
+        MAX_ENTRIES,
+        "secrets",
+    );
+    let mut targets: BTreeMap<String, usize> = BTreeMap::new();
+    for s in rc.secrets.get_ref() {
+        let s = s.get_ref();
+        for (p, what) in [(&s.source, "source"), (&s.target, "target")] {
+            if c.string(p, "secret path") && !is_clean_absolute(p.get_ref()) {
+                c.bad(
+                    p.span(),
+                    format!(
+                        "secret {what} {:?} must be an absolute path without '.' or '..' components",
+                        p.get_ref()
+                    ),
+                );
+            }
+        }
+        let line = c.loc(s.target.span()).line;
+        if let Some(first) = targets.insert(s.target.get_ref().clone(), line) {
+            c.bad(
+                s.target.span(),
+                format!(
+                    "secret target {:?} is mounted twice (first at line {first})",
+                    s.target.get_ref()
+                ),
+            );
+        }
+        // A secret that is there now must already be its owner's alone.
+        if let Ok(meta) = std::fs::metadata(s.source.get_ref()) {
+            use std::os::unix::fs::MetadataExt;
+            if let Err(e) = crate::files::check_secret_mode(meta.mode()) {
+                c.bad(
+                    s.source.span(),
+                    format!("secret {}: {e}", s.source.get_ref()),
+                );
+            }
+        }
+        out.secrets.push(crate::model::Secret {
+            source: s.source.get_ref().clone(),
+            target: s.target.get_ref().clone(),
+        });
+    }
     out
 }
 

@@ -254,6 +254,8 @@ group_add = ["10", 20]
 labels = { "org.example.team" = "shop", tier = "web" }
 log_driver = "k8s-file"
 log_opts = { max-size = "1m" }
+env_file = ["/etc/app/app.env", "/etc/app/more.env"]
+secrets = [{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }]
 "#;
 
 #[test]
@@ -277,6 +279,8 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     assert_eq!(x.memory_reservation, Some(crate::model::Bytes(64 << 20)));
     assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
     assert_eq!(x.group_add, ["10", "20"]);
+    assert_eq!(x.env_file, ["/etc/app/app.env", "/etc/app/more.env"]);
+    assert_eq!(x.secrets[0].target, "/run/secrets/db_password");
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
     // Keys left at their default are not printed.
@@ -289,6 +293,8 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
         "cap_add",
         "entrypoint",
         "stop_timeout",
+        "env_file",
+        "secrets",
     ] {
         assert!(!plain.contains(key), "{key} in {plain}");
     }
@@ -375,6 +381,24 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
             "not a size",
         ),
         ("privileges = true\n", "5:1", "unknown field"),
+        ("env_file = [\"app.env\"]\n", "5:13", "env_file \"app.env\" must be an absolute"),
+        (
+            "secrets = [{ source = \"pw\", target = \"/run/secrets/pw\" }]\n",
+            "5:23",
+            "secret source \"pw\" must be an absolute",
+        ),
+        (
+            "secrets = [{ source = \"/pw\", target = \"run/pw\" }]\n",
+            "5:39",
+            "secret target",
+        ),
+        (
+            "secrets = [{ source = \"/a\", target = \"/s\" }, { source = \"/b\", target = \"/s\" }]\n",
+            "5:72",
+            "mounted twice",
+        ),
+        ("secrets = [{ source = \"/a\" }]\n", "5:12", "missing field `target`"),
+        ("secrets = [{ source = \"/a\", target = \"/b\", mode = 1 }]\n", "5:44", "unknown field `mode`"),
     ];
     for (tail, at, reason) in cases {
         let text = format!("{head}{tail}");
@@ -404,4 +428,27 @@ fn number_forms_and_a_privileged_component_parse_and_export_back() {
     assert_eq!(x.stop_signal.as_deref(), Some("15"));
     assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn a_secret_readable_by_others_is_refused_at_apply_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "hunter2").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n\
+         secrets = [{{ source = \"{}\", target = \"/run/secrets/pw\" }}]\n",
+        pw.display()
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("svc.toml:5:23"), "{e}");
+    assert!(
+        e.contains("readable by its group and others (mode 0644)"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    parse(&text).unwrap();
 }
