@@ -501,6 +501,14 @@ mod tests {
                 log_opts: x.log_opts.clone(),
                 ..d()
             },
+            Settings {
+                env_file: x.env_file.clone(),
+                ..d()
+            },
+            Settings {
+                secrets: x.secrets.clone(),
+                ..d()
+            },
         ];
         for s in each {
             let mut c = comp();
@@ -517,6 +525,35 @@ mod tests {
         assert_eq!(s.labels[LABEL_COMPONENT], "web");
         assert_eq!(s.stop_timeout_secs(), 90);
         assert_eq!(base.stop_timeout_secs(), DEFAULT_STOP_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn what_the_files_hold_is_in_the_hash_under_the_components_own_env() {
+        let mut c = comp();
+        c.settings.env_file = vec!["/etc/app.env".into()];
+        let files = |env: &[(&str, &str)], secrets: &[&str]| crate::files::Loaded {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        };
+        let build =
+            |f: &crate::files::Loaded| ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f));
+        let a = build(&files(&[("A", "file"), ("B", "2")], &[]));
+        // The component's own env wins over its env files.
+        assert_eq!((a.env["A"].as_str(), a.env["B"].as_str()), ("1", "2"));
+        let b = build(&files(&[("A", "file"), ("B", "3")], &[]));
+        assert_ne!(a.spec_hash(), b.spec_hash());
+        let c1 = build(&files(&[("A", "file"), ("B", "2")], &["d1"]));
+        let c2 = build(&files(&[("A", "file"), ("B", "2")], &["d2"]));
+        assert_ne!(c1.spec_hash(), a.spec_hash());
+        assert_ne!(c1.spec_hash(), c2.spec_hash());
+        // A value the component's env hides is no change of the container.
+        assert_eq!(
+            build(&files(&[("A", "other"), ("B", "2")], &[])).spec_hash(),
+            a.spec_hash()
+        );
     }
 
     #[test]

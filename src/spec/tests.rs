@@ -452,3 +452,19 @@ fn a_secret_readable_by_others_is_refused_at_apply_with_the_reason() {
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     parse(&text).unwrap();
 }
+
+#[test]
+fn env_files_and_secrets_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/cf7faeab9027d9bbe3786fa1e79a36640dcbcc78"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    assert_eq!(s.components[1].settings.secrets.len(), 2);
+    assert_eq!(
+        s.components[2].settings.secrets[0].target,
+        "/run/secrets/other"
+    );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
