@@ -38,7 +38,30 @@ pub struct Config {
     pub ports: PortsSection,
     pub proxy: ProxySection,
     pub certs: CertsSection,
+    pub volumes: VolumesSection,
     pub log: LogSection,
+}
+
+/// Where named volumes live (issue 13 §2).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumesSection {
+    /// Absent: `volumes` beside the registry (`[database] path`'s directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+}
+
+impl Config {
+    /// The directory of named volumes: `[volumes] root`, else `<registry's dir>/volumes`.
+    pub fn volumes_root(&self) -> PathBuf {
+        self.volumes.root.clone().unwrap_or_else(|| {
+            self.database
+                .path
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("volumes")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -553,6 +576,9 @@ impl Config {
         rel(&mut cfg.proxy.admin_socket);
         rel(&mut cfg.proxy.cert_dir);
         if let Some(p) = cfg.certs.ca_bundle.as_mut() {
+            rel(p);
+        }
+        if let Some(p) = cfg.volumes.root.as_mut() {
             rel(p);
         }
         Ok(cfg)

@@ -18,6 +18,14 @@ pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
 /// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
 pub const LABEL_REGISTRY: &str = "mcp.registry";
 
+/// `[volumes] root` of an agent whose registry is at the default path.
+pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/mcp-agent/volumes";
+
+/// The directory of named volume `name` of `service`.
+pub fn volume_dir(root: &std::path::Path, service: &str, name: &str) -> std::path::PathBuf {
+    root.join(service).join(name)
+}
+
 /// How long a stop waits for a component without `stop_timeout` (podman's own default).
 pub const DEFAULT_STOP_TIMEOUT_SECS: i64 = 10;
 
@@ -70,6 +78,10 @@ pub struct ContainerSpec {
     /// rotated secret recreates the container. Empty, it is not hashed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_digests: Vec<String>,
+    /// The directory of each named volume (`[volumes] root`/service/name), by name: a
+    /// moved root is a new mount. Empty, it is not hashed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_dirs: BTreeMap<String, String>,
     /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -85,7 +97,13 @@ impl ContainerSpec {
     /// The registry's id is a label, not part of the hash: stamping it on containers
     /// made before it existed changes nothing about what they run.
     pub fn build(us: &Us, service: &str, component: &Component) -> ContainerSpec {
-        ContainerSpec::build_with(us, service, component, None)
+        ContainerSpec::build_with(
+            us,
+            service,
+            component,
+            None,
+            std::path::Path::new(DEFAULT_VOLUMES_ROOT),
+        )
     }
 
     /// As [`ContainerSpec::build`], with what the component's env files and secrets hold
@@ -95,6 +113,7 @@ impl ContainerSpec {
         service: &str,
         component: &Component,
         files: Option<&crate::files::Loaded>,
+        volumes_root: &std::path::Path,
     ) -> ContainerSpec {
         let mut env = files.map(|f| f.env.clone()).unwrap_or_default();
         env.extend(component.env.clone());
@@ -130,6 +149,15 @@ impl ContainerSpec {
             ports,
             settings: component.settings.clone(),
             secret_digests: files.map(|f| f.secrets.clone()).unwrap_or_default(),
+            volume_dirs: component
+                .volumes
+                .iter()
+                .filter_map(|v| model::volume_name(v))
+                .map(|n| {
+                    let dir = volume_dir(volumes_root, service, n);
+                    (n.to_string(), dir.to_string_lossy().into_owned())
+                })
+                .collect(),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -167,6 +195,28 @@ impl ContainerSpec {
         self.settings
             .stop_timeout
             .map_or(DEFAULT_STOP_TIMEOUT_SECS, |s| s.0.into())
+    }
+
+    /// The binds podman is given: the volumes, a named one's source replaced by its
+    /// directory, then the secrets, read-only.
+    pub fn binds(&self) -> Vec<String> {
+        let mut binds: Vec<String> = self
+            .volumes
+            .iter()
+            .map(
+                |v| match model::volume_name(v).and_then(|n| self.volume_dirs.get(n)) {
+                    Some(dir) => format!("{dir}{}", &v[v.find(':').unwrap_or(v.len())..]),
+                    None => v.clone(),
+                },
+            )
+            .collect();
+        binds.extend(
+            self.settings
+                .secrets
+                .iter()
+                .map(|s| format!("{}:{}:ro", s.source, s.target)),
+        );
+        binds
     }
 
     pub fn spec_hash(&self) -> &str {
@@ -509,6 +559,14 @@ mod tests {
                 secrets: x.secrets.clone(),
                 ..d()
             },
+            Settings {
+                tmpfs: x.tmpfs.clone(),
+                ..d()
+            },
+            Settings {
+                read_only: true,
+                ..d()
+            },
         ];
         for s in each {
             let mut c = comp();
@@ -538,8 +596,9 @@ mod tests {
                 .collect(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
         };
-        let build =
-            |f: &crate::files::Loaded| ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f));
+        let build = |f: &crate::files::Loaded| {
+            ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f), std::path::Path::new("/v"))
+        };
         let a = build(&files(&[("A", "file"), ("B", "2")], &[]));
         // The component's own env wins over its env files.
         assert_eq!((a.env["A"].as_str(), a.env["B"].as_str()), ("1", "2"));
@@ -554,6 +613,24 @@ mod tests {
             build(&files(&[("A", "other"), ("B", "2")], &[])).spec_hash(),
             a.spec_hash()
         );
+    }
+
+    #[test]
+    fn a_named_volume_is_a_directory_of_the_service_under_the_root_in_the_hash() {
+        let mut c = comp();
+        c.volumes = vec!["pgdata:/var/lib/data:rw".into(), "/srv/x:/x".into()];
+        let at = |c: &Component, root: &str| {
+            ContainerSpec::build_with(&us("n1"), "shop", c, None, std::path::Path::new(root))
+        };
+        let s = at(&c, "/v");
+        assert_eq!(s.volume_dirs["pgdata"], "/v/shop/pgdata");
+        assert_eq!(s.binds(), ["/v/shop/pgdata:/var/lib/data:rw", "/srv/x:/x"]);
+        assert_ne!(at(&c, "/w").spec_hash(), s.spec_hash());
+        c.settings.secrets = vec![crate::model::Secret {
+            source: "/etc/pw".into(),
+            target: "/run/secrets/pw".into(),
+        }];
+        assert_eq!(at(&c, "/v").binds()[2], "/etc/pw:/run/secrets/pw:ro");
     }
 
     #[test]

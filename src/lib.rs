@@ -20,3 +20,4 @@ pub mod registry;
 pub mod routes;
 pub mod runtime;
 pub mod spec;
+pub mod volumes;

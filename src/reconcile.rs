@@ -65,6 +65,8 @@ pub enum ActionError {
     /// Names the file and why, never what it holds.
     #[error("{0}; retried at every pass")]
     ConfigMissing(String),
+    #[error("{0}")]
+    Volume(String),
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -247,13 +249,24 @@ pub type Files = HashMap<ComponentKey, crate::files::FileRead>;
 /// The desired containers of the registry's active services, their env files and
 /// secrets read now.
 pub fn desired(services: &[Service], us: &Us) -> Vec<(Desired, ContainerSpec)> {
-    desired_with(services, us, &read_files(services))
+    desired_with(
+        services,
+        us,
+        &read_files(services),
+        std::path::Path::new(crate::container::DEFAULT_VOLUMES_ROOT),
+    )
 }
 
 /// The desired containers of the registry's active services, with what `files` found in
 /// their env files and secrets. A component whose files are not there (or not read yet)
 /// is blocked: `config-missing`, its container left as it is.
-pub fn desired_with(services: &[Service], us: &Us, files: &Files) -> Vec<(Desired, ContainerSpec)> {
+/// Named volumes are directories under `volumes_root`.
+pub fn desired_with(
+    services: &[Service],
+    us: &Us,
+    files: &Files,
+    volumes_root: &std::path::Path,
+) -> Vec<(Desired, ContainerSpec)> {
     services
         .iter()
         .filter(|s| s.active)
@@ -269,7 +282,7 @@ pub fn desired_with(services: &[Service], us: &Us, files: &Files) -> Vec<(Desire
                 } else {
                     (None, None)
                 };
-                let spec = ContainerSpec::build_with(us, &s.name, c, loaded);
+                let spec = ContainerSpec::build_with(us, &s.name, c, loaded, volumes_root);
                 (
                     Desired {
                         key,
@@ -578,6 +591,10 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
+    if !spec.volume_dirs.is_empty() {
+        crate::volumes::ensure(&spec.volume_dirs, spec.user.as_deref())
+            .map_err(ActionError::Volume)?;
+    }
     names.before_create(&spec.name).await;
     let id = match rt.create(spec).await {
         Ok(id) => id,

@@ -425,10 +425,14 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// The desired containers from the cached services and files.
     fn rebuild_specs(&mut self) {
-        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
-            reconcile::desired_with(&self.services, &self.us, &self.files)
-                .into_iter()
-                .unzip();
+        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) = reconcile::desired_with(
+            &self.services,
+            &self.us,
+            &self.files,
+            &self.config.volumes_root(),
+        )
+        .into_iter()
+        .unzip();
         self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
         self.desired = desired;
     }
@@ -511,6 +515,8 @@ impl<R: Runtime + 'static> Agent<R> {
                     None => self.certs_reconfigure = true,
                 }
                 self.config = new;
+                // `[volumes] root` is part of the specs.
+                self.rebuild_specs();
                 self.want_pass();
                 tracing::info!(path = %self.config_path.display(), "config reloaded");
             }

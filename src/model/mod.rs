@@ -134,6 +134,22 @@ pub fn route_env_key(route: &str) -> String {
     format!("PORT_{}", route.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// A named volume (a volume's source without a leading slash): `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.
+pub fn is_volume_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The named volume of a volume string `SOURCE:TARGET[:OPTIONS]`, if its source is one.
+pub fn volume_name(v: &str) -> Option<&str> {
+    let source = v.split(':').next()?;
+    (!source.starts_with('/') && is_volume_name(source)).then_some(source)
+}
+
 /// Identifies a component across the registry, plans and status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ComponentKey {

@@ -70,6 +70,11 @@ pub struct Settings {
     pub env_file: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,
+    // Storage (issue 13 §2; named volumes are `volumes` entries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
 }
 
 /// A file of the host bind-mounted read-only into the container at `target`.

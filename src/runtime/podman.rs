@@ -194,13 +194,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let x = &spec.settings;
     let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let yes = |b: bool| b.then_some(true);
-    // Secrets are files of the host, mounted read-only where the component says.
-    let mut binds = spec.volumes.clone();
-    binds.extend(
-        x.secrets
-            .iter()
-            .map(|s| format!("{}:{}:ro", s.source, s.target)),
-    );
+    let binds = spec.binds();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -215,6 +209,16 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         stop_timeout: x.stop_timeout.map(|s| s.0.into()),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
+            tmpfs: (!x.tmpfs.is_empty()).then(|| {
+                x.tmpfs
+                    .iter()
+                    .map(|t| match t.split_once(':') {
+                        Some((path, opts)) => (path.to_string(), opts.to_string()),
+                        None => (t.clone(), String::new()),
+                    })
+                    .collect()
+            }),
+            readonly_rootfs: yes(x.read_only),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(spec.restart)),
             network_mode: Some(spec.network.clone()),

@@ -94,6 +94,11 @@ pub(super) struct RawComponent {
     pub(super) env_file: Spanned<Vec<Spanned<String>>>,
     #[serde(default = "empty")]
     pub(super) secrets: Spanned<Vec<Spanned<RawSecret>>>,
+    // Storage.
+    #[serde(default = "empty")]
+    pub(super) tmpfs: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) read_only: bool,
 }
 
 /// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.

@@ -47,9 +47,10 @@ pub(super) fn check_volume(v: &str) -> Result<(), String> {
     if parts.next().is_some() {
         return Err(format!("volume {v:?} has too many ':' parts"));
     }
-    if !host.starts_with('/') {
+    // A source without a leading slash is a named volume: a directory of the agent's.
+    if !host.starts_with('/') && !crate::model::is_volume_name(host) {
         return Err(format!(
-            "volume host path {host:?} must be absolute (named volumes live in podman's database and would be lost with it)"
+            "volume source {host:?} must be absolute (a host path) or a volume name of [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}} (a directory of the agent's)"
         ));
     }
     for p in [host, target] {

@@ -148,6 +148,47 @@ pub(super) fn check_device(d: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `PATH[:OPTIONS]`: an absolute path, options of podman's `--tmpfs`.
+pub(super) fn check_tmpfs(t: &str) -> Result<(), String> {
+    let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+    if !is_clean_absolute(path) || path == "/" {
+        return Err(format!(
+            "tmpfs path {path:?} must be an absolute path other than /, without '.' or '..' components"
+        ));
+    }
+    if t.contains(':') && opts.is_empty() {
+        return Err(format!("tmpfs {t:?} has an empty option list"));
+    }
+    for o in opts.split(',').filter(|_| !opts.is_empty()) {
+        let ok = match o.split_once('=') {
+            Some(("size", v)) => parse_bytes(v).is_ok(),
+            Some(("mode", v)) => {
+                !v.is_empty() && v.len() <= 4 && v.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            }
+            Some(("uid" | "gid" | "nr_inodes", v)) => v.parse::<u32>().is_ok(),
+            Some(_) => false,
+            None => matches!(
+                o,
+                "ro" | "rw"
+                    | "exec"
+                    | "noexec"
+                    | "suid"
+                    | "nosuid"
+                    | "dev"
+                    | "nodev"
+                    | "notmpcopyup"
+                    | "tmpcopyup"
+            ),
+        };
+        if !ok {
+            return Err(format!(
+                "tmpfs option {o:?} is not one of size=SIZE, mode=OCTAL, uid=N, gid=N, nr_inodes=N, ro, rw, exec, noexec, suid, nosuid, dev, nodev, tmpcopyup, notmpcopyup"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn check_security_opt(o: &str) -> Result<(), String> {
     let bad = || {
         format!(
@@ -265,6 +306,7 @@ fn size(c: &mut Checker<'_>, w: &Option<Spanned<Word>>, what: &str) -> Option<By
 /// component's network (net.* sysctls need one of the container's own).
 pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &str) -> Settings {
     let mut out = Settings {
+        read_only: rc.read_only,
         init: rc.init,
         tty: rc.tty,
         privileged: rc.privileged,
@@ -471,6 +513,7 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
             ))
         }
     });
+    out.tmpfs = strings(c, &rc.tmpfs, "tmpfs", check_tmpfs);
     c.count(
         &rc.secrets,
         rc.secrets.get_ref().len(),

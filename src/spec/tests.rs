@@ -61,7 +61,7 @@ fn every_rule_names_the_line_and_reason() {
         ("name = \"w\"\nfoo = 1\n", "svc.toml:2:1", "unknown field"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n", "svc.toml:6:8", "duplicate component"),
         ("name = \"w\"\n[[components]]\nname = \"a_b\"\nimage = \"i\"\n", "svc.toml:3:8", "component name"),
-        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data\"]\n", "svc.toml:5:12", "absolute"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"./data:/data\"]\n", "svc.toml:5:12", "absolute"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"/srv/../etc:/data\"]\n", "svc.toml:5:12", "'..'"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"1:70000\"]\n", "svc.toml:5:10", "outside 1-65535"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"80:80\", \"80:81\"]\n", "svc.toml:5:19", "published twice"),
@@ -208,7 +208,9 @@ fn oversized_and_hostile_inputs_are_rejected_or_handled() {
     for vol in [
         "/srv/../etc:/data",
         "/srv/./x:/data",
-        "rel:/data",
+        "rel/x:/data",
+        "../x:/data",
+        "data:rel",
         "/srv:rel",
         "/a:/b:rw:extra",
         "/a:/b:exec,bogus",
@@ -254,6 +256,9 @@ group_add = ["10", 20]
 labels = { "org.example.team" = "shop", tier = "web" }
 log_driver = "k8s-file"
 log_opts = { max-size = "1m" }
+volumes = ["pgdata:/var/lib/data:rw", "/srv/x:/x:ro"]
+tmpfs = ["/run:size=64m,mode=1777", "/tmp"]
+read_only = true
 env_file = ["/etc/app/app.env", "/etc/app/more.env"]
 secrets = [{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }]
 "#;
@@ -280,6 +285,9 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
     assert_eq!(x.group_add, ["10", "20"]);
     assert_eq!(x.env_file, ["/etc/app/app.env", "/etc/app/more.env"]);
+    assert!(x.read_only);
+    assert_eq!(x.tmpfs[0], "/run:size=64m,mode=1777");
+    assert_eq!(s.components[0].volumes[0], "pgdata:/var/lib/data:rw");
     assert_eq!(x.secrets[0].target, "/run/secrets/db_password");
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
@@ -295,6 +303,8 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
         "stop_timeout",
         "env_file",
         "secrets",
+        "tmpfs",
+        "read_only",
     ] {
         assert!(!plain.contains(key), "{key} in {plain}");
     }
@@ -381,6 +391,11 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
             "not a size",
         ),
         ("privileges = true\n", "5:1", "unknown field"),
+        ("tmpfs = [\"run\"]\n", "5:10", "tmpfs path \"run\" must be an absolute"),
+        ("tmpfs = [\"/run:size=big\"]\n", "5:10", "tmpfs option \"size=big\""),
+        ("tmpfs = [\"/run:\"]\n", "5:10", "empty option list"),
+        ("read_only = 1\n", "5:13", "expected a boolean"),
+        ("volumes = [\"-x:/data\"]\n", "5:12", "volume name"),
         ("env_file = [\"app.env\"]\n", "5:13", "env_file \"app.env\" must be an absolute"),
         (
             "secrets = [{ source = \"pw\", target = \"/run/secrets/pw\" }]\n",
