@@ -30,6 +30,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         ports,
         settings: Default::default(),
         secret_digests: vec![],
+        volume_dirs: Default::default(),
         labels: Default::default(),
         unallocated: vec![],
     }
