@@ -14,6 +14,12 @@ pub fn ensure<'a>(
     dirs: impl IntoIterator<Item = (&'a String, &'a String)>,
     user: Option<&str>,
 ) -> Result<(), String> {
+    // Resolved whether or not a directory is to be made, so that a user the host does
+    // not know is said every time, not only by the component that comes first.
+    let owner = match user {
+        Some(u) => Some(resolve(u).map_err(|e| format!("named volumes: {e}"))?),
+        None => None,
+    };
     for (name, dir) in dirs {
         let dir = Path::new(dir);
         match std::fs::symlink_metadata(dir) {
@@ -27,10 +33,6 @@ pub fn ensure<'a>(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("volume {name}: {}: {e}", dir.display())),
         }
-        let owner = match user {
-            Some(u) => Some(resolve(u).map_err(|e| format!("volume {name}: {e}"))?),
-            None => None,
-        };
         if let Some(parent) = dir.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -162,7 +164,7 @@ mod tests {
         );
         let other = root.path().join("svc/x").to_string_lossy().into_owned();
         let e = ensure([(&name, &other)], Some("nobody-here")).unwrap_err();
-        assert!(e.starts_with("volume data: user \"nobody-here\""), "{e}");
+        assert!(e.starts_with("named volumes: user \"nobody-here\""), "{e}");
         assert!(!Path::new(&other).exists());
         assert!(remove_service(root.path(), "svc").unwrap());
         assert!(!remove_service(root.path(), "svc").unwrap());

@@ -466,7 +466,10 @@ fn a_component_whose_files_cannot_be_read_is_reported_and_its_container_left_alo
     );
     let running = ours("c1", "svc", "a", "old", State::Running);
     assert_eq!(
-        p(&[blocked(DesiredState::Running)], std::slice::from_ref(&running)),
+        p(
+            &[blocked(DesiredState::Running)],
+            std::slice::from_ref(&running)
+        ),
         vec![missing]
     );
     // A stop needs no files.

@@ -338,6 +338,25 @@ impl PrivatePodman {
             .unwrap_or_else(|e| panic!("remove {}: {e}", runroot.display()));
         self.start_service();
     }
+
+    /// All of podman's storage lost — what `podman system reset` does to this podman's
+    /// root (containers, images, volumes), without the reset itself, which would also
+    /// reset this machine's shared network configuration: every container removed, the
+    /// service stopped, the root and run root unmounted and deleted, the service started
+    /// again on empty ones. Images must be imported again.
+    pub fn lose_storage(&mut self) {
+        self.podman_ok(&["rm", "-a", "-f", "-t", "0"]);
+        self.stop_service();
+        for dir in [self.root_dir(), self.runroot_dir()] {
+            let mut mounted = mounts_under(&dir).unwrap_or_default();
+            mounted.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+            for m in mounted {
+                umount(&m).unwrap_or_else(|e| panic!("{e}"));
+            }
+            fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+        }
+        self.start_service();
+    }
 }
 
 /// A SIGSTOPped podman service (see [`PrivatePodman::freeze`]); SIGCONT on drop.
