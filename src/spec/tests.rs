@@ -483,3 +483,20 @@ fn env_files_and_secrets_of_the_corpus_parse_and_export_back() {
     );
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
+
+#[test]
+fn named_volumes_tmpfs_and_read_only_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/18ae44bf702272a637d6e88bff7cac40171240d7"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    assert!(s.components[0].settings.read_only);
+    assert_eq!(s.components[0].settings.tmpfs.len(), 3);
+    assert_eq!(
+        crate::model::volume_name(&s.components[1].volumes[0]),
+        Some("pgdata")
+    );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
