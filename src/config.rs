@@ -39,7 +39,17 @@ pub struct Config {
     pub proxy: ProxySection,
     pub certs: CertsSection,
     pub volumes: VolumesSection,
+    pub networks: NetworksSection,
     pub log: LogSection,
+}
+
+/// Networks (issue 13 §1).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworksSection {
+    /// A component with neither `network` nor `networks` joins its service's network
+    /// (`mcp-<service>`, with its name as a DNS alias) instead of podman's default bridge.
+    pub service_default: bool,
 }
 
 /// Where named volumes live (issue 13 §2).

@@ -18,6 +18,40 @@ pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
 /// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
 pub const LABEL_REGISTRY: &str = "mcp.registry";
 
+/// What of the agent's config shapes its containers: where named volumes live, and
+/// whether a component without a network joins its service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub volumes_root: std::path::PathBuf,
+    /// `[networks] service_default`.
+    pub service_networks: bool,
+}
+
+impl Default for Host {
+    fn default() -> Host {
+        Host {
+            volumes_root: DEFAULT_VOLUMES_ROOT.into(),
+            service_networks: false,
+        }
+    }
+}
+
+impl Host {
+    pub fn from_config(config: &crate::config::Config) -> Host {
+        Host {
+            volumes_root: config.volumes_root(),
+            service_networks: config.networks.service_default,
+        }
+    }
+}
+
+/// One network a container joins, with the names it has there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
 /// `[volumes] root` of an agent whose registry is at the default path.
 pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/mcp-agent/volumes";
 
@@ -82,6 +116,10 @@ pub struct ContainerSpec {
     /// moved root is a new mount. Empty, it is not hashed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_dirs: BTreeMap<String, String>,
+    /// The networks joined with DNS names (the first is `network`); empty for the
+    /// single-network form without aliases, and then not hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
     /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -97,13 +135,7 @@ impl ContainerSpec {
     /// The registry's id is a label, not part of the hash: stamping it on containers
     /// made before it existed changes nothing about what they run.
     pub fn build(us: &Us, service: &str, component: &Component) -> ContainerSpec {
-        ContainerSpec::build_with(
-            us,
-            service,
-            component,
-            None,
-            std::path::Path::new(DEFAULT_VOLUMES_ROOT),
-        )
+        ContainerSpec::build_with(us, service, component, None, &Host::default())
     }
 
     /// As [`ContainerSpec::build`], with what the component's env files and secrets hold
@@ -113,8 +145,10 @@ impl ContainerSpec {
         service: &str,
         component: &Component,
         files: Option<&crate::files::Loaded>,
-        volumes_root: &std::path::Path,
+        host: &Host,
     ) -> ContainerSpec {
+        let volumes_root = host.volumes_root.as_path();
+        let (network, endpoints) = networks(host, service, component);
         let mut env = files.map(|f| f.env.clone()).unwrap_or_default();
         env.extend(component.env.clone());
         let mut ports = component.ports.clone();
@@ -143,7 +177,7 @@ impl ContainerSpec {
             cmd: component.cmd.clone(),
             env,
             user: component.user.clone(),
-            network: component.network.clone(),
+            network,
             restart: component.restart,
             volumes: component.volumes.clone(),
             ports,
@@ -158,6 +192,7 @@ impl ContainerSpec {
                     (n.to_string(), dir.to_string_lossy().into_owned())
                 })
                 .collect(),
+            endpoints,
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -221,6 +256,57 @@ impl ContainerSpec {
 
     pub fn spec_hash(&self) -> &str {
         self.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str)
+    }
+}
+
+/// The network mode of `component` of `service` and the networks it joins with names:
+/// `networks` (each with the component's name and `aliases`; "default" is the service's);
+/// else `network` as set (with `aliases`, if any, on it); else the service's network with
+/// `[networks] service_default`, or "bridge".
+fn networks(host: &Host, service: &str, component: &Component) -> (String, Vec<Endpoint>) {
+    let x = &component.settings;
+    let named = |extra: &[String]| {
+        let mut a = vec![component.name.clone()];
+        a.extend(extra.iter().filter(|e| **e != component.name).cloned());
+        a
+    };
+    if !x.networks.is_empty() {
+        let eps: Vec<Endpoint> = x
+            .networks
+            .iter()
+            .map(|n| Endpoint {
+                network: if n == "default" {
+                    model::service_network(service)
+                } else {
+                    n.clone()
+                },
+                aliases: named(&x.aliases),
+            })
+            .collect();
+        return (eps[0].network.clone(), eps);
+    }
+    match component.network.as_str() {
+        "" if host.service_networks => {
+            let n = model::service_network(service);
+            (
+                n.clone(),
+                vec![Endpoint {
+                    network: n,
+                    aliases: named(&x.aliases),
+                }],
+            )
+        }
+        "" => ("bridge".to_string(), Vec::new()),
+        n if x.aliases.is_empty() || matches!(n, "host" | "none" | "bridge") => {
+            (n.to_string(), Vec::new())
+        }
+        n => (
+            n.to_string(),
+            vec![Endpoint {
+                network: n.to_string(),
+                aliases: named(&x.aliases),
+            }],
+        ),
     }
 }
 
@@ -567,6 +653,26 @@ mod tests {
                 read_only: true,
                 ..d()
             },
+            Settings {
+                hostname: x.hostname.clone(),
+                ..d()
+            },
+            Settings {
+                dns: x.dns.clone(),
+                ..d()
+            },
+            Settings {
+                dns_search: x.dns_search.clone(),
+                ..d()
+            },
+            Settings {
+                extra_hosts: x.extra_hosts.clone(),
+                ..d()
+            },
+            Settings {
+                networks: x.networks.clone(),
+                ..d()
+            },
         ];
         for s in each {
             let mut c = comp();
@@ -597,7 +703,7 @@ mod tests {
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
         };
         let build = |f: &crate::files::Loaded| {
-            ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f), std::path::Path::new("/v"))
+            ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f), &Host::default())
         };
         let a = build(&files(&[("A", "file"), ("B", "2")], &[]));
         // The component's own env wins over its env files.
@@ -620,7 +726,11 @@ mod tests {
         let mut c = comp();
         c.volumes = vec!["pgdata:/var/lib/data:rw".into(), "/srv/x:/x".into()];
         let at = |c: &Component, root: &str| {
-            ContainerSpec::build_with(&us("n1"), "shop", c, None, std::path::Path::new(root))
+            let host = Host {
+                volumes_root: root.into(),
+                service_networks: false,
+            };
+            ContainerSpec::build_with(&us("n1"), "shop", c, None, &host)
         };
         let s = at(&c, "/v");
         assert_eq!(s.volume_dirs["pgdata"], "/v/shop/pgdata");
@@ -631,6 +741,54 @@ mod tests {
             target: "/run/secrets/pw".into(),
         }];
         assert_eq!(at(&c, "/v").binds()[2], "/etc/pw:/run/secrets/pw:ro");
+    }
+
+    #[test]
+    fn networks_and_names() {
+        let host = |service_networks| Host {
+            service_networks,
+            ..Host::default()
+        };
+        let build =
+            |c: &Component, h: &Host| ContainerSpec::build_with(&us("n1"), "shop", c, None, h);
+        let ep = |n: &str, a: &[&str]| Endpoint {
+            network: n.into(),
+            aliases: a.iter().map(|s| s.to_string()).collect(),
+        };
+        // Not set: podman's bridge, as before (the same hash), unless the service's
+        // network is the default.
+        let mut c = comp();
+        c.network = String::new();
+        let old = ContainerSpec::build(&us("n1"), "shop", &comp());
+        let s = build(&c, &host(false));
+        assert_eq!((s.network.as_str(), s.endpoints.len()), ("bridge", 0));
+        assert_eq!(s.spec_hash(), old.spec_hash());
+        let s = build(&c, &host(true));
+        assert_eq!(s.network, "mcp-shop");
+        assert_eq!(s.endpoints, [ep("mcp-shop", &["web"])]);
+        assert_ne!(s.spec_hash(), old.spec_hash());
+        // An explicit network keeps its single form either way.
+        assert_eq!(build(&comp(), &host(true)).spec_hash(), old.spec_hash());
+        // networks: each joined with the component's name and its aliases.
+        c.settings.networks = vec!["default".into(), "shared".into()];
+        c.settings.aliases = vec!["www".into()];
+        let s = build(&c, &host(false));
+        assert_eq!(s.network, "mcp-shop");
+        assert_eq!(
+            s.endpoints,
+            [
+                ep("mcp-shop", &["web", "www"]),
+                ep("shared", &["web", "www"])
+            ]
+        );
+        // aliases on a named single network.
+        let mut c = comp();
+        c.network = "shared".into();
+        c.settings.aliases = vec!["www".into()];
+        assert_eq!(
+            build(&c, &host(false)).endpoints,
+            [ep("shared", &["web", "www"])]
+        );
     }
 
     #[test]

@@ -253,19 +253,19 @@ pub fn desired(services: &[Service], us: &Us) -> Vec<(Desired, ContainerSpec)> {
         services,
         us,
         &read_files(services),
-        std::path::Path::new(crate::container::DEFAULT_VOLUMES_ROOT),
+        &crate::container::Host::default(),
     )
 }
 
 /// The desired containers of the registry's active services, with what `files` found in
 /// their env files and secrets. A component whose files are not there (or not read yet)
 /// is blocked: `config-missing`, its container left as it is.
-/// Named volumes are directories under `volumes_root`.
+/// `host` says where named volumes live and which network is the default.
 pub fn desired_with(
     services: &[Service],
     us: &Us,
     files: &Files,
-    volumes_root: &std::path::Path,
+    host: &crate::container::Host,
 ) -> Vec<(Desired, ContainerSpec)> {
     services
         .iter()
@@ -282,7 +282,7 @@ pub fn desired_with(
                 } else {
                     (None, None)
                 };
-                let spec = ContainerSpec::build_with(us, &s.name, c, loaded, volumes_root);
+                let spec = ContainerSpec::build_with(us, &s.name, c, loaded, host);
                 (
                     Desired {
                         key,
@@ -591,6 +591,9 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
+    for e in spec.endpoints.iter().skip(1) {
+        rt.ensure_network(&e.network).await?;
+    }
     if !spec.volume_dirs.is_empty() {
         crate::volumes::ensure(&spec.volume_dirs, spec.user.as_deref())
             .map_err(ActionError::Volume)?;

@@ -31,6 +31,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         settings: Default::default(),
         secret_digests: vec![],
         volume_dirs: Default::default(),
+        endpoints: vec![],
         labels: Default::default(),
         unallocated: vec![],
     }

@@ -178,6 +178,8 @@ pub struct Agent<R: Runtime + 'static> {
     bringing_up: HashSet<ComponentKey>,
     /// Components with any operation under way.
     operating: HashSet<ComponentKey>,
+    /// Components being recreated (one at a time per service).
+    recreating: HashSet<ComponentKey>,
     tasks: JoinSet<(Work, Outcome)>,
     running: HashMap<tokio::task::Id, (Work, Instant, AbortHandle)>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -257,6 +259,7 @@ impl<R: Runtime + 'static> Agent<R> {
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
             operating: HashSet::new(),
+            recreating: HashSet::new(),
             last_actual: None,
             tasks: JoinSet::new(),
             running: HashMap::new(),
@@ -429,7 +432,7 @@ impl<R: Runtime + 'static> Agent<R> {
             &self.services,
             &self.us,
             &self.files,
-            &self.config.volumes_root(),
+            &crate::container::Host::from_config(&self.config),
         )
         .into_iter()
         .unzip();

@@ -91,7 +91,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                 &s.name,
                 c,
                 files.as_ref().and_then(|f| f.as_ref().ok()),
-                &config.volumes_root(),
+                &crate::container::Host::from_config(config),
             );
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),

@@ -95,6 +95,9 @@ pub struct Component {
     pub name: String,
     pub image: String,
     pub desired_state: DesiredState,
+    /// The single-network form: "bridge", "host", "none" or a network's name; empty: not
+    /// set (the agent's default, `[networks] service_default`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub network: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -115,6 +118,12 @@ pub struct Service {
     pub name: String,
     pub active: bool,
     pub components: Vec<Component>,
+}
+
+/// The network of a service (`networks = ["default"]`, and the default with
+/// `[networks] service_default = true`): `mcp-<service>`.
+pub fn service_network(service: &str) -> String {
+    format!("mcp-{service}")
 }
 
 /// The podman container name of a component: the service name when they are equal,

@@ -75,6 +75,20 @@ pub struct Settings {
     pub tmpfs: Vec<String>,
     #[serde(skip_serializing_if = "is_false")]
     pub read_only: bool,
+    // Networks and names (issue 13 §1; the single-network form is the component's
+    // `network`). "default" in `networks` is the service's own network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
 }
 
 /// A file of the host bind-mounted read-only into the container at `target`.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
-    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -207,6 +208,23 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         tty: yes(x.tty),
         stop_signal: x.stop_signal.clone(),
         stop_timeout: x.stop_timeout.map(|s| s.0.into()),
+        hostname: x.hostname.clone(),
+        networking_config: (!spec.endpoints.is_empty()).then(|| NetworkingConfig {
+            endpoints_config: Some(
+                spec.endpoints
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.network.clone(),
+                            EndpointSettings {
+                                aliases: Some(e.aliases.clone()),
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             tmpfs: (!x.tmpfs.is_empty()).then(|| {
@@ -219,6 +237,9 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                     .collect()
             }),
             readonly_rootfs: yes(x.read_only),
+            dns: list(&x.dns),
+            dns_search: list(&x.dns_search),
+            extra_hosts: list(&x.extra_hosts),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(spec.restart)),
             network_mode: Some(spec.network.clone()),

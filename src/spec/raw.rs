@@ -15,10 +15,6 @@ pub(super) fn empty<T: Default>() -> Spanned<T> {
     Spanned::new(0..0, T::default())
 }
 
-pub(super) fn bridge() -> Spanned<String> {
-    Spanned::new(0..0, "bridge".to_string())
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
@@ -36,7 +32,8 @@ pub(super) struct RawComponent {
     pub(super) image: Spanned<String>,
     #[serde(default)]
     pub(super) desired_state: DesiredState,
-    #[serde(default = "bridge")]
+    /// Empty when not set: the agent's default.
+    #[serde(default = "empty")]
     pub(super) network: Spanned<String>,
     pub(super) user: Option<Spanned<String>>,
     #[serde(default)]
@@ -99,6 +96,18 @@ pub(super) struct RawComponent {
     pub(super) tmpfs: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub(super) read_only: bool,
+    // Networks and names.
+    #[serde(default = "empty")]
+    pub(super) networks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) aliases: Spanned<Vec<Spanned<String>>>,
+    pub(super) hostname: Option<Spanned<String>>,
+    #[serde(default = "empty")]
+    pub(super) dns: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) dns_search: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) extra_hosts: Spanned<Vec<Spanned<String>>>,
 }
 
 /// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.

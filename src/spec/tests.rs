@@ -41,7 +41,8 @@ fn a_full_service_file_parses_with_defaults() {
     assert_eq!(w.ports[0].to_string(), "127.0.0.1:9000:9000/tcp");
     assert_eq!(w.routes[0].mode, RouteMode::L7);
     let db = &s.components[1];
-    assert_eq!(db.network, "bridge");
+    // Not set: the agent's default (podman's bridge, or the service's network).
+    assert_eq!(db.network, "");
     assert_eq!(db.restart, RestartPolicy::No);
     assert_eq!(db.desired_state, DesiredState::Stopped);
 }
@@ -257,6 +258,12 @@ labels = { "org.example.team" = "shop", tier = "web" }
 log_driver = "k8s-file"
 log_opts = { max-size = "1m" }
 volumes = ["pgdata:/var/lib/data:rw", "/srv/x:/x:ro"]
+networks = ["default", "shared"]
+aliases = ["www", "api"]
+hostname = "app.internal"
+dns = ["10.0.0.53", "fd00::53"]
+dns_search = ["internal.example.org"]
+extra_hosts = ["gw.internal:10.0.0.1"]
 tmpfs = ["/run:size=64m,mode=1777", "/tmp"]
 read_only = true
 env_file = ["/etc/app/app.env", "/etc/app/more.env"]
@@ -305,6 +312,10 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
         "secrets",
         "tmpfs",
         "read_only",
+        "networks",
+        "aliases",
+        "dns",
+        "extra_hosts",
     ] {
         assert!(!plain.contains(key), "{key} in {plain}");
     }
@@ -396,6 +407,17 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
         ("tmpfs = [\"/run:\"]\n", "5:10", "empty option list"),
         ("read_only = 1\n", "5:13", "expected a boolean"),
         ("volumes = [\"-x:/data\"]\n", "5:12", "volume name"),
+        ("network = \"x\"\nnetworks = [\"default\"]\n", "5:11", "two forms of one key"),
+        ("networks = [\"bridge\"]\n", "5:13", "single form"),
+        ("networks = [\"a\", \"a\"]\n", "5:18", "listed twice"),
+        ("aliases = [\"Web\"]\n", "5:12", "alias \"Web\""),
+        ("network = \"bridge\"\naliases = [\"w\"]\n", "6:11", "need a network with DNS"),
+        ("hostname = \"a_b\"\n", "5:12", "hostname \"a_b\""),
+        ("dns = [\"8.8.8\"]\n", "5:8", "IP address"),
+        ("dns_search = [\"Ex.org\"]\n", "5:15", "dns_search"),
+        ("extra_hosts = [\"gw=10.0.0.1\"]\n", "5:16", "HOSTNAME:IP"),
+        ("extra_hosts = [\"gw:10.0.0\"]\n", "5:16", "HOSTNAME:IP"),
+        ("network = \"host\"\ndns = [\"10.0.0.1\"]\n", "5:11", "network namespace"),
         ("env_file = [\"app.env\"]\n", "5:13", "env_file \"app.env\" must be an absolute"),
         (
             "secrets = [{ source = \"pw\", target = \"/run/secrets/pw\" }]\n",
