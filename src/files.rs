@@ -12,6 +12,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::model::Settings;
+pub use crate::spec::input::check_secret_mode;
 use crate::spec::input::{read_limited, InputError};
 
 /// Largest env file or secret read.
@@ -68,23 +69,6 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
         InputError::Io(e) => e.to_string(),
         e => e.to_string(),
     })
-}
-
-/// A secret must be readable by its owner only: a mode with any group or other bit for
-/// reading is refused, with the reason.
-pub fn check_secret_mode(mode: u32) -> Result<(), String> {
-    let mode = mode & 0o7777;
-    if mode & 0o044 != 0 {
-        return Err(format!(
-            "is readable by {} (mode {mode:04o}): a secret must be readable by its owner only (chmod 600)",
-            match (mode & 0o040 != 0, mode & 0o004 != 0) {
-                (true, true) => "its group and others",
-                (true, false) => "its group",
-                _ => "others",
-            }
-        ));
-    }
-    Ok(())
 }
 
 /// The variables of an env file, in order: `KEY=VALUE` lines, as compose and systemd's

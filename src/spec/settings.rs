@@ -648,7 +648,7 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
         // A secret that is there now must already be its owner's alone.
         if let Ok(meta) = std::fs::metadata(s.source.get_ref()) {
             use std::os::unix::fs::MetadataExt;
-            if let Err(e) = crate::files::check_secret_mode(meta.mode()) {
+            if let Err(e) = super::input::check_secret_mode(meta.mode()) {
                 c.bad(
                     s.source.span(),
                     format!("secret {}: {e}", s.source.get_ref()),
