@@ -93,6 +93,8 @@ pub struct PodmanSection {
     pub socket: SocketUri,
     /// argv prefix of the podman CLI, used only to free names held by container storage.
     pub cli: Argv,
+    /// When images are pulled, for components without `pull` of their own.
+    pub pull: crate::model::PullPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -237,6 +239,7 @@ impl Default for PodmanSection {
         PodmanSection {
             socket: SocketUri(format!("unix://{}", socket.display())),
             cli: Argv(vec!["podman".into()]),
+            pull: crate::model::PullPolicy::Never,
         }
     }
 }

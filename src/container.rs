@@ -25,6 +25,8 @@ pub struct Host {
     pub volumes_root: std::path::PathBuf,
     /// `[networks] service_default`.
     pub service_networks: bool,
+    /// `[podman] pull`.
+    pub pull: model::PullPolicy,
 }
 
 impl Default for Host {
@@ -32,6 +34,7 @@ impl Default for Host {
         Host {
             volumes_root: DEFAULT_VOLUMES_ROOT.into(),
             service_networks: false,
+            pull: model::PullPolicy::Never,
         }
     }
 }
@@ -41,6 +44,7 @@ impl Host {
         Host {
             volumes_root: config.volumes_root(),
             service_networks: config.networks.service_default,
+            pull: config.podman.pull,
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct ContainerSpec {
     /// single-network form without aliases, and then not hashed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// When its image is pulled: the component's `pull`, else `[podman] pull` (which is
+    /// not hashed: changing the agent's default recreates nothing).
+    #[serde(skip)]
+    pub pull: model::PullPolicy,
     /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -193,6 +201,7 @@ impl ContainerSpec {
                 })
                 .collect(),
             endpoints,
+            pull: component.settings.pull.unwrap_or(host.pull),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -728,7 +737,7 @@ mod tests {
         let at = |c: &Component, root: &str| {
             let host = Host {
                 volumes_root: root.into(),
-                service_networks: false,
+                ..Host::default()
             };
             ContainerSpec::build_with(&us("n1"), "shop", c, None, &host)
         };

@@ -20,7 +20,7 @@ pub enum Status {
     Stopped,
     /// Paused, restarting, stopping: podman is in the middle of something.
     Transient,
-    /// Its image is not in the local store; never pulled.
+    /// Its image is not in the local store (and its `pull` did not bring it).
     ImageMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
@@ -58,7 +58,7 @@ impl Status {
 /// values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
-    #[error("image {0} is not in the local image store (the agent never pulls); load it, e.g. with podman load")]
+    #[error("image {0} is not in the local image store (pull = \"never\"); load it, e.g. with podman load, or set pull = \"missing\"")]
     ImageMissing(String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
@@ -67,6 +67,9 @@ pub enum ActionError {
     ConfigMissing(String),
     #[error("{0}")]
     Volume(String),
+    /// The pull of a missing image failed: `image-missing`, retried with backoff.
+    #[error("image {image} is not in the local image store and its pull failed: {reason}")]
+    PullFailed { image: String, reason: String },
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -547,7 +550,9 @@ async fn bring_up_report<R: Runtime>(
         },
         Err(e) => {
             let (status, id) = match &e {
-                ActionError::ImageMissing(_) => (Status::ImageMissing, old),
+                ActionError::ImageMissing(_) | ActionError::PullFailed { .. } => {
+                    (Status::ImageMissing, old)
+                }
                 ActionError::Conflict(_) => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
@@ -573,7 +578,30 @@ async fn bring_up<R: Runtime>(
     if !spec.unallocated.is_empty() {
         return Err(ActionError::NoHostPort(spec.unallocated.clone()));
     }
-    if !rt.image_exists(&spec.image).await? {
+    let mut local = rt.image_exists(&spec.image).await?;
+    let pull = match spec.pull {
+        crate::model::PullPolicy::Never => false,
+        crate::model::PullPolicy::Missing => !local,
+        crate::model::PullPolicy::Always => true,
+    };
+    if pull {
+        tracing::info!(image = %spec.image, container = %spec.name, "pulling the image");
+        match rt.pull(&spec.image).await {
+            Ok(()) => local = true,
+            Err(e) if e.is_unavailable() => return Err(e.into()),
+            // `always` with the image in the store: the pull failed, the local one serves.
+            Err(e) if local => {
+                tracing::warn!(image = %spec.image, error = %e, "pull failed; using the local image")
+            }
+            Err(e) => {
+                return Err(ActionError::PullFailed {
+                    image: spec.image.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    if !local {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
     if let Some(old) = old {

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::{BackoffPolicy, Requeue};
 use crate::plan::{self, Action, InSync, Verb};
-use crate::reconcile::{ComponentReport, RemovalReport, Status, StorageNames};
+use crate::reconcile::{ActionError, ComponentReport, RemovalReport, Status, StorageNames};
 use crate::runtime::{Event, Runtime};
 
 /// The components' backoff, from `[reconcile]`.
@@ -241,7 +241,9 @@ impl<R: Runtime + 'static> Agent<R> {
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
                     // pass and event, not backed off.
-                    && !matches!(r.status, Status::ImageMissing | Status::Conflict)
+                    && (!matches!(r.status, Status::ImageMissing | Status::Conflict)
+                        // A failed pull asked a registry: backed off like any attempt.
+                        || matches!(r.error, Some(ActionError::PullFailed { .. })))
                 {
                     let next = self.backoffs.attempted(&r.key, now);
                     self.book.retry_at.insert(r.key.clone(), next);

@@ -89,6 +89,9 @@ pub struct Settings {
     pub dns_search: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    // The image (issue 13 §7); absent: `[podman] pull`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<super::PullPolicy>,
 }
 
 /// A file of the host bind-mounted read-only into the container at `target`.

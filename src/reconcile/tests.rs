@@ -287,3 +287,49 @@ async fn a_route_without_a_host_port_fails_its_component_and_says_the_range_is_e
     );
     assert!(rt.by_name("shop-web").is_none(), "made without its port");
 }
+
+#[tokio::test]
+async fn pull_missing_brings_the_image_and_a_failed_pull_is_image_missing_with_the_reason() {
+    let rt = FakeRuntime::with_images(&["local:1"]);
+    rt.state.lock().unwrap().pullable.insert("reg/app:1".into());
+    let with = |name: &str, image: &str, pull| {
+        let mut c = comp(name, image);
+        c.settings.pull = pull;
+        c
+    };
+    use crate::model::PullPolicy::{Always, Missing};
+    let services = [svc(
+        "shop",
+        vec![
+            with("app", "reg/app:1", Some(Missing)),
+            with("gone", "reg/gone:1", Some(Missing)),
+            with("never", "reg/app:2", None),
+            with("always", "local:1", Some(Always)),
+        ],
+    )];
+    let r = once(&rt, &services).await;
+    let by = |n: &str| r.components.iter().find(|c| c.key.component == n).unwrap();
+    assert_eq!(by("app").status, Status::Running);
+    assert_eq!(
+        by("always").status,
+        Status::Running,
+        "a failed pull falls back to the local image"
+    );
+    assert_eq!(by("gone").status, Status::ImageMissing);
+    let why = by("gone").detail().unwrap();
+    assert!(
+        why.contains("its pull failed") && why.contains("manifest unknown"),
+        "{why}"
+    );
+    assert!(matches!(
+        by("gone").error,
+        Some(ActionError::PullFailed { .. })
+    ));
+    // The default is "never": not pulled, though the registry has it.
+    assert_eq!(by("never").status, Status::ImageMissing);
+    assert!(matches!(
+        by("never").error,
+        Some(ActionError::ImageMissing(_))
+    ));
+    assert_eq!(rt.state.lock().unwrap().calls["pull"], 3);
+}

@@ -21,6 +21,11 @@ use crate::spec;
 
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest a pull may take: within the 300 s an operation may run before the
+/// watchdog counts the agent as stuck. A pull cut short is retried with backoff, and
+/// podman keeps the layers already fetched.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(240);
 /// How often a list is asked for when podman fails it on a container vanishing under it.
 const LIST_ATTEMPTS: u32 = 5;
 /// Longest the CLI may take to free a storage-held name.
@@ -340,6 +345,39 @@ impl Runtime for Podman {
             }) => Ok(false),
             Err(e) => Err(self.map_err(e)),
         }
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        use futures_util::StreamExt;
+        // The whole reference as fromImage (podman pulls exactly it: a tag or a digest);
+        // a pull may take long, within the operation's limit (docs/design.md §5.4).
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+            .from_image(image)
+            .build();
+        let docker = self.docker()?.with_timeout(PULL_TIMEOUT);
+        let mut stream = docker.create_image(Some(opts), None, None);
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                // Podman answered, and the pull failed on the registry's side.
+                BollardError::DockerStreamError { error } => {
+                    RuntimeError::Api(format!("pull {image}: {}", error.trim()))
+                }
+                e => match self.map_err(e) {
+                    RuntimeError::Api(m) => RuntimeError::Api(format!("pull {image}: {m}")),
+                    other => other,
+                },
+            })?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Api(format!("pull {image}: {}", e.trim())));
+            }
+            let status = info.status.unwrap_or_default();
+            if !status.is_empty() && status != last {
+                tracing::info!(image, progress = %status.trim(), "pulling");
+                last = status;
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {

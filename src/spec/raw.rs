@@ -108,6 +108,8 @@ pub(super) struct RawComponent {
     pub(super) dns_search: Spanned<Vec<Spanned<String>>>,
     #[serde(default = "empty")]
     pub(super) extra_hosts: Spanned<Vec<Spanned<String>>>,
+    // The image.
+    pub(super) pull: Option<crate::model::PullPolicy>,
 }
 
 /// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.

@@ -322,6 +322,7 @@ fn size(c: &mut Checker<'_>, w: &Option<Spanned<Word>>, what: &str) -> Option<By
 /// component's network (net.* sysctls need one of the container's own).
 pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &str) -> Settings {
     let mut out = Settings {
+        pull: rc.pull,
         read_only: rc.read_only,
         init: rc.init,
         tty: rc.tty,

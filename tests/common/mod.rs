@@ -115,12 +115,26 @@ impl PrivatePodman {
     }
 
     /// Environment that every podman process of this instance needs (the CLI, the
-    /// service, and the agent when it runs the CLI): `CONTAINERS_CONF`.
+    /// service, and the agent when it runs the CLI): `CONTAINERS_CONF`, and
+    /// `CONTAINERS_REGISTRIES_CONF` once a test has written [`Self::registries_conf`]
+    /// (then restart the service for it to read it).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![(
+        let mut env = vec![(
             "CONTAINERS_CONF".to_string(),
             self.conf_path().display().to_string(),
-        )]
+        )];
+        if self.registries_conf().exists() {
+            env.push((
+                "CONTAINERS_REGISTRIES_CONF".to_string(),
+                self.registries_conf().display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// This podman's own registries.conf, when a test writes one.
+    pub fn registries_conf(&self) -> PathBuf {
+        self.path.join("registries.conf")
     }
 
     /// A `Command` for the podman CLI against this private podman, before its
