@@ -682,6 +682,10 @@ mod tests {
                 networks: x.networks.clone(),
                 ..d()
             },
+            Settings {
+                pull: x.pull,
+                ..d()
+            },
         ];
         for s in each {
             let mut c = comp();

@@ -264,6 +264,7 @@ hostname = "app.internal"
 dns = ["10.0.0.53", "fd00::53"]
 dns_search = ["internal.example.org"]
 extra_hosts = ["gw.internal:10.0.0.1"]
+pull = "missing"
 tmpfs = ["/run:size=64m,mode=1777", "/tmp"]
 read_only = true
 env_file = ["/etc/app/app.env", "/etc/app/more.env"]
@@ -418,6 +419,7 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
         ("extra_hosts = [\"gw=10.0.0.1\"]\n", "5:16", "HOSTNAME:IP"),
         ("extra_hosts = [\"gw:10.0.0\"]\n", "5:16", "HOSTNAME:IP"),
         ("network = \"host\"\ndns = [\"10.0.0.1\"]\n", "5:11", "network namespace"),
+        ("pull = \"sometimes\"\n", "5:8", "unknown variant"),
         ("env_file = [\"app.env\"]\n", "5:13", "env_file \"app.env\" must be an absolute"),
         (
             "secrets = [{ source = \"pw\", target = \"/run/secrets/pw\" }]\n",
@@ -520,5 +522,20 @@ fn named_volumes_tmpfs_and_read_only_of_the_corpus_parse_and_export_back() {
         crate::model::volume_name(&s.components[1].volumes[0]),
         Some("pgdata")
     );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn networks_names_and_pulls_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/dec510bce8f4bbbee9b4f5772a07508b9b4da33f"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let api = &s.components[0].settings;
+    assert_eq!(api.networks, ["default", "shared-backend"]);
+    assert_eq!(api.pull, Some(crate::model::PullPolicy::Missing));
+    assert_eq!(s.components[1].network, "shared-backend");
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
