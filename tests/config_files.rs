@@ -245,3 +245,39 @@ fn a_component_whose_file_is_missing_from_the_start_is_not_created_until_it_is_t
     );
     assert!(podman.running("late"));
 }
+
+/// The daemon reads the files at each resync and at SIGHUP: an edit is a recreate of its
+/// component alone, without a registry change or a podman event.
+#[test]
+fn the_daemon_rereads_the_files_at_sighup() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    // No resync within the test: only the SIGHUP makes the daemon look again.
+    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
+    let env = agent.path().join("d.env");
+    write(&env, "V=1\n", 0o644);
+    agent.apply(
+        "d.toml",
+        &format!(
+            "name = \"d\"\n[[components]]\nname = \"app\"\nimage = \"{IMAGE}\"\n\
+             cmd = [\"sleep\", \"1000\"]\nenv_file = [\"{}\"]\n\n\
+             [[components]]\nname = \"other\"\nimage = \"{IMAGE}\"\ncmd = [\"sleep\", \"1000\"]\n",
+            env.display()
+        ),
+    );
+    let daemon = agent.start_daemon(&[]);
+    common::wait_for("both run", std::time::Duration::from_secs(20), || {
+        podman.running("d-app") && podman.running("d-other")
+    });
+    let (app, other) = (id(&podman, "d-app"), id(&podman, "d-other"));
+    write(&env, "V=2\n", 0o644);
+    daemon.signal("HUP");
+    common::wait_for(
+        "d-app recreated",
+        std::time::Duration::from_secs(15),
+        || podman.running("d-app") && id(&podman, "d-app") != app,
+    );
+    assert_eq!(id(&podman, "d-other"), other);
+    let e = podman.podman_ok(&["exec", "d-app", "env"]);
+    assert!(e.lines().any(|l| l == "V=2"), "{e}");
+}
