@@ -105,7 +105,12 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub network: String,
     pub restart: RestartPolicy,
+    /// Bind volumes as podman is given them: `HOST:CONTAINER[:OPTIONS]`.
     pub volumes: Vec<String>,
+    /// The host paths the agent creates when missing (`create_host_path = true`), owned
+    /// by `user`; hashed only when there is one, so specs without stay as they were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub create_host_paths: Vec<String>,
     pub ports: Vec<PortPublish>,
     /// The component's process, security, resource and metadata keys. Left out of the
     /// hash when every one is podman's default (and each one left out while it is), so
@@ -187,14 +192,20 @@ impl ContainerSpec {
             user: component.user.clone(),
             network,
             restart: component.restart,
-            volumes: component.volumes.clone(),
+            volumes: component.volumes.iter().map(model::Volume::bind).collect(),
+            create_host_paths: component
+                .volumes
+                .iter()
+                .filter(|v| v.create_host_path)
+                .map(|v| v.source.clone())
+                .collect(),
             ports,
             settings: component.settings.clone(),
             secret_digests: files.map(|f| f.secrets.clone()).unwrap_or_default(),
             volume_dirs: component
                 .volumes
                 .iter()
-                .filter_map(|v| model::volume_name(v))
+                .filter_map(model::Volume::name)
                 .map(|n| {
                     let dir = volume_dir(volumes_root, service, n);
                     (n.to_string(), dir.to_string_lossy().into_owned())
@@ -436,6 +447,22 @@ mod tests {
     }
 
     #[test]
+    fn create_host_path_enters_the_hash_and_string_volumes_hash_as_before() {
+        let mut c = comp();
+        c.volumes = vec![model::Volume::parse_bind("/srv/a:/a:ro").unwrap()];
+        let plain = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(plain.volumes, ["/srv/a:/a:ro"]);
+        // Nothing new in the hashed JSON of a spec without it: no container is recreated.
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("create_host_paths"), "{json}");
+        c.volumes[0].create_host_path = true;
+        let creating = ContainerSpec::build(&us("n1"), "shop", &c);
+        assert_eq!(creating.volumes, plain.volumes);
+        assert_eq!(creating.create_host_paths, ["/srv/a"]);
+        assert_ne!(creating.spec_hash(), plain.spec_hash());
+    }
+
+    #[test]
     fn labels_identify_the_component_node_and_registry() {
         let s = ContainerSpec::build(&us("n1"), "shop", &comp());
         assert_eq!(s.name, "shop-web");
@@ -528,7 +555,7 @@ mod tests {
         c.user = Some("1000:1000".into());
         c.restart = RestartPolicy::UnlessStopped;
         c.cmd = vec!["web".into(), "--listen".into(), ":8080".into()];
-        c.volumes = vec!["/srv/web:/data:rw".into()];
+        c.volumes = vec![crate::model::Volume::parse_bind("/srv/web:/data:rw").unwrap()];
         c.ports = vec!["127.0.0.1:9000:9000/tcp".parse().unwrap()];
         c.routes = vec![Route {
             name: "http".into(),
@@ -737,7 +764,10 @@ mod tests {
     #[test]
     fn a_named_volume_is_a_directory_of_the_service_under_the_root_in_the_hash() {
         let mut c = comp();
-        c.volumes = vec!["pgdata:/var/lib/data:rw".into(), "/srv/x:/x".into()];
+        c.volumes = vec![
+            model::Volume::parse_bind("pgdata:/var/lib/data:rw").unwrap(),
+            model::Volume::parse_bind("/srv/x:/x").unwrap(),
+        ];
         let at = |c: &Component, root: &str| {
             let host = Host {
                 volumes_root: root.into(),

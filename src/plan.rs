@@ -119,9 +119,16 @@ pub enum Action {
         id: String,
         name: String,
         owner: ComponentKey,
+        reason: RemoveReason,
     },
     /// The name is taken by a container that is not ours: reported, never touched.
-    Conflict { key: ComponentKey, id: String },
+    Conflict {
+        key: ComponentKey,
+        id: String,
+        /// When the holder is an orphan: the registry its labels name (see
+        /// [`Holding::Orphan`]; "(none: unlabelled)" for none).
+        orphan_of: Option<String>,
+    },
     /// Its configuration files cannot be read: reported; its container, if any, is left
     /// as it is.
     ConfigMissing { key: ComponentKey, why: String },
@@ -130,6 +137,32 @@ pub enum Action {
         until: Instant,
         reason: WaitReason,
     },
+}
+
+/// Why a container of ours is removed, as its labels have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Its labels name a component that no active service of the registry has (removed
+    /// from the registry, its service inactive — or labels naming one it never had).
+    NotDesired,
+    /// Its labels name a wanted component whose own container, of the component's name,
+    /// is there and needs nothing: this one is a second.
+    Duplicate,
+}
+
+impl RemoveReason {
+    /// The reason in words, for the container labelled as `owner`.
+    pub fn describe(&self, owner: &ComponentKey) -> String {
+        match self {
+            RemoveReason::NotDesired => format!(
+                "labelled as component {owner}, which no active service in the registry has"
+            ),
+            RemoveReason::Duplicate => format!(
+                "a duplicate: labelled as component {owner}, whose own container {} is there",
+                owner.container_name()
+            ),
+        }
+    }
 }
 
 impl Action {
@@ -203,6 +236,11 @@ pub enum Holding<'a> {
     Ours(Option<Drift>),
 }
 
+/// How an orphan's registry is named to people: its id, or that it has none.
+pub fn orphan_registry(registry: Option<&str>) -> &str {
+    registry.unwrap_or("(none: unlabelled)")
+}
+
 /// Classifies the holder `h` of component `key`'s name, whose desired spec hash is
 /// `spec_hash` (the one ownership rule; `status` shows what the plan will do).
 pub fn holding<'a>(key: &ComponentKey, spec_hash: &str, h: &'a Actual, us: &Us) -> Holding<'a> {
@@ -258,9 +296,15 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
                 }
             },
             Some(h) => match holding(&d.key, &d.spec_hash, h, us) {
-                Holding::NotOurs | Holding::Orphan(_) => Some(Action::Conflict {
+                Holding::NotOurs => Some(Action::Conflict {
                     key: d.key.clone(),
                     id: h.id.clone(),
+                    orphan_of: None,
+                }),
+                Holding::Orphan(r) => Some(Action::Conflict {
+                    key: d.key.clone(),
+                    id: h.id.clone(),
+                    orphan_of: Some(orphan_registry(r).to_string()),
                 }),
                 Holding::Ours(_) if d.blocked.is_some() && d.state == DesiredState::Running => {
                     Some(Action::ConfigMissing {
@@ -301,12 +345,18 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
         if wanted && acting.is_some() {
             continue;
         }
+        let reason = if wanted {
+            RemoveReason::Duplicate
+        } else {
+            RemoveReason::NotDesired
+        };
         orphans.insert(
             a.id.as_str(),
             Action::Remove {
                 id: a.id.clone(),
                 name: a.name.clone(),
                 owner: key,
+                reason,
             },
         );
     }

@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use crate::container::{owner, ComponentKey, ContainerSpec, Owner, Us, DEFAULT_STOP_TIMEOUT_SECS};
-use crate::plan::{self, Action, Book, Desired, InSync, Plan, Verb, WaitReason};
+use crate::plan::{self, Action, Book, Desired, InSync, Plan, RemoveReason, Verb, WaitReason};
 use crate::registry::{now_ms, ComponentStatus};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::Service;
@@ -22,6 +22,9 @@ pub enum Status {
     Transient,
     /// Its image is not in the local store (and its `pull` did not bring it).
     ImageMissing,
+    /// A volume's host path does not exist (and may not be created): podman would create
+    /// it empty.
+    VolumeMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
     /// An env file or secret of it is missing or unreadable.
@@ -38,6 +41,7 @@ impl Status {
             Status::Stopped => "stopped",
             Status::Transient => "transient",
             Status::ImageMissing => "image-missing",
+            Status::VolumeMissing => "volume-missing",
             Status::Conflict => "conflict",
             Status::ConfigMissing => "config-missing",
             Status::Failed => "failed",
@@ -49,7 +53,11 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::ImageMissing | Status::Conflict | Status::ConfigMissing | Status::Failed
+            Status::ImageMissing
+                | Status::VolumeMissing
+                | Status::Conflict
+                | Status::ConfigMissing
+                | Status::Failed
         )
     }
 }
@@ -60,6 +68,10 @@ impl Status {
 pub enum ActionError {
     #[error("image {0} is not in the local image store (pull = \"never\"); load it, e.g. with podman load, or set pull = \"missing\"")]
     ImageMissing(String),
+    #[error("volume host path {0} does not exist (podman would create it empty); create it, or set create_host_path = true on the volume")]
+    VolumeMissing(String),
+    #[error("volume host path {0}: {1}")]
+    HostPath(String, String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
     /// Names the file and why, never what it holds.
@@ -70,6 +82,12 @@ pub enum ActionError {
     /// The pull of a missing image failed: `image-missing`, retried with backoff.
     #[error("image {image} is not in the local image store and its pull failed: {reason}")]
     PullFailed { image: String, reason: String },
+    #[error("its name is held by container {} (id {}), an orphan of registry {}: made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`", .name, short(.id), .registry)]
+    Orphan {
+        name: String,
+        id: String,
+        registry: String,
+    },
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -137,8 +155,17 @@ impl ComponentReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovalReport {
     pub name: String,
+    /// The component its labels name.
     pub owner: ComponentKey,
+    pub reason: RemoveReason,
     pub error: Option<RuntimeError>,
+}
+
+impl RemovalReport {
+    /// Why it was removed, in words.
+    pub fn why(&self) -> String {
+        self.reason.describe(&self.owner)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,7 +201,10 @@ impl PassReport {
                 Status::Running if c.recovered => s.recovered += 1,
                 Status::Running if c.verb.is_none() => s.already_running += 1,
                 Status::ImageMissing => s.skipped += 1,
-                Status::Conflict | Status::ConfigMissing | Status::Failed => s.failed += 1,
+                Status::VolumeMissing
+                | Status::Conflict
+                | Status::ConfigMissing
+                | Status::Failed => s.failed += 1,
                 _ => {}
             }
         }
@@ -196,7 +226,7 @@ impl PassReport {
         }
         for r in &self.removals {
             let what = match &r.error {
-                None => "removed: no longer in the registry".to_string(),
+                None => format!("removed: {}", r.why()),
                 Some(e) => format!("failed: {e}"),
             };
             lines.push(format!("{:<8} {} ({}): {what}", "remove", r.owner, r.name));
@@ -367,47 +397,127 @@ pub async fn execute<R: Runtime>(
 }
 
 /// Names held by container storage after podman's database was lost, freed with one CLI
-/// call for a whole pass instead of one per container (a podman process start each): the
-/// first create of the pass that finds its name held there frees, with its own, the names
-/// of every create of the pass not yet attempted that the API cannot see either (after a
-/// database loss, that is all of them). Those creates wait for that call; a name is never
-/// freed while a create of ours for it is under way.
-#[derive(Debug, Default)]
+/// `ps` and one `rm` for a whole pass instead of one pair per container (a podman process
+/// start each). A create that finds its name held there joins the pass's batch and waits
+/// until no other first create of the pass is under way — those find their names held
+/// too, after a loss, and join it — then one of them frees the batch: every name found
+/// held, and every create of the pass not yet attempted that the API cannot see either.
+/// Those creates wait for that call; a name is never freed while a create of ours for it
+/// is under way.
+#[derive(Debug)]
 pub struct StorageNames {
     /// Names of the pass's creates not yet attempted.
     pending: std::sync::Mutex<BTreeSet<String>>,
-    /// Names freed this pass; its lock is held for the duration of a batch.
+    /// Names found held by storage, waiting for the batch that frees them.
+    held: std::sync::Mutex<BTreeSet<String>>,
+    /// How many first creates are under way (their outcome not known yet).
+    trying: tokio::sync::watch::Sender<usize>,
+    /// Names freed by a batch whose creates have not started yet; its lock is held for
+    /// the duration of a batch.
     freed: tokio::sync::Mutex<HashSet<String>>,
+    /// Names whose container was seen going away (its `remove` event, its process's
+    /// exit), and when: podman may hold such a name a little longer while it finishes
+    /// the removal, which is not storage holding it after a database loss.
+    going: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How long a name seen going away may be waited for before the storage remedy.
+pub const GOING_AWAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The create's retries while podman finishes removing a name's container: 5 ms,
+/// doubling, 7 tries (≈ 0.6 s in all), never a busy loop.
+const NAME_RETRIES: u32 = 7;
+
+impl Default for StorageNames {
+    fn default() -> Self {
+        StorageNames {
+            pending: Default::default(),
+            held: Default::default(),
+            trying: tokio::sync::watch::Sender::new(0),
+            freed: Default::default(),
+            going: Default::default(),
+        }
+    }
+}
+
+/// A first create under way (see [`StorageNames`]); its end is counted when dropped.
+pub struct Attempt<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Names per CLI call, to keep the argv short.
 const NAMES_PER_CALL: usize = 100;
 
 impl StorageNames {
+    /// `name`'s container was seen going away just now.
+    pub fn going_away(&self, name: &str) {
+        let mut going = self.going.lock().unwrap();
+        let now = std::time::Instant::now();
+        going.retain(|_, t| now.duration_since(*t) < GOING_AWAY);
+        going.insert(name.to_string(), now);
+    }
+
+    /// Whether `name`'s container was seen going away within [`GOING_AWAY`].
+    fn was_going(&self, name: &str) -> bool {
+        self.going
+            .lock()
+            .unwrap()
+            .get(name)
+            .is_some_and(|t| t.elapsed() < GOING_AWAY)
+    }
+
     /// A create of this pass, not yet attempted.
     pub fn add(&self, name: &str) {
         self.pending.lock().unwrap().insert(name.to_string());
     }
 
-    /// Called before a create of `name`: takes it off the pending names, or, if a batch
-    /// already took it, waits until that batch is done.
-    async fn before_create(&self, name: &str) {
-        if !self.pending.lock().unwrap().remove(name) {
-            drop(self.freed.lock().await);
-        }
+    /// A create planned no longer (the daemon's next plan dropped it): its name is not
+    /// freed on its behalf.
+    pub fn forget(&self, name: &str) {
+        self.pending.lock().unwrap().remove(name);
     }
 
-    /// Frees `name` (held by storage, invisible to the API) and every pending name that
-    /// the API cannot see either.
-    async fn free<R: Runtime>(&self, rt: &R, name: &str) -> Result<(), RuntimeError> {
+    /// Called before a create of `name`: takes it off the pending names, and waits until
+    /// a batch under way (which may have taken it) is done. The create is under way until
+    /// the attempt is dropped.
+    pub async fn before_create(&self, name: &str) -> Attempt<'_> {
+        self.pending.lock().unwrap().remove(name);
+        // Freed for this create, if a batch took it: a later loss frees it again.
+        self.freed.lock().await.remove(name);
+        self.trying.send_modify(|n| *n += 1);
+        Attempt(&self.trying)
+    }
+
+    /// Frees `name` (held by storage, invisible to the API; its create's `attempt` is
+    /// over) with the names the pass's other creates found held and every pending name
+    /// that the API cannot see either.
+    pub async fn free<R: Runtime>(
+        &self,
+        rt: &R,
+        name: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<(), RuntimeError> {
+        self.held.lock().unwrap().insert(name.to_string());
+        drop(attempt);
+        // The creates under way find their names held too (after a loss, all of them
+        // are): wait for them to join, so that one batch frees them all.
+        let mut trying = self.trying.subscribe();
+        let _ = trying.wait_for(|n| *n == 0).await;
         let mut freed = self.freed.lock().await;
-        if freed.contains(name) {
+        if freed.remove(name) {
+            // Another create's batch took it.
             return Ok(());
         }
+        let mut batch: Vec<String> = std::mem::take(&mut *self.held.lock().unwrap())
+            .into_iter()
+            .collect();
         let others: Vec<String> = std::mem::take(&mut *self.pending.lock().unwrap())
             .into_iter()
             .collect();
-        let mut batch = vec![name.to_string()];
         for chunk in others.chunks(16) {
             let seen = futures_util::future::join_all(chunk.iter().map(|n| rt.holder(n))).await;
             for (n, holder) in chunk.iter().zip(seen) {
@@ -445,15 +555,32 @@ pub async fn run_action<R: Runtime>(
         ..done(key, Status::Failed, id)
     };
     match a {
-        Action::Remove { id, name, owner } => {
+        Action::Remove {
+            id,
+            name,
+            owner,
+            reason,
+        } => {
             let error = match rt.remove(&id).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => None,
                 Err(e) => Some(e),
             };
-            Err(RemovalReport { name, owner, error })
+            Err(RemovalReport {
+                name,
+                owner,
+                reason,
+                error,
+            })
         }
-        Action::Conflict { key, id } => Ok(ComponentReport {
-            error: Some(ActionError::Conflict(id)),
+        Action::Conflict { key, id, orphan_of } => Ok(ComponentReport {
+            error: Some(match orphan_of {
+                Some(registry) => ActionError::Orphan {
+                    name: key.container_name(),
+                    id,
+                    registry,
+                },
+                None => ActionError::Conflict(id),
+            }),
             ..done(key, Status::Conflict, None)
         }),
         Action::ConfigMissing { key, why } => Ok(ComponentReport {
@@ -465,7 +592,7 @@ pub async fn run_action<R: Runtime>(
             until: Some(until),
             ..ComponentReport::in_sync(key, Status::Waiting, None)
         }),
-        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Err(e) => failed(key, e.into(), Some(id)),
             // The component's `stop_timeout` (podman's default when it sets none).
             Ok(()) => match rt
@@ -480,7 +607,7 @@ pub async fn run_action<R: Runtime>(
             },
         }),
         Action::Start { key, id, strays } => {
-            let started = match remove_strays(rt, &strays).await {
+            let started = match remove_strays(rt, &key, &strays).await {
                 Ok(()) => rt.start(&id).await,
                 Err(e) => Err(e),
             };
@@ -497,7 +624,7 @@ pub async fn run_action<R: Runtime>(
                 Err(e) => failed(key, e.into(), Some(id)),
             })
         }
-        Action::Create { key, strays } => Ok(match remove_strays(rt, &strays).await {
+        Action::Create { key, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), None),
         }),
@@ -506,7 +633,7 @@ pub async fn run_action<R: Runtime>(
             old_id,
             strays,
             ..
-        } => Ok(match remove_strays(rt, &strays).await {
+        } => Ok(match remove_strays(rt, &key, &strays).await {
             Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names).await,
             Err(e) => failed(key, e.into(), Some(old_id)),
         }),
@@ -514,10 +641,19 @@ pub async fn run_action<R: Runtime>(
 }
 
 /// Removes other containers labelled for a component before acting on it.
-async fn remove_strays<R: Runtime>(rt: &R, strays: &[String]) -> Result<(), RuntimeError> {
+async fn remove_strays<R: Runtime>(
+    rt: &R,
+    key: &ComponentKey,
+    strays: &[String],
+) -> Result<(), RuntimeError> {
     for id in strays {
         match rt.remove(id).await {
-            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Ok(()) => tracing::info!(
+                component = %key, id = short(id),
+                "removed container {}: a duplicate: labelled as component {key}, which is acted on through its own container {}",
+                short(id), key.container_name()
+            ),
+            Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
@@ -553,7 +689,8 @@ async fn bring_up_report<R: Runtime>(
                 ActionError::ImageMissing(_) | ActionError::PullFailed { .. } => {
                     (Status::ImageMissing, old)
                 }
-                ActionError::Conflict(_) => (Status::Conflict, None),
+                ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
+                ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
             ComponentReport {
@@ -604,6 +741,7 @@ async fn bring_up<R: Runtime>(
     if !local {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
+    host_paths(spec)?;
     if let Some(old) = old {
         // A component with a `stop_timeout` gets its stop before the old container goes
         // (a forced removal would wait the old container's own timeout instead).
@@ -626,23 +764,50 @@ async fn bring_up<R: Runtime>(
         crate::volumes::ensure(&spec.volume_dirs, spec.user.as_deref())
             .map_err(ActionError::Volume)?;
     }
-    names.before_create(&spec.name).await;
+    let attempt = names.before_create(&spec.name).await;
     let id = match rt.create(spec).await {
-        Ok(id) => id,
+        Ok(id) => {
+            drop(attempt);
+            id
+        }
         Err(RuntimeError::NameInUse { .. }) => {
             match rt.holder(&spec.name).await? {
                 // Someone holds the name through the API: ours (a leftover) is replaced,
                 // anything else is never touched.
-                Some((id, labels)) => match owner(&id, &labels, us) {
-                    Owner::Ours { .. } => match rt.remove(&id).await {
-                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    _ => return Err(ActionError::Conflict(id)),
+                Some((id, labels)) => {
+                    drop(attempt);
+                    match owner(&id, &labels, us) {
+                        Owner::Ours { .. } => match rt.remove(&id).await {
+                            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        },
+                        Owner::Orphan { registry, .. } => {
+                            return Err(ActionError::Orphan {
+                                name: spec.name.clone(),
+                                registry: plan::orphan_registry(registry).to_string(),
+                                id,
+                            })
+                        }
+                        _ => return Err(ActionError::Conflict(id)),
+                    }
+                }
+                // Invisible to the API, its container seen going away: podman is still
+                // finishing the removal. The create is tried again shortly, and the
+                // storage remedy only if the name stays held.
+                None if names.was_going(&spec.name) => match retry_create(rt, spec).await {
+                    Ok(id) => {
+                        drop(attempt);
+                        rt.start(&id).await?;
+                        return Ok(id);
+                    }
+                    Err(RuntimeError::NameInUse { .. }) => {
+                        names.free(rt, &spec.name, attempt).await?
+                    }
+                    Err(e) => return Err(e.into()),
                 },
                 // Invisible to the API: held by container storage after podman's database
                 // was lost. Only the CLI can free it.
-                None => names.free(rt, &spec.name).await?,
+                None => names.free(rt, &spec.name, attempt).await?,
             }
             rt.create(spec).await?
         }
@@ -650,6 +815,49 @@ async fn bring_up<R: Runtime>(
     };
     rt.start(&id).await?;
     Ok(id)
+}
+
+/// The create again after 5 ms, doubling, while the name is in use and no container the
+/// API can see holds it (podman finishing a removal); the last answer.
+async fn retry_create<R: Runtime>(rt: &R, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+    let mut delay = std::time::Duration::from_millis(5);
+    let mut last = Err(RuntimeError::NameInUse {
+        name: spec.name.clone(),
+    });
+    for _ in 0..NAME_RETRIES {
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        last = rt.create(spec).await;
+        match &last {
+            Err(RuntimeError::NameInUse { .. }) if rt.holder(&spec.name).await?.is_none() => {}
+            _ => break,
+        }
+    }
+    last
+}
+
+/// Every volume's host path exists before the container is made: podman would create a
+/// missing one empty (and the service would run on no data). One with `create_host_path`
+/// is created, a directory owned by the component's user. Named volumes (a source
+/// without a leading slash) are the agent's own directories, made by
+/// [`crate::volumes::ensure`]: not checked here.
+fn host_paths(spec: &ContainerSpec) -> Result<(), ActionError> {
+    for bind in &spec.volumes {
+        let source = bind.split(':').next().unwrap_or_default();
+        if !source.starts_with('/') {
+            continue;
+        }
+        if std::fs::symlink_metadata(source).is_ok() {
+            continue;
+        }
+        if !spec.create_host_paths.iter().any(|p| p == source) {
+            return Err(ActionError::VolumeMissing(source.to_string()));
+        }
+        crate::hostpath::create(std::path::Path::new(source), spec.user.as_deref())
+            .map_err(|e| ActionError::HostPath(source.to_string(), e))?;
+        tracing::info!(container = %spec.name, path = source, "created volume host path");
+    }
+    Ok(())
 }
 
 fn short(id: &str) -> &str {

@@ -27,6 +27,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         network: "bridge".into(),
         restart: RestartPolicy::No,
         volumes: vec![],
+        create_host_paths: vec![],
         ports,
         settings: Default::default(),
         secret_digests: vec![],
@@ -171,4 +172,57 @@ fn the_daemon_and_once_pass_beside_crash_loopers_without_a_list_failure() {
     remove_loopers(&podman, &["s"]);
     assert!(passes >= 200, "only {passes} passes within 120 s");
     assert_eq!(log.matches("cannot list containers").count(), 0, "{log}");
+}
+
+/// Podman's events beside crash loopers: every event is read by the agent's own lenient
+/// reader, so none fails or ends the stream, and a death of the agent's own container is
+/// still repaired by its event alone (no resync tick in this test).
+#[test]
+fn the_event_stream_beside_crash_loopers_never_fails_and_still_delivers_deaths() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    crash_loopers(&podman);
+    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
+    agent.apply(
+        "w.toml",
+        &format!("name = \"w\"\n[[components]]\nname = \"w\"\nimage = \"{IMAGE}\"\n"),
+    );
+    let mut daemon = agent.start_daemon_with(&["--log-level", "mcp_agent=debug"], &[]);
+    common::wait_for("w runs", Duration::from_secs(20), || podman.running("w"));
+    // Seconds of crash loops beside the open stream: a die/init/restart/start per restart.
+    let restarts = |n: &str| {
+        podman
+            .podman(&["inspect", "--format", "{{.RestartCount}}", n])
+            .stdout
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>()
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let start = restarts(LOOPERS[0]);
+    common::wait_for("20 restarts of a looper", Duration::from_secs(60), || {
+        restarts(LOOPERS[0]) >= start + 20
+    });
+    let before = agentkit::container_id(&podman, "w");
+    podman.podman_ok(&["kill", "w"]);
+    common::wait_for("w repaired on its event", Duration::from_secs(20), || {
+        podman.running("w")
+    });
+    let after = agentkit::container_id(&podman, "w");
+    let log = daemon.log();
+    daemon.signal("TERM");
+    let _ = daemon.wait_exit(Duration::from_secs(15));
+    remove_loopers(&podman, &["w"]);
+    assert!(log.contains("action=die container=w"), "{log}");
+    assert_eq!(after, before, "started again, not replaced");
+    for bad in [
+        "event stream closed",
+        "event cannot be read",
+        "unknown variant",
+        "cannot list",
+    ] {
+        assert_eq!(log.matches(bad).count(), 0, "{bad:?} in:\n{log}");
+    }
 }

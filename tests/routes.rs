@@ -205,6 +205,9 @@ fn after_podman_loses_its_database_routes_keep_their_host_ports() {
     assert_eq!(routes(&agent), before);
 }
 
+/// A Caddy restarted empty tells nobody: the daemon's own check of its routes (every 3 s,
+/// one read) restores them with no resync (an hour here) and no event. (The chaos soak
+/// found routes missing for up to a resync interval after such a restart.)
 #[test]
 fn a_caddy_that_lost_its_config_is_repaired_without_restarting_containers() {
     let podman = podman();
@@ -215,7 +218,7 @@ fn a_caddy_that_lost_its_config_is_repaired_without_restarting_containers() {
         &caddy,
         http,
         31040,
-        "[reconcile]\ninterval = \"2s\"\n",
+        "[reconcile]\ninterval = \"1h\"\n",
     );
     agent.apply("shop.toml", &shop("a"));
     let _d = agent.start_daemon(&[]);
@@ -233,11 +236,13 @@ fn a_caddy_that_lost_its_config_is_repaired_without_restarting_containers() {
         !page(http, "shop.test").starts_with("http "),
         "caddy lost its routes"
     );
+    let t = std::time::Instant::now();
     wait_for(
         "routes restored by the daemon",
         Duration::from_secs(10),
         || page(http, "shop.test").starts_with("http PORT=unset"),
     );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(
         ids,
         (

@@ -19,15 +19,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use agentkit::{Agent, DaemonProc, NotifySocket, RegistryWriteLock, NODE};
+use common::relay::Relay;
 use common::{free_port, http_get, PrivateCaddy, PrivatePodman};
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -316,84 +317,6 @@ impl Cli {
     }
 }
 
-/// A socket relay between the agent and podman's API: every connection is copied both
-/// ways, and [`Relay::cut`] shuts every open one (the event stream with them), as a
-/// podman restart or a broken proxy would.
-struct Relay {
-    path: PathBuf,
-    /// Both ends of every open connection, by connection number.
-    open: Arc<Mutex<BTreeMap<u64, (UnixStream, UnixStream)>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Relay {
-    fn start(path: PathBuf, upstream: PathBuf) -> Relay {
-        let listener = UnixListener::bind(&path).expect("bind the relay socket");
-        listener.set_nonblocking(true).unwrap();
-        let open: Arc<Mutex<BTreeMap<u64, (UnixStream, UnixStream)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (open2, stop2) = (open.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((down, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = down.set_nonblocking(false);
-                let Ok(up) = UnixStream::connect(&upstream) else {
-                    continue; // podman's socket gone (restarting): the agent sees a reset
-                };
-                n += 1;
-                open2
-                    .lock()
-                    .unwrap()
-                    .insert(n, (down.try_clone().unwrap(), up.try_clone().unwrap()));
-                let pipe = |mut from: UnixStream, mut to: UnixStream| {
-                    let open = open2.clone();
-                    thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => {
-                                    if to.write_all(&buf[..k]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                        open.lock().unwrap().remove(&n);
-                    });
-                };
-                pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
-                pipe(up, down);
-            }
-        });
-        Relay { path, open, stop }
-    }
-
-    /// Shuts every connection open now; returns how many there were.
-    fn cut(&self) -> usize {
-        let open = std::mem::take(&mut *self.open.lock().unwrap());
-        for (a, b) in open.values() {
-            let _ = a.shutdown(std::net::Shutdown::Both);
-            let _ = b.shutdown(std::net::Shutdown::Both);
-        }
-        open.len()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.cut();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// A container without the agent's labels, made by the soak: the agent must never touch it.
 #[derive(Debug, Clone)]
 struct Bystander {
@@ -558,6 +481,24 @@ impl World {
     fn inject(&self, f: &Fault) {
         let t = Instant::now();
         let c = &self.comps[f.target];
+        // A foreign holder of the name or port holds the component: the soak's own
+        // `rm -f NAME` would remove the foreign container, not the agent's.
+        let _held = if matches!(f.kind, Kind::RmForce | Kind::KillMain | Kind::Stop) {
+            match self.comp_locks[f.target].try_lock() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    let what = format!("{:?} on {}", f.kind, c.container());
+                    self.event(
+                        what,
+                        "skipped (a foreign holder has it)".into(),
+                        t.elapsed(),
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let (what, outcome) = match f.kind {
             Kind::RmForce => (
                 format!("podman rm -f {}", c.container()),
@@ -735,17 +676,18 @@ impl World {
         (what, "thawed".into())
     }
 
-    /// ENVIRONMENT.md's recipe, as PrivatePodman::lose_database, tolerating what chaos
-    /// leaves (a container the agent starts meanwhile).
+    /// ENVIRONMENT.md's recipe (a shutdown, then the database and run root gone).
     fn database_loss(&self) -> (String, String) {
         let what = "podman's database lost".to_string();
         let Ok(_g) = self.podman_lock.try_lock() else {
             return (what, "skipped (podman busy)".into());
         };
         let mut p = self.podman.lock().unwrap();
-        let _ = self.cli.ok(&["stop", "-a", "-t", "0"]);
+        // As a shutdown: the API goes first (nothing can be started through it any more),
+        // then every container stops. (Stopping first let the agent start containers in
+        // between that ran on, unknown to the new database, their conmon holding their
+        // host ports forever: not a loss a machine has.)
         p.stop_service();
-        // Whatever started between the stop and the service's end.
         let _ = self.cli.ok(&["stop", "-a", "-t", "0"]);
         let db = p.root_dir().join("libpod").join("bolt_state.db");
         let r1 = std::fs::remove_file(&db);
@@ -1656,6 +1598,7 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         }
     }
     let _ = world.cli.ok(&["rm", "-af", "-t", "0"]);
+    let usage = world.usage.lock().unwrap().clone();
     let report = SeedReport {
         seed,
         components: n,
@@ -1663,8 +1606,8 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         faults_by_kind: by_kind,
         events: world.events.lock().unwrap().clone(),
         violations: world.violations.lock().unwrap().clone(),
-        figures: figures(&world.usage.lock().unwrap()),
-        usage: world.usage.lock().unwrap().clone(),
+        figures: figures(&usage),
+        usage,
     };
     report
 }

@@ -2,13 +2,14 @@
 //! events read for what they mean to the plan, and each operation's outcome recorded —
 //! status, backoff, the next pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::work::{Listed, Work, NORMAL, SOON, URGENT};
-use super::{Agent, Mode, LIST_RETRY, RESTART_GRACE};
+use super::{Agent, Mode, Suspect, LIST_RETRY, RESTART_GRACE, START_CONFIRM};
 use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::{BackoffPolicy, Requeue};
@@ -45,6 +46,11 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         // Someone removed the container the agent last brought up: that was not a
         // failed attempt, so its replacement need not wait out the backoff.
+        if ev.action == "remove"
+            && matches!(owner(&ev.id, &ev.labels, &self.us), Owner::Ours { .. })
+        {
+            self.storage_names.going_away(&ev.name);
+        }
         if ev.action == "remove" {
             let key = self
                 .brought_up
@@ -57,6 +63,97 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         }
         true
+    }
+
+    /// The main process of a watched container exited (its pidfd): as a `die` event,
+    /// only sooner. Podman may not have noticed yet; the pass looks again shortly if it
+    /// still lists the container running.
+    pub(super) fn on_death(&mut self, id: &str) {
+        let key = self.last_actual.as_ref().and_then(|list| {
+            let a = list.iter().find(|a| a.id == id)?;
+            match owner(&a.id, &a.labels, &self.us) {
+                Owner::Ours {
+                    service, component, ..
+                } => Some(ComponentKey::new(service, component)),
+                _ => None,
+            }
+        });
+        let Some(key) = key else { return };
+        // The agent's own stop or recreate: nothing to repair.
+        if self.operating.contains(&key) {
+            return;
+        }
+        tracing::debug!(trigger = "pidfd", component = %key, "main process exited");
+        self.storage_names.going_away(&key.container_name());
+        self.book.died_at.insert(id.to_string(), Instant::now());
+        self.suspects.insert(id.to_string(), Suspect::default());
+        self.want_pass();
+    }
+
+    /// After a pass: watch every running container of ours that has no watch yet, drop
+    /// the watches of the others, and look again soon at those whose death podman has
+    /// not finished with (still `running`, or `stopping`/`removing`): 5 ms, doubling, up
+    /// to 7 times (≈ 0.6 s in all); then podman's events decide.
+    fn watch_deaths(&mut self, actual: &[crate::runtime::Actual]) {
+        let Some(deaths) = self.deaths.clone() else {
+            return;
+        };
+        let mut running = HashSet::new();
+        let mut again: Option<Duration> = None;
+        let mut seen = HashSet::new();
+        for a in actual {
+            if !matches!(owner(&a.id, &a.labels, &self.us), Owner::Ours { .. }) {
+                continue;
+            }
+            let transient = matches!(a.state, crate::runtime::State::Other(_));
+            if a.state.is_up() {
+                running.insert(a.id.as_str());
+            }
+            if let Some(s) = self.suspects.get_mut(&a.id) {
+                if (a.state.is_up() || transient) && s.tries < 7 {
+                    let delay = Duration::from_millis(5 << s.tries);
+                    s.tries += 1;
+                    again = Some(again.map_or(delay, |d| d.min(delay)));
+                    seen.insert(a.id.as_str());
+                } else if s.exited_at.is_some() {
+                    // Its start waits for the confirming list (see `confirm_starts`).
+                    seen.insert(a.id.as_str());
+                }
+            } else if a.state.is_up() {
+                deaths.watch_running(&self.ctx.runtime, &a.id);
+            }
+        }
+        // A suspect gone from the list, exited, or looked at enough is the plan's now.
+        self.suspects.retain(|id, _| seen.contains(id.as_str()));
+        deaths.retain(|id| running.contains(id));
+        if let Some(d) = again {
+            self.sched.schedule(Work::List, URGENT, Instant::now() + d);
+        }
+    }
+
+    /// Whether the plan's start of container `id` goes ahead now. A container whose death
+    /// only its pidfd told is started once a list [`START_CONFIRM`] after the first that
+    /// showed it exited still shows it so: a `podman rm -f` kills first and removes
+    /// after, and a start in between would race podman's removal.
+    fn confirm_start(&mut self, id: &str, now: Instant) -> bool {
+        let Some(s) = self.suspects.get_mut(id) else {
+            return true;
+        };
+        match s.exited_at {
+            None => {
+                s.exited_at = Some(now);
+                self.sched.schedule(Work::List, URGENT, now + START_CONFIRM);
+                false
+            }
+            Some(t) if now.saturating_duration_since(t) < START_CONFIRM => {
+                self.sched.schedule(Work::List, URGENT, t + START_CONFIRM);
+                false
+            }
+            Some(_) => {
+                self.suspects.remove(id);
+                true
+            }
+        }
     }
 
     /// A pass: plan from the list, and make the plan's actions the components' work.
@@ -105,7 +202,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             self.note(&key, status, None, id, false);
         }
-        let names = Arc::new(StorageNames::default());
+        let names = self.storage_names.clone();
         let mut pending = HashMap::with_capacity(p.actions.len());
         for a in p.actions {
             let key = a.key().clone();
@@ -114,6 +211,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 // Planned again once the operation under way is done.
                 self.deferred.insert(key);
                 continue;
+            }
+            if let Action::Start { id, .. } = &a {
+                if !self.confirm_start(id, now) {
+                    continue;
+                }
             }
             if let Action::Wait { until, .. } = &a {
                 let until = *until;
@@ -132,9 +234,11 @@ impl<R: Runtime + 'static> Agent<R> {
         for key in self.pending.keys() {
             if !pending.contains_key(key) {
                 self.sched.cancel(&Work::Component(key.clone()));
+                self.storage_names.forget(&key.container_name());
             }
         }
         self.pending = pending;
+        self.watch_deaths(&listed.actual);
         self.last_actual = Some(listed.actual);
         self.sched.schedule(Work::Routes, SOON, now);
         // Events, the registry, timers and the resync ask for the next pass.
@@ -210,7 +314,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 match &r.error {
                     None => tracing::info!(
                         action = "remove", service = %r.owner.service, component = %r.owner.component,
-                        container = %r.name, "removed container no longer in the registry"
+                        container = %r.name, "removed container {}: {}", r.name, r.why()
                     ),
                     Some(e) => {
                         tracing::warn!(
@@ -241,7 +345,10 @@ impl<R: Runtime + 'static> Agent<R> {
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
                     // pass and event, not backed off.
-                    && (!matches!(r.status, Status::ImageMissing | Status::Conflict)
+                    && (!matches!(
+                        r.status,
+                        Status::ImageMissing | Status::VolumeMissing | Status::Conflict
+                    )
                         // A failed pull asked a registry: backed off like any attempt.
                         || matches!(r.error, Some(ActionError::PullFailed { .. })))
                 {
@@ -261,8 +368,18 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 let action = r.verb.map_or("none", Verb::as_str);
                 let detail = r.detail();
+                // The same failure for the same reason as last time (an image or a
+                // volume path still missing, at every pass and event) is logged once.
+                let repeated = self
+                    .status
+                    .get(&r.key)
+                    .is_some_and(|(s, d, _)| *s == r.status && *d == detail);
                 // `--once` prints a line per action on stdout; its log says no more.
                 match (r.status.is_failure(), r.verb) {
+                    (true, _) if repeated && self.mode == Mode::Daemon => tracing::debug!(
+                        action, component = %r.key, state = r.status.as_str(),
+                        error = detail.as_deref().unwrap_or(""), "still not reconciled, as before"
+                    ),
                     _ if self.mode == Mode::Once => tracing::debug!(
                         action, component = %r.key, state = r.status.as_str(),
                         error = detail.as_deref().unwrap_or(""), "reconciled once"

@@ -31,8 +31,18 @@ impl<R: Runtime + 'static> Agent<R> {
         let line = routes::describe(&result, self.wanted_routes.len());
         let now = Instant::now();
         let mut requeue = Requeue::OnChange;
+        // Whether the proxy's certificates need a look: the routes changed, the proxy
+        // was away, or a resync interval has passed since the last look.
+        let mut certs_due = self
+            .certs_asked
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.resync);
         match &result {
             Ok(report) => {
+                certs_due |= !report.is_noop() || self.proxy_error.is_some();
+                // The daemon looks again soon: a proxy restarted empty tells nobody.
+                if self.mode == Mode::Daemon && self.ctx.proxy.serves_routes() {
+                    requeue = Requeue::After(super::PROXY_CHECK);
+                }
                 if self.proxy_error.take().is_some() {
                     tracing::info!(routes = %line, "proxy reachable again; routes registered");
                 } else if !report.is_noop() {
@@ -62,17 +72,20 @@ impl<R: Runtime + 'static> Agent<R> {
             match proxy_down {
                 // HTTP-01 and loading both need the proxy; the route retries bring the
                 // check back.
-                Some(e) => {
-                    if self.mode == Mode::Once {
-                        let states = certs::pending(&self.wanted_certs, &e.to_string());
-                        self.writer.certs(states.clone());
-                        self.report.certs = Some(CertsOutcome::Pending {
-                            states,
-                            error: e.to_string(),
-                        });
-                    }
+                Some(e) if self.mode == Mode::Once => {
+                    let states = certs::pending(&self.wanted_certs, &e.to_string());
+                    self.writer.certs(states.clone());
+                    self.report.certs = Some(CertsOutcome::Pending {
+                        states,
+                        error: e.to_string(),
+                    });
                 }
-                None => self.sched.schedule(Work::Certs, SOON, now),
+                Some(_) => {}
+                None if certs_due => {
+                    self.certs_asked = Some(now);
+                    self.sched.schedule(Work::Certs, SOON, now);
+                }
+                None => {}
             }
         }
         if self.mode == Mode::Once {

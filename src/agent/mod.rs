@@ -29,6 +29,7 @@ use crate::proxy::{AnyProxy, ProxyRoute};
 use crate::reconcile::{self, Status, StorageNames};
 use crate::registry::{CertStatus, Registry, RouteProxyState};
 use crate::routes;
+use crate::runtime::deaths::Deaths;
 use crate::runtime::podman::Podman;
 use crate::runtime::{Runtime, RuntimeError, Trigger};
 use crate::spec::Service;
@@ -77,6 +78,10 @@ pub const PROXY_RETRY: BackoffPolicy = BackoffPolicy::doubling(
 );
 /// A certificate retry wakes the loop this long after it is due.
 pub const CERT_RETRY_SLACK: Duration = Duration::from_millis(50);
+/// How often the daemon checks that the proxy still has its routes when nothing else
+/// asks (a Caddy restarted empty says nothing): one read of the routes, which writes only
+/// when they are not as wanted.
+pub const PROXY_CHECK: Duration = Duration::from_secs(3);
 
 /// The outside systems the agent works on, built by the command and passed in.
 pub struct Context<R> {
@@ -137,6 +142,22 @@ struct Health {
     retry: Backoff,
 }
 
+/// A container whose death the agent learnt from its pidfd, before podman's event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Suspect {
+    /// Lists that still showed it up or in transition.
+    tries: u32,
+    /// When a list first showed it exited: its start waits [`START_CONFIRM`] and another
+    /// list, since a `podman rm -f` shows the same death and then removes it.
+    exited_at: Option<Instant>,
+}
+
+/// How long a container seen exited after its pidfd told its death waits before the agent
+/// starts it, with a list after it: long enough to see a `podman rm -f` go on to remove
+/// it (its stop and its removal are two steps), short against podman's own restart
+/// (≈ 0.1 s).
+pub const START_CONFIRM: Duration = Duration::from_millis(20);
+
 /// The loop's state. Generic over the runtime so tests can drive it with the fake.
 pub struct Agent<R: Runtime + 'static> {
     ctx: Context<R>,
@@ -166,6 +187,10 @@ pub struct Agent<R: Runtime + 'static> {
     sched: Scheduler<Work>,
     /// The action the last plan has for each component waiting in the scheduler.
     pending: HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
+    /// The storage-held names of the creates planned, freed in batches (see
+    /// [`StorageNames`]): one for the agent's lifetime, so that the creates of successive
+    /// passes — the daemon plans again at every event — join one batch.
+    storage_names: Arc<StorageNames>,
     /// Components a plan had work for while an operation on them was under way: a pass
     /// follows when it is done.
     deferred: HashSet<ComponentKey>,
@@ -173,6 +198,12 @@ pub struct Agent<R: Runtime + 'static> {
     brought_up: HashMap<ComponentKey, String>,
     /// The last pass's list of containers.
     last_actual: Option<Vec<crate::runtime::Actual>>,
+    /// The daemon's pidfd watches of its running containers (issue 16): a death is told
+    /// the moment it happens, not when podman's event about it comes.
+    deaths: Option<Arc<Deaths>>,
+    /// Containers whose main process exited (their pidfd), until podman has finished with
+    /// them: looked at again after a short, growing delay.
+    suspects: HashMap<String, Suspect>,
     /// Components whose bring-up is under way (the other operations have a lane of
     /// their own).
     bringing_up: HashSet<ComponentKey>,
@@ -198,6 +229,8 @@ pub struct Agent<R: Runtime + 'static> {
     cert_load_error: Option<String>,
     /// A reload happened while the manager was out in its task.
     certs_reconfigure: bool,
+    /// When a route sync last asked for a certificate check.
+    certs_asked: Option<Instant>,
     resync: Duration,
     passes: u64,
     ready: bool,
@@ -231,6 +264,7 @@ impl<R: Runtime + 'static> Agent<R> {
             cert_states: Vec::new(),
             cert_load_error: None,
             certs_reconfigure: false,
+            certs_asked: None,
             backoffs: Backoffs::new(containers::policy(&config)),
             book: Book {
                 restart_grace: RESTART_GRACE,
@@ -255,12 +289,15 @@ impl<R: Runtime + 'static> Agent<R> {
             files: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
+            storage_names: Arc::default(),
             deferred: HashSet::new(),
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
             operating: HashSet::new(),
             recreating: HashSet::new(),
             last_actual: None,
+            deaths: None,
+            suspects: HashMap::new(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
             status: BTreeMap::new(),
@@ -289,6 +326,8 @@ impl<R: Runtime + 'static> Agent<R> {
     /// containers finish for up to [`DRAIN_TIMEOUT`] and returns.
     pub async fn run(mut self, controls: Controls) -> Result<(), Failure> {
         let mut events = self.ctx.runtime.events();
+        let (deaths, mut died) = Deaths::new();
+        self.deaths = Some(deaths);
         let mut watch = watch::RegistryWatch::start(
             self.poll_reg.take(),
             self.config.clone(),
@@ -325,6 +364,12 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 }
                 Some(polled) = watch.rx.recv() => self.on_polled(polled),
+                Some(id) = died.recv() => {
+                    self.on_death(&id);
+                    while let Ok(id) = died.try_recv() {
+                        self.on_death(&id);
+                    }
+                }
                 t = events.recv(), if events_open => match t {
                     Some(t) => {
                         self.on_trigger(t);
@@ -411,6 +456,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.status.retain(|k, _| wanted.contains(k));
         for key in self.pending.keys() {
             self.sched.cancel(&Work::Component(key.clone()));
+            self.storage_names.forget(&key.container_name());
         }
         self.pending.clear();
         let busy: Vec<ComponentKey> = self

@@ -17,7 +17,7 @@ use crate::control::Requeue;
 use crate::plan::Action;
 use crate::proxy::{ProxyError, SyncReport};
 use crate::reconcile::StorageNames;
-use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport};
+use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport, Status};
 use crate::registry::{Registry, RegistryError};
 use crate::routes::{self, Moved};
 use crate::runtime::{Actual, Runtime, RuntimeError};
@@ -258,8 +258,22 @@ impl<R: Runtime + 'static> Agent<R> {
                 let us = self.us.clone();
                 let key = key.clone();
                 tracing::debug!(action = action.verb().as_str(), component = %key, "operation starts");
+                let deaths = self.deaths.clone();
                 self.tasks.spawn(async move {
                     let r = reconcile::run_action(&*rt, action, spec.as_ref(), &us, &names).await;
+                    // Brought up: its main process is watched from now on.
+                    if let (
+                        Some(deaths),
+                        Ok(ComponentReport {
+                            status: Status::Running,
+                            container_id: Some(id),
+                            ..
+                        }),
+                    ) = (deaths, &r)
+                    {
+                        deaths.forget(id);
+                        deaths.watch_running(&rt, id);
+                    }
                     (Work::Component(key), Outcome::Component(r))
                 })
             }
@@ -471,6 +485,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 Some((
                     Status::Running
                     | Status::ImageMissing
+                    | Status::VolumeMissing
                     | Status::Conflict
                     | Status::ConfigMissing,
                     ..,

@@ -111,7 +111,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<u8, Failur
                     Holding::Orphan(r) => format!(
                         "{} (orphan of registry {})",
                         a.state.as_str(),
-                        r.unwrap_or("(none: unlabelled)")
+                        plan::orphan_registry(r)
                     ),
                 },
             };

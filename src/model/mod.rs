@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 mod names;
 mod publish;
 mod settings;
+mod volume;
 
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
@@ -15,6 +16,7 @@ pub use settings::{
     parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Secret, Settings, Ulimit,
     MAX_STOP_TIMEOUT_SECS,
 };
+pub use volume::Volume;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,7 +127,7 @@ pub struct Component {
     pub restart: RestartPolicy,
     pub cmd: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub volumes: Vec<String>,
+    pub volumes: Vec<Volume>,
     pub ports: Vec<PortPublish>,
     /// The process, security, resource and metadata keys (each left out when default).
     #[serde(flatten)]
@@ -174,7 +176,9 @@ pub fn is_volume_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// The named volume of a volume string `SOURCE:TARGET[:OPTIONS]`, if its source is one.
+/// The named volume of a bind string `SOURCE:TARGET[:OPTIONS]` (as a
+/// [`crate::container::ContainerSpec`] holds its volumes), if its source is one. For a
+/// [`Volume`], string or table form, see [`Volume::name`].
 pub fn volume_name(v: &str) -> Option<&str> {
     let source = v.split(':').next()?;
     (!source.starts_with('/') && is_volume_name(source)).then_some(source)

@@ -247,7 +247,8 @@ fn same_name_without_our_labels_is_a_conflict_and_never_touched() {
             p(&[run("a", "h")], &[a]),
             vec![Action::Conflict {
                 key: key("a"),
-                id: "9".into()
+                id: "9".into(),
+                orphan_of: None,
             }]
         );
     }
@@ -293,7 +294,8 @@ fn our_containers_without_a_desired_component_are_removed_and_nothing_else() {
         vec![Action::Remove {
             id: "1".into(),
             name: "gone-x".into(),
-            owner: ComponentKey::new("gone", "x")
+            owner: ComponentKey::new("gone", "x"),
+            reason: RemoveReason::NotDesired,
         }]
     );
 }
@@ -310,7 +312,8 @@ fn a_second_container_labelled_for_a_wanted_component_is_removed() {
         vec![Action::Remove {
             id: "7".into(),
             name: "renamed".into(),
-            owner: key("a")
+            owner: key("a"),
+            reason: RemoveReason::Duplicate,
         }]
     );
 }
@@ -406,7 +409,8 @@ fn another_registrys_containers_are_never_removed_or_replaced() {
         p(&[run("web", "h1")], &actual),
         vec![Action::Conflict {
             key: key("web"),
-            id: "1".into()
+            id: "1".into(),
+            orphan_of: Some("r0".into()),
         }]
     );
     assert_eq!(
@@ -444,7 +448,8 @@ fn adopted_and_old_unlabelled_containers_are_ours() {
         vec![Action::Remove {
             id: "3".into(),
             name: "svc-old".into(),
-            owner: key("old")
+            owner: key("old"),
+            reason: RemoveReason::NotDesired,
         }]
     );
 }
@@ -487,4 +492,16 @@ fn a_component_whose_files_cannot_be_read_is_reported_and_its_container_left_alo
         p(&[blocked(DesiredState::Running)], &[theirs])[..],
         [Action::Conflict { .. }]
     ));
+}
+
+#[test]
+fn removal_reasons_say_what_the_labels_say() {
+    assert_eq!(
+        RemoveReason::NotDesired.describe(&ComponentKey::new("gone", "x")),
+        "labelled as component gone/x, which no active service in the registry has"
+    );
+    assert_eq!(
+        RemoveReason::Duplicate.describe(&key("a")),
+        "a duplicate: labelled as component svc/a, whose own container svc-a is there"
+    );
 }

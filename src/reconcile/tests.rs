@@ -333,3 +333,107 @@ async fn pull_missing_brings_the_image_and_a_failed_pull_is_image_missing_with_t
     ));
     assert_eq!(rt.state.lock().unwrap().calls["pull"], 3);
 }
+
+#[test]
+fn an_orphan_holding_a_name_is_said_to_be_one_with_its_registry() {
+    let e = ActionError::Orphan {
+        name: "shop-web".into(),
+        id: "0123456789abcdef".into(),
+        registry: "r0".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "its name is held by container shop-web (id 0123456789ab), an orphan of registry r0: \
+         made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`"
+    );
+    let removal = RemovalReport {
+        name: "intruder".into(),
+        owner: ComponentKey::new("shop", "web"),
+        reason: RemoveReason::Duplicate,
+        error: None,
+    };
+    let report = PassReport {
+        removals: vec![removal],
+        ..PassReport::default()
+    };
+    assert_eq!(
+        report.action_lines(),
+        ["remove   shop/web (intruder): removed: a duplicate: labelled as component shop/web, whose own container shop-web is there"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_still_held_while_podman_finishes_a_removal_is_waited_for_not_freed() {
+    // The agent saw the container go (its process's exit, its `remove` event) and its
+    // create came first: podman refuses the name twice more, then lets it go.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let spec = ContainerSpec::build(&us(), "shop", &comp("web", "img:1"));
+    let create = || Action::Create {
+        key: ComponentKey::new("shop", "web"),
+        strays: vec![],
+    };
+    rt.state
+        .lock()
+        .unwrap()
+        .removing
+        .insert("shop-web".into(), 2);
+    let names = StorageNames::default();
+    names.going_away("shop-web");
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(rt.calls("free_storage_names"), 0, "the storage remedy ran");
+    assert_eq!(rt.calls("create"), 3);
+
+    // A name not seen going away is storage's after a loss: the remedy at once.
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    rt.state
+        .lock()
+        .unwrap()
+        .removing
+        .insert("shop-web".into(), 1);
+    let r = run_action(&rt, create(), Some(&spec), &us(), &StorageNames::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(rt.calls("free_storage_names"), 1);
+}
+
+#[tokio::test]
+async fn a_named_volume_is_made_by_the_agent_never_checked_as_a_missing_host_path() {
+    let root = tempfile::tempdir().unwrap();
+    let host = crate::container::Host {
+        volumes_root: root.path().into(),
+        ..Default::default()
+    };
+    let mut c = comp("db", "img:1");
+    c.volumes = vec![crate::model::Volume::parse_bind("pgdata:/var/lib/data").unwrap()];
+    let spec = ContainerSpec::build_with(&us(), "shop", &c, None, &host);
+    let create = || Action::Create {
+        key: ComponentKey::new("shop", "db"),
+        strays: vec![],
+    };
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let names = StorageNames::default();
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert!(root.path().join("shop/pgdata").is_dir());
+
+    // A host path beside it is still checked.
+    let missing = root.path().join("not-there");
+    c.volumes
+        .push(crate::model::Volume::parse_bind(&format!("{}:/x", missing.display())).unwrap());
+    let spec = ContainerSpec::build_with(&us(), "shop", &c, None, &host);
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::VolumeMissing, "{r:?}");
+    assert!(
+        matches!(&r.error, Some(ActionError::VolumeMissing(p)) if *p == missing.display().to_string()),
+        "{r:?}"
+    );
+}

@@ -165,9 +165,254 @@ pub fn answer_error(path: &str, status: StatusCode, body: &[u8]) -> RuntimeError
     }
 }
 
+/// One message of `GET /events`, read leniently: every field a plain string, so a type,
+/// scope or status that bollard's closed enums do not know (one such message ends
+/// bollard's whole stream) costs that message at most.
+#[derive(Debug, Deserialize)]
+struct RawEvent {
+    #[serde(rename = "Type", default)]
+    typ: Option<String>,
+    #[serde(rename = "Action", default)]
+    action: Option<String>,
+    #[serde(rename = "status", default)]
+    status: Option<String>,
+    #[serde(rename = "Actor", default)]
+    actor: Option<RawActor>,
+    #[serde(rename = "id", default)]
+    id: Option<String>,
+    #[serde(rename = "timeNano", default)]
+    time_nano: Option<i64>,
+    #[serde(rename = "time", default)]
+    time: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawActor {
+    #[serde(rename = "ID", default)]
+    id: Option<String>,
+    #[serde(rename = "Attributes", default)]
+    attributes: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Parses one line of the event stream: `Ok(None)` for a message that is not a container
+/// event, `Err` (the reason) for one that is not JSON at all. Podman 4.3 names a death
+/// `died` in its own status names; it is read as `die`.
+pub fn parse_event(line: &[u8]) -> Result<Option<super::Event>, String> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    if raw.typ.as_deref().is_some_and(|t| t != "container") {
+        return Ok(None);
+    }
+    let Some(action) = raw.action.or(raw.status).filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let action = if action == "died" {
+        "die".to_string()
+    } else {
+        action
+    };
+    let actor = raw.actor.unwrap_or(RawActor {
+        id: None,
+        attributes: None,
+    });
+    let labels: BTreeMap<String, String> = actor
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    let time = match (raw.time_nano, raw.time) {
+        (Some(n), _) => UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64),
+        (None, Some(s)) => UNIX_EPOCH + Duration::from_secs(s.max(0) as u64),
+        (None, None) => std::time::SystemTime::now(),
+    };
+    Ok(Some(super::Event {
+        action,
+        id: actor.id.or(raw.id).unwrap_or_default(),
+        name: labels.get("name").cloned().unwrap_or_default(),
+        labels,
+        time,
+    }))
+}
+
+/// `path` percent-encoded as a query value.
+pub fn query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() * 3);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A streaming `GET` (the event stream) on a connection of its own: lines as they come.
+pub struct LineStream {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LineStream {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+/// The longest line kept: an event is a few KiB; more is not an event.
+const MAX_LINE: usize = 1 << 20;
+
+impl LineStream {
+    /// Opens `path`; the answer's headers must come within `timeout`.
+    pub async fn open(
+        socket: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<LineStream, RuntimeError> {
+        let unavailable = |reason: String| RuntimeError::Unavailable {
+            socket: socket.to_string(),
+            reason,
+        };
+        let open = async {
+            let stream = UnixStream::connect(socket_path(socket))
+                .await
+                .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| unavailable(format!("GET {path}: {e}")))?;
+            let conn = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = Request::builder()
+                .uri(path)
+                .header(header::HOST, "d")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| {
+                    RuntimeError::Api(format!("GET {path}: cannot build the request: {e}"))
+                })?;
+            let response = match sender.send_request(request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    conn.abort();
+                    return Err(unavailable(format!("GET {path}: {e}")));
+                }
+            };
+            let status = response.status();
+            if !status.is_success() {
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                conn.abort();
+                return Err(answer_error(path, status, &body));
+            }
+            Ok(LineStream {
+                body: response.into_body(),
+                buf: Vec::new(),
+                conn,
+            })
+        };
+        match tokio::time::timeout(timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(unavailable(format!(
+                "GET {path}: no answer within {}",
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    /// The next line (without its newline); `None` when the stream ends, `Err` when the
+    /// connection fails.
+    pub async fn next_line(&mut self) -> Option<Result<Vec<u8>, String>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).take(i).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(Ok(line));
+            }
+            match self.body.frame().await {
+                None => return None,
+                Some(Err(e)) => return Some(Err(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                        if self.buf.len() > MAX_LINE && !self.buf.contains(&b'\n') {
+                            return Some(Err(format!("an event longer than {MAX_LINE} bytes")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_read_whatever_type_scope_or_status_they_carry() {
+        // A message bollard 0.21 fails on (unknown Type and scope enum values) is read;
+        // the stream goes on.
+        let line = br#"{"status":"died","id":"abc","from":"img","Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"name":"loop-1","mcp.managed":"true","exitCode":137}},"scope":"libpod-local","time":1,"timeNano":1000000001}"#;
+        let ev = parse_event(line).unwrap().expect("a container event");
+        assert_eq!(ev.action, "die");
+        assert_eq!(ev.id, "abc");
+        assert_eq!(ev.name, "loop-1");
+        assert_eq!(ev.labels["mcp.managed"], "true");
+        assert_eq!(ev.labels["exitCode"], "137");
+        assert_eq!(
+            ev.time,
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_000_000_001)
+        );
+        // Another type of object, unknown to bollard: not a container event, no error.
+        assert!(
+            parse_event(br#"{"Type":"pod","Action":"stop","Actor":{"ID":"p"}}"#)
+                .unwrap()
+                .is_none()
+        );
+        // Only the legacy status field.
+        let ev = parse_event(br#"{"status":"stop","id":"x"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((ev.action.as_str(), ev.id.as_str()), ("stop", "x"));
+        assert!(parse_event(b"not json").is_err());
+        assert_eq!(
+            query_value(r#"{"type":["container"]}"#),
+            "%7B%22type%22%3A%5B%22container%22%5D%7D"
+        );
+    }
+
+    #[test]
+    fn inspect_and_list_states_map_leniently() {
+        for (s, want) in [
+            ("running", State::Running),
+            ("stopped", State::Exited),
+            ("exited", State::Exited),
+            ("configured", State::Created),
+            ("initialized", State::Created),
+            ("stopping", State::Other("stopping".into())),
+            ("removing", State::Other("removing".into())),
+            ("", State::Other(String::new())),
+        ] {
+            assert_eq!(State::parse(s), want, "{s:?}");
+        }
+        // The inspect shape reads any state: it holds none.
+        let c: Inspected = serde_json::from_slice(
+            br#"{"Id":"a","Name":"/web","State":{"Status":"stopped"},"Config":{"Labels":{"k":"v"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.config.unwrap().labels.unwrap()["k"], "v");
+    }
 
     #[test]
     fn a_list_with_states_bollard_does_not_know_is_read_whole() {

@@ -4,11 +4,8 @@
 //! stream only says that something may have changed: podman is judged up or down by the
 //! agent's own pings.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::EventsOptionsBuilder;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::control::{Backoff, BackoffPolicy};
@@ -78,48 +75,50 @@ async fn watch_inner(socket: String, tx: mpsc::Sender<Trigger>) {
         // reports it as `die`): without it a crash is never delivered.
         let mut wanted = ACTIONS.to_vec();
         wanted.push("died");
-        let filters = HashMap::from([("type", vec!["container"]), ("event", wanted)]);
-        let opts = EventsOptionsBuilder::new()
-            .since(&since.to_string())
-            .filters(&filters)
-            .build();
-        let docker = match client.docker() {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = tx.send(Trigger::Lost(e.to_string())).await;
-                continue;
-            }
-        };
-        let mut stream = docker.events(Some(opts));
+        let filters = serde_json::json!({ "type": ["container"], "event": wanted }).to_string();
+        let path = format!(
+            "{}/events?since={since}&filters={}",
+            super::podman::api_prefix(),
+            super::api::query_value(&filters)
+        );
+        // Read leniently, not through bollard: its event model has closed enums, and one
+        // message it cannot read ends its whole stream.
+        let mut stream =
+            match super::api::LineStream::open(&socket, &path, super::PING_TIMEOUT).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if tx.send(Trigger::Lost(e.to_string())).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff.next_delay(tokio::time::Instant::now())).await;
+                    continue;
+                }
+            };
         if tx.send(Trigger::Connected).await.is_err() {
             return;
         }
+        let mut unreadable_said = false;
         let reason = loop {
-            match stream.next().await {
-                Some(Ok(msg)) => {
-                    let action = msg.action.unwrap_or_default();
-                    if !ACTIONS.contains(&action.as_str()) {
-                        continue;
-                    }
-                    let actor = msg.actor.unwrap_or_default();
-                    let attrs: BTreeMap<String, String> =
-                        actor.attributes.unwrap_or_default().into_iter().collect();
-                    let time = msg
-                        .time_nano
-                        .map(|n| UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64))
-                        .unwrap_or_else(SystemTime::now);
-                    let ev = Event {
-                        action,
-                        id: actor.id.unwrap_or_default(),
-                        name: attrs.get("name").cloned().unwrap_or_default(),
-                        labels: attrs,
-                        time,
-                    };
-                    if tx.send(Trigger::Event(ev)).await.is_err() {
-                        return;
+            match stream.next_line().await {
+                Some(Ok(line)) => {
+                    tracing::trace!(line = %String::from_utf8_lossy(&line), "podman event read");
+                    match super::api::parse_event(&line) {
+                        Ok(Some(ev)) if ACTIONS.contains(&ev.action.as_str()) => {
+                            if tx.send(Trigger::Event(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // One odd message costs itself, never the stream.
+                            if !unreadable_said {
+                                tracing::warn!(error = %e, "a podman event cannot be read; skipped");
+                                unreadable_said = true;
+                            }
+                        }
                     }
                 }
-                Some(Err(e)) => break e.to_string(),
+                Some(Err(e)) => break e,
                 None => break "event stream ended".to_string(),
             }
         };

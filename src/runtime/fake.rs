@@ -24,6 +24,9 @@ pub struct FakeState {
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
+    /// Names podman is still removing a container of: refused to that many more creates,
+    /// invisible to the API meanwhile.
+    pub removing: BTreeMap<String, u32>,
     /// How many names each `free_storage_names` call was given.
     pub freed_per_call: Vec<usize>,
     /// Containers of these names exit as soon as they are started.
@@ -159,6 +162,12 @@ fn find_id(st: &FakeState, id_or_name: &str) -> Option<String> {
 impl FakeRuntime {
     fn create_now(&self, spec: &ContainerSpec) -> Result<String> {
         let mut st = self.enter("create")?;
+        if let Some(n) = st.removing.get_mut(&spec.name).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(RuntimeError::NameInUse {
+                name: spec.name.clone(),
+            });
+        }
         if st.storage_names.contains(&spec.name)
             || st.containers.values().any(|c| c.actual.name == spec.name)
         {
@@ -277,6 +286,11 @@ impl Runtime for FakeRuntime {
         let r = self.create_now(spec);
         self.busy(&spec.name, false).await;
         r
+    }
+
+    async fn main_pid(&self, _id: &str) -> Result<Option<u32>> {
+        // Fake containers have no processes: deaths come as events only.
+        Ok(None)
     }
 
     async fn start(&self, id: &str) -> Result<()> {

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use crate::container::ContainerSpec;
 
 pub mod api;
+pub mod deaths;
 pub mod events;
 #[cfg(test)]
 pub mod fake;
@@ -144,6 +145,9 @@ pub trait Runtime: Send + Sync {
     /// Creates the container; returns its id. A taken name is `NameInUse`.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The pid (on this host) of a running container's main process; `None` when it does
+    /// not run or has no pid podman can tell.
+    fn main_pid(&self, id: &str) -> impl Future<Output = Result<Option<u32>>> + Send;
     fn stop(&self, id: &str, timeout_secs: i64) -> impl Future<Output = Result<()>> + Send;
     /// Force-removes a container by id or name; `NotFound` when the API cannot see it.
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

@@ -38,7 +38,7 @@ const API_VERSION: ClientVersion = ClientVersion {
 };
 
 /// The path prefix of API requests made without bollard.
-fn api_prefix() -> String {
+pub(crate) fn api_prefix() -> String {
     format!(
         "/v{}.{}",
         API_VERSION.major_version, API_VERSION.minor_version
@@ -430,6 +430,29 @@ impl Runtime for Podman {
             }) => Ok(()),
             r => r.map_err(|e| self.map_err(e)),
         }
+    }
+
+    async fn main_pid(&self, id: &str) -> Result<Option<u32>> {
+        // The lenient reader: a container in a state bollard's enum does not know is
+        // still read.
+        let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
+        let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(api::answer_error(&path, status, &body));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))?;
+        let state = &v["State"];
+        if state["Running"].as_bool() != Some(true) {
+            return Ok(None);
+        }
+        Ok(state["Pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0))
     }
 
     async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {

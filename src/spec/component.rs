@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::parse::Checker;
 use super::raw::{RawComponent, RawRoute};
-use super::rules::{check_volume, injected_env_keys, is_network, is_user};
+use super::rules::{injected_env_keys, is_network, is_user, parse_volume};
 use super::{ComponentSource, MAX_ENTRIES, MAX_ROUTES, MAX_VALUE_LEN};
 use crate::error::Location;
 use crate::model::{is_hostname, is_name, Component, PortPublish, Proto, Route, RouteMode};
@@ -101,11 +101,11 @@ pub(super) fn parse_component(
         MAX_ENTRIES,
         "volumes",
     );
+    let mut volumes = Vec::new();
     for v in rc.volumes.get_ref() {
-        if c.string(v, "volume") {
-            if let Err(e) = check_volume(v.get_ref()) {
-                c.bad(v.span(), e);
-            }
+        match parse_volume(v.get_ref()) {
+            Ok(vol) => volumes.push(vol),
+            Err(e) => c.bad(v.span(), e),
         }
     }
     c.count(&rc.ports, rc.ports.get_ref().len(), MAX_ENTRIES, "ports");
@@ -171,12 +171,7 @@ pub(super) fn parse_component(
             .into_iter()
             .map(|(k, v)| (k.into_inner(), v.into_inner()))
             .collect(),
-        volumes: rc
-            .volumes
-            .into_inner()
-            .into_iter()
-            .map(Spanned::into_inner)
-            .collect(),
+        volumes,
         ports,
         settings,
         routes,

@@ -43,7 +43,7 @@ pub(super) struct RawComponent {
     #[serde(default = "empty")]
     pub(super) env: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default = "empty")]
-    pub(super) volumes: Spanned<Vec<Spanned<String>>>,
+    pub(super) volumes: Spanned<Vec<Spanned<toml::Value>>>,
     #[serde(default = "empty")]
     pub(super) ports: Spanned<Vec<Spanned<String>>>,
     #[serde(default = "empty")]

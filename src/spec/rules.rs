@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{Issue, Issues, ServiceFile};
+use super::{Issue, Issues, ServiceFile, MAX_VALUE_LEN};
 use crate::error::Location;
-use crate::model::{container_name, route_env_key, Proto, Route, Service};
+use crate::model::{container_name, route_env_key, Proto, Route, Service, Volume};
 
 pub(super) fn is_network(s: &str) -> bool {
     let b = s.as_bytes();
@@ -35,22 +35,89 @@ pub(super) const VOLUME_OPTIONS: &[&str] = &[
     "nocopy", "noexec", "exec", "nosuid", "suid", "nodev", "dev",
 ];
 
-pub(super) fn check_volume(v: &str) -> Result<(), String> {
-    let mut parts = v.split(':');
-    let host = parts.next().unwrap_or("");
-    let Some(target) = parts.next() else {
-        return Err(format!(
-            "volume {v:?} must be HOST_PATH:CONTAINER_PATH[:OPTIONS]"
-        ));
+/// The volume of one `volumes` entry: the string `HOST:CONTAINER[:OPTIONS]` or the table
+/// `{ source, target, options, create_host_path }`, each checked.
+pub(super) fn parse_volume(v: &toml::Value) -> Result<Volume, String> {
+    let vol = match v {
+        toml::Value::String(b) => {
+            text("volume", b)?;
+            let Some(vol) = Volume::parse_bind(b) else {
+                return Err(if b.contains(':') {
+                    format!("volume {b:?} has too many ':' parts")
+                } else {
+                    format!("volume {b:?} must be HOST_PATH:CONTAINER_PATH[:OPTIONS]")
+                });
+            };
+            vol
+        }
+        toml::Value::Table(t) => {
+            if let Some(k) = t.keys().find(|k| !VOLUME_KEYS.contains(&k.as_str())) {
+                return Err(format!(
+                    "unknown key {k:?} in a volume table (expected {})",
+                    VOLUME_KEYS.join(", ")
+                ));
+            }
+            let field = |k: &str, required: bool| -> Result<Option<String>, String> {
+                match t.get(k) {
+                    None if required => Err(format!("a volume table needs {k:?}")),
+                    None => Ok(None),
+                    Some(toml::Value::String(s)) => {
+                        text(&format!("volume {k}"), s)?;
+                        if s.contains(':') {
+                            return Err(format!("volume {k} {s:?} must not contain ':'"));
+                        }
+                        Ok(Some(s.clone()))
+                    }
+                    Some(_) => Err(format!("volume {k} must be a string")),
+                }
+            };
+            let create_host_path = match t.get("create_host_path") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => *b,
+                Some(_) => return Err("volume create_host_path must be true or false".into()),
+            };
+            Volume {
+                source: field("source", true)?.unwrap_or_default(),
+                target: field("target", true)?.unwrap_or_default(),
+                options: field("options", false)?,
+                create_host_path,
+            }
+        }
+        _ => {
+            return Err(
+                "a volume is a string \"HOST:CONTAINER[:OPTIONS]\" or a table { source, target, options, create_host_path }"
+                    .into(),
+            )
+        }
     };
-    let opts = parts.next();
-    if parts.next().is_some() {
-        return Err(format!("volume {v:?} has too many ':' parts"));
+    check_volume(&vol)?;
+    Ok(vol)
+}
+
+const VOLUME_KEYS: &[&str] = &["source", "target", "options", "create_host_path"];
+
+fn text(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_VALUE_LEN {
+        Err(format!("{what} is longer than {MAX_VALUE_LEN} bytes"))
+    } else if s.contains('\0') {
+        Err(format!("{what} must not contain NUL"))
+    } else {
+        Ok(())
     }
+}
+
+pub(super) fn check_volume(v: &Volume) -> Result<(), String> {
+    let (host, target) = (v.source.as_str(), v.target.as_str());
     // A source without a leading slash is a named volume: a directory of the agent's.
-    if !host.starts_with('/') && !crate::model::is_volume_name(host) {
+    let named = !host.starts_with('/');
+    if named && !crate::model::is_volume_name(host) {
         return Err(format!(
             "volume source {host:?} must be absolute (a host path) or a volume name of [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}} (a directory of the agent's)"
+        ));
+    }
+    if named && v.create_host_path {
+        return Err(format!(
+            "volume source {host:?} is a named volume (a directory the agent always creates under [volumes] root); create_host_path is only for host paths (a source with a leading slash)"
         ));
     }
     for p in [host, target] {
@@ -63,7 +130,7 @@ pub(super) fn check_volume(v: &str) -> Result<(), String> {
     if !target.starts_with('/') {
         return Err(format!("volume container path {target:?} must be absolute"));
     }
-    if let Some(opts) = opts {
+    if let Some(opts) = &v.options {
         if let Some(bad) = opts.split(',').find(|o| !VOLUME_OPTIONS.contains(o)) {
             return Err(format!(
                 "volume option {bad:?} is not one of {}",

@@ -295,7 +295,7 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     assert_eq!(x.env_file, ["/etc/app/app.env", "/etc/app/more.env"]);
     assert!(x.read_only);
     assert_eq!(x.tmpfs[0], "/run:size=64m,mode=1777");
-    assert_eq!(s.components[0].volumes[0], "pgdata:/var/lib/data:rw");
+    assert_eq!(s.components[0].volumes[0].bind(), "pgdata:/var/lib/data:rw");
     assert_eq!(x.secrets[0].target, "/run/secrets/db_password");
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
@@ -518,10 +518,7 @@ fn named_volumes_tmpfs_and_read_only_of_the_corpus_parse_and_export_back() {
     let s = parse(&text).unwrap();
     assert!(s.components[0].settings.read_only);
     assert_eq!(s.components[0].settings.tmpfs.len(), 3);
-    assert_eq!(
-        crate::model::volume_name(&s.components[1].volumes[0]),
-        Some("pgdata")
-    );
+    assert_eq!(s.components[1].volumes[0].name(), Some("pgdata"));
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
 
@@ -537,5 +534,102 @@ fn networks_names_and_pulls_of_the_corpus_parse_and_export_back() {
     assert_eq!(api.networks, ["default", "shared-backend"]);
     assert_eq!(api.pull, Some(crate::model::PullPolicy::Missing));
     assert_eq!(s.components[1].network, "shared-backend");
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+/// A volume is the string `HOST:CONTAINER[:OPTIONS]` or a table; `create_host_path` is
+/// kept through export and re-parse, and the string form stays a string.
+#[test]
+fn volumes_in_both_forms_round_trip_through_export() {
+    let text = "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nuser = \"1000\"\n\
+        volumes = [\"/srv/a:/a:ro\", { source = \"/srv/b\", target = \"/b\", options = \"rw,Z\", create_host_path = true }, { source = \"/srv/c\", target = \"/c\" }]\n";
+    let s = parse(text).unwrap();
+    let v = &s.components[0].volumes;
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].bind(), "/srv/a:/a:ro");
+    assert!(!v[0].create_host_path);
+    assert_eq!(v[1].bind(), "/srv/b:/b:rw,Z");
+    assert!(v[1].create_host_path);
+    assert_eq!(v[2].bind(), "/srv/c:/c");
+    assert!(!v[2].create_host_path);
+    let exported = s.to_toml();
+    assert!(exported.contains("\"/srv/a:/a:ro\""), "{exported}");
+    assert!(exported.contains("\"/srv/c:/c\""), "{exported}");
+    assert!(exported.contains("create_host_path = true"), "{exported}");
+    assert_eq!(parse(&exported).unwrap(), s, "{exported}");
+    // The registry keeps volumes as JSON: strings unless create_host_path is set.
+    let json = serde_json::to_string(v).unwrap();
+    assert_eq!(
+        json,
+        r#"["/srv/a:/a:ro",{"source":"/srv/b","target":"/b","options":"rw,Z","create_host_path":true},"/srv/c:/c"]"#
+    );
+    assert_eq!(
+        &serde_json::from_str::<Vec<crate::model::Volume>>(&json).unwrap(),
+        v
+    );
+}
+
+#[test]
+fn volume_tables_are_checked_with_file_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "{ source = \"-srv\", target = \"/a\" }",
+            "svc.toml:5:12",
+            "must be absolute",
+        ),
+        (
+            "{ source = \"pgdata\", target = \"/a\", create_host_path = true }",
+            "svc.toml:5:12",
+            "is a named volume",
+        ),
+        ("{ source = \"/srv\" }", "svc.toml:5:12", "needs \"target\""),
+        (
+            "{ source = \"/srv\", target = \"/a\", create = true }",
+            "svc.toml:5:12",
+            "unknown key \"create\"",
+        ),
+        (
+            "{ source = \"/srv\", target = \"/a\", create_host_path = \"yes\" }",
+            "svc.toml:5:12",
+            "true or false",
+        ),
+        (
+            "{ source = \"/s:rv\", target = \"/a\" }",
+            "svc.toml:5:12",
+            "must not contain ':'",
+        ),
+        (
+            "{ source = \"/srv\", target = \"/a\", options = \"bogus\" }",
+            "svc.toml:5:12",
+            "volume option \"bogus\"",
+        ),
+        ("\"/srv/a:/a:ro:x\"", "svc.toml:5:12", "too many ':'"),
+        ("\"/srv/a\"", "svc.toml:5:12", "HOST_PATH:CONTAINER_PATH"),
+        ("3", "svc.toml:5:12", "a volume is a string"),
+        (
+            "{ source = \"/srv/../x\", target = \"/a\", create_host_path = true }",
+            "svc.toml:5:12",
+            "'..'",
+        ),
+    ];
+    for (vol, at, reason) in cases {
+        let text = format!(
+            "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [{vol}]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with(at) && e.contains(reason), "{vol}: {e}");
+    }
+}
+
+/// A named volume (a source without a leading slash) is one in the table form too.
+#[test]
+fn a_named_volume_in_the_table_form_is_one() {
+    let text = "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n\
+        volumes = [{ source = \"pgdata\", target = \"/data\", options = \"Z\" }, \"/srv/a:/a\"]\n";
+    let s = parse(text).unwrap();
+    let v = &s.components[0].volumes;
+    assert_eq!(v[0].name(), Some("pgdata"));
+    assert_eq!(v[0].bind(), "pgdata:/data:Z");
+    assert_eq!(v[1].name(), None);
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }

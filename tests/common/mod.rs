@@ -11,6 +11,8 @@
 //! `mod common;`.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
