@@ -60,7 +60,12 @@ pub enum Command {
     /// Set desired_state = "running" for SERVICE or SERVICE/COMPONENT.
     Start { target: String },
     /// Delete a service from the registry; the daemon then removes its containers.
-    Remove { service: String },
+    Remove {
+        service: String,
+        /// Delete its named volumes too (their data is gone for good).
+        #[arg(long)]
+        volumes: bool,
+    },
     /// Print service files back from the registry.
     Export {
         service: Option<String>,

@@ -39,6 +39,8 @@ pub struct Config {
     pub proxy: ProxySection,
     pub certs: CertsSection,
     pub metrics: MetricsSection,
+    pub volumes: VolumesSection,
+    pub networks: NetworksSection,
     pub log: LogSection,
 }
 
@@ -57,6 +59,37 @@ impl MetricsSection {
         self.listen
             .as_deref()
             .and_then(|s| crate::metrics::Listen::parse(s).ok())
+    }
+}
+
+/// Networks (issue 13 §1).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworksSection {
+    /// A component with neither `network` nor `networks` joins its service's network
+    /// (`mcp-<service>`, with its name as a DNS alias) instead of podman's default bridge.
+    pub service_default: bool,
+}
+
+/// Where named volumes live (issue 13 §2).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumesSection {
+    /// Absent: `volumes` beside the registry (`[database] path`'s directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+}
+
+impl Config {
+    /// The directory of named volumes: `[volumes] root`, else `<registry's dir>/volumes`.
+    pub fn volumes_root(&self) -> PathBuf {
+        self.volumes.root.clone().unwrap_or_else(|| {
+            self.database
+                .path
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("volumes")
+        })
     }
 }
 
@@ -79,6 +112,8 @@ pub struct PodmanSection {
     pub socket: SocketUri,
     /// argv prefix of the podman CLI, used only to free names held by container storage.
     pub cli: Argv,
+    /// When images are pulled, for components without `pull` of their own.
+    pub pull: crate::model::PullPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -223,6 +258,7 @@ impl Default for PodmanSection {
         PodmanSection {
             socket: SocketUri(format!("unix://{}", socket.display())),
             cli: Argv(vec!["podman".into()]),
+            pull: crate::model::PullPolicy::Never,
         }
     }
 }
@@ -577,6 +613,9 @@ impl Config {
         rel(&mut cfg.proxy.admin_socket);
         rel(&mut cfg.proxy.cert_dir);
         if let Some(p) = cfg.certs.ca_bundle.as_mut() {
+            rel(p);
+        }
+        if let Some(p) = cfg.volumes.root.as_mut() {
             rel(p);
         }
         Ok(cfg)

@@ -18,6 +18,52 @@ pub const LABEL_SPEC_HASH: &str = "mcp.spec-hash";
 /// The id of the registry whose agent made the container (docs/design.md §4.4, §9).
 pub const LABEL_REGISTRY: &str = "mcp.registry";
 
+/// What of the agent's config shapes its containers: where named volumes live, and
+/// whether a component without a network joins its service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub volumes_root: std::path::PathBuf,
+    /// `[networks] service_default`.
+    pub service_networks: bool,
+    /// `[podman] pull`.
+    pub pull: model::PullPolicy,
+}
+
+impl Default for Host {
+    fn default() -> Host {
+        Host {
+            volumes_root: DEFAULT_VOLUMES_ROOT.into(),
+            service_networks: false,
+            pull: model::PullPolicy::Never,
+        }
+    }
+}
+
+impl Host {
+    pub fn from_config(config: &crate::config::Config) -> Host {
+        Host {
+            volumes_root: config.volumes_root(),
+            service_networks: config.networks.service_default,
+            pull: config.podman.pull,
+        }
+    }
+}
+
+/// One network a container joins, with the names it has there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
+/// `[volumes] root` of an agent whose registry is at the default path.
+pub const DEFAULT_VOLUMES_ROOT: &str = "/var/lib/mcp-agent/volumes";
+
+/// The directory of named volume `name` of `service`.
+pub fn volume_dir(root: &std::path::Path, service: &str, name: &str) -> std::path::PathBuf {
+    root.join(service).join(name)
+}
+
 /// How long a stop waits for a component without `stop_timeout` (podman's own default).
 pub const DEFAULT_STOP_TIMEOUT_SECS: i64 = 10;
 
@@ -71,6 +117,22 @@ pub struct ContainerSpec {
     /// the hash of a component that sets none is the one it had before they existed.
     #[serde(skip_serializing_if = "Settings::is_default")]
     pub settings: Settings,
+    /// A digest of each secret's contents (the env files' variables are in `env`): a
+    /// rotated secret recreates the container. Empty, it is not hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_digests: Vec<String>,
+    /// The directory of each named volume (`[volumes] root`/service/name), by name: a
+    /// moved root is a new mount. Empty, it is not hashed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_dirs: BTreeMap<String, String>,
+    /// The networks joined with DNS names (the first is `network`); empty for the
+    /// single-network form without aliases, and then not hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    /// When its image is pulled: the component's `pull`, else `[podman] pull` (which is
+    /// not hashed: changing the agent's default recreates nothing).
+    #[serde(skip)]
+    pub pull: model::PullPolicy,
     /// The component's own `labels` (hashed in `settings`) and the agent's `mcp.*`.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -86,7 +148,22 @@ impl ContainerSpec {
     /// The registry's id is a label, not part of the hash: stamping it on containers
     /// made before it existed changes nothing about what they run.
     pub fn build(us: &Us, service: &str, component: &Component) -> ContainerSpec {
-        let mut env = component.env.clone();
+        ContainerSpec::build_with(us, service, component, None, &Host::default())
+    }
+
+    /// As [`ContainerSpec::build`], with what the component's env files and secrets hold
+    /// (`crate::files::load`): the env files' variables under the component's own `env`.
+    pub fn build_with(
+        us: &Us,
+        service: &str,
+        component: &Component,
+        files: Option<&crate::files::Loaded>,
+        host: &Host,
+    ) -> ContainerSpec {
+        let volumes_root = host.volumes_root.as_path();
+        let (network, endpoints) = networks(host, service, component);
+        let mut env = files.map(|f| f.env.clone()).unwrap_or_default();
+        env.extend(component.env.clone());
         let mut ports = component.ports.clone();
         let routes = &component.routes;
         for r in routes {
@@ -113,7 +190,7 @@ impl ContainerSpec {
             cmd: component.cmd.clone(),
             env,
             user: component.user.clone(),
-            network: component.network.clone(),
+            network,
             restart: component.restart,
             volumes: component.volumes.iter().map(model::Volume::bind).collect(),
             create_host_paths: component
@@ -124,6 +201,18 @@ impl ContainerSpec {
                 .collect(),
             ports,
             settings: component.settings.clone(),
+            secret_digests: files.map(|f| f.secrets.clone()).unwrap_or_default(),
+            volume_dirs: component
+                .volumes
+                .iter()
+                .filter_map(model::Volume::name)
+                .map(|n| {
+                    let dir = volume_dir(volumes_root, service, n);
+                    (n.to_string(), dir.to_string_lossy().into_owned())
+                })
+                .collect(),
+            endpoints,
+            pull: component.settings.pull.unwrap_or(host.pull),
             labels: BTreeMap::new(),
             unallocated: routes
                 .iter()
@@ -163,8 +252,81 @@ impl ContainerSpec {
             .map_or(DEFAULT_STOP_TIMEOUT_SECS, |s| s.0.into())
     }
 
+    /// The binds podman is given: the volumes, a named one's source replaced by its
+    /// directory, then the secrets, read-only.
+    pub fn binds(&self) -> Vec<String> {
+        let mut binds: Vec<String> = self
+            .volumes
+            .iter()
+            .map(
+                |v| match model::volume_name(v).and_then(|n| self.volume_dirs.get(n)) {
+                    Some(dir) => format!("{dir}{}", &v[v.find(':').unwrap_or(v.len())..]),
+                    None => v.clone(),
+                },
+            )
+            .collect();
+        binds.extend(
+            self.settings
+                .secrets
+                .iter()
+                .map(|s| format!("{}:{}:ro", s.source, s.target)),
+        );
+        binds
+    }
+
     pub fn spec_hash(&self) -> &str {
         self.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str)
+    }
+}
+
+/// The network mode of `component` of `service` and the networks it joins with names:
+/// `networks` (each with the component's name and `aliases`; "default" is the service's);
+/// else `network` as set (with `aliases`, if any, on it); else the service's network with
+/// `[networks] service_default`, or "bridge".
+fn networks(host: &Host, service: &str, component: &Component) -> (String, Vec<Endpoint>) {
+    let x = &component.settings;
+    let named = |extra: &[String]| {
+        let mut a = vec![component.name.clone()];
+        a.extend(extra.iter().filter(|e| **e != component.name).cloned());
+        a
+    };
+    if !x.networks.is_empty() {
+        let eps: Vec<Endpoint> = x
+            .networks
+            .iter()
+            .map(|n| Endpoint {
+                network: if n == "default" {
+                    model::service_network(service)
+                } else {
+                    n.clone()
+                },
+                aliases: named(&x.aliases),
+            })
+            .collect();
+        return (eps[0].network.clone(), eps);
+    }
+    match component.network.as_str() {
+        "" if host.service_networks => {
+            let n = model::service_network(service);
+            (
+                n.clone(),
+                vec![Endpoint {
+                    network: n,
+                    aliases: named(&x.aliases),
+                }],
+            )
+        }
+        "" => ("bridge".to_string(), Vec::new()),
+        n if x.aliases.is_empty() || matches!(n, "host" | "none" | "bridge") => {
+            (n.to_string(), Vec::new())
+        }
+        n => (
+            n.to_string(),
+            vec![Endpoint {
+                network: n.to_string(),
+                aliases: named(&x.aliases),
+            }],
+        ),
     }
 }
 
@@ -511,6 +673,46 @@ mod tests {
                 log_opts: x.log_opts.clone(),
                 ..d()
             },
+            Settings {
+                env_file: x.env_file.clone(),
+                ..d()
+            },
+            Settings {
+                secrets: x.secrets.clone(),
+                ..d()
+            },
+            Settings {
+                tmpfs: x.tmpfs.clone(),
+                ..d()
+            },
+            Settings {
+                read_only: true,
+                ..d()
+            },
+            Settings {
+                hostname: x.hostname.clone(),
+                ..d()
+            },
+            Settings {
+                dns: x.dns.clone(),
+                ..d()
+            },
+            Settings {
+                dns_search: x.dns_search.clone(),
+                ..d()
+            },
+            Settings {
+                extra_hosts: x.extra_hosts.clone(),
+                ..d()
+            },
+            Settings {
+                networks: x.networks.clone(),
+                ..d()
+            },
+            Settings {
+                pull: x.pull,
+                ..d()
+            },
         ];
         for s in each {
             let mut c = comp();
@@ -527,6 +729,109 @@ mod tests {
         assert_eq!(s.labels[LABEL_COMPONENT], "web");
         assert_eq!(s.stop_timeout_secs(), 90);
         assert_eq!(base.stop_timeout_secs(), DEFAULT_STOP_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn what_the_files_hold_is_in_the_hash_under_the_components_own_env() {
+        let mut c = comp();
+        c.settings.env_file = vec!["/etc/app.env".into()];
+        let files = |env: &[(&str, &str)], secrets: &[&str]| crate::files::Loaded {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        };
+        let build = |f: &crate::files::Loaded| {
+            ContainerSpec::build_with(&us("n1"), "shop", &c, Some(f), &Host::default())
+        };
+        let a = build(&files(&[("A", "file"), ("B", "2")], &[]));
+        // The component's own env wins over its env files.
+        assert_eq!((a.env["A"].as_str(), a.env["B"].as_str()), ("1", "2"));
+        let b = build(&files(&[("A", "file"), ("B", "3")], &[]));
+        assert_ne!(a.spec_hash(), b.spec_hash());
+        let c1 = build(&files(&[("A", "file"), ("B", "2")], &["d1"]));
+        let c2 = build(&files(&[("A", "file"), ("B", "2")], &["d2"]));
+        assert_ne!(c1.spec_hash(), a.spec_hash());
+        assert_ne!(c1.spec_hash(), c2.spec_hash());
+        // A value the component's env hides is no change of the container.
+        assert_eq!(
+            build(&files(&[("A", "other"), ("B", "2")], &[])).spec_hash(),
+            a.spec_hash()
+        );
+    }
+
+    #[test]
+    fn a_named_volume_is_a_directory_of_the_service_under_the_root_in_the_hash() {
+        let mut c = comp();
+        c.volumes = vec![
+            model::Volume::parse_bind("pgdata:/var/lib/data:rw").unwrap(),
+            model::Volume::parse_bind("/srv/x:/x").unwrap(),
+        ];
+        let at = |c: &Component, root: &str| {
+            let host = Host {
+                volumes_root: root.into(),
+                ..Host::default()
+            };
+            ContainerSpec::build_with(&us("n1"), "shop", c, None, &host)
+        };
+        let s = at(&c, "/v");
+        assert_eq!(s.volume_dirs["pgdata"], "/v/shop/pgdata");
+        assert_eq!(s.binds(), ["/v/shop/pgdata:/var/lib/data:rw", "/srv/x:/x"]);
+        assert_ne!(at(&c, "/w").spec_hash(), s.spec_hash());
+        c.settings.secrets = vec![crate::model::Secret {
+            source: "/etc/pw".into(),
+            target: "/run/secrets/pw".into(),
+        }];
+        assert_eq!(at(&c, "/v").binds()[2], "/etc/pw:/run/secrets/pw:ro");
+    }
+
+    #[test]
+    fn networks_and_names() {
+        let host = |service_networks| Host {
+            service_networks,
+            ..Host::default()
+        };
+        let build =
+            |c: &Component, h: &Host| ContainerSpec::build_with(&us("n1"), "shop", c, None, h);
+        let ep = |n: &str, a: &[&str]| Endpoint {
+            network: n.into(),
+            aliases: a.iter().map(|s| s.to_string()).collect(),
+        };
+        // Not set: podman's bridge, as before (the same hash), unless the service's
+        // network is the default.
+        let mut c = comp();
+        c.network = String::new();
+        let old = ContainerSpec::build(&us("n1"), "shop", &comp());
+        let s = build(&c, &host(false));
+        assert_eq!((s.network.as_str(), s.endpoints.len()), ("bridge", 0));
+        assert_eq!(s.spec_hash(), old.spec_hash());
+        let s = build(&c, &host(true));
+        assert_eq!(s.network, "mcp-shop");
+        assert_eq!(s.endpoints, [ep("mcp-shop", &["web"])]);
+        assert_ne!(s.spec_hash(), old.spec_hash());
+        // An explicit network keeps its single form either way.
+        assert_eq!(build(&comp(), &host(true)).spec_hash(), old.spec_hash());
+        // networks: each joined with the component's name and its aliases.
+        c.settings.networks = vec!["default".into(), "shared".into()];
+        c.settings.aliases = vec!["www".into()];
+        let s = build(&c, &host(false));
+        assert_eq!(s.network, "mcp-shop");
+        assert_eq!(
+            s.endpoints,
+            [
+                ep("mcp-shop", &["web", "www"]),
+                ep("shared", &["web", "www"])
+            ]
+        );
+        // aliases on a named single network.
+        let mut c = comp();
+        c.network = "shared".into();
+        c.settings.aliases = vec!["www".into()];
+        assert_eq!(
+            build(&c, &host(false)).endpoints,
+            [ep("shared", &["web", "www"])]
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Desired {
     pub spec_hash: String,
     pub state: DesiredState,
     pub restart: RestartPolicy,
+    /// Why its spec cannot be known (an env file or secret missing or unreadable): it is
+    /// not brought up, and its container is left as it is (`config-missing`).
+    pub blocked: Option<String>,
 }
 
 /// Memory of the control loop that planning consults: when each component may be retried,
@@ -63,6 +66,8 @@ pub enum Verb {
     Stop,
     Remove,
     Conflict,
+    /// Not brought up: its configuration files cannot be read.
+    Skip,
     Wait,
 }
 
@@ -75,6 +80,7 @@ impl Verb {
             Verb::Stop => "stop",
             Verb::Remove => "remove",
             Verb::Conflict => "conflict",
+            Verb::Skip => "skip",
             Verb::Wait => "wait",
         }
     }
@@ -123,6 +129,9 @@ pub enum Action {
         /// [`Holding::Orphan`]; "(none: unlabelled)" for none).
         orphan_of: Option<String>,
     },
+    /// Its configuration files cannot be read: reported; its container, if any, is left
+    /// as it is.
+    ConfigMissing { key: ComponentKey, why: String },
     Wait {
         key: ComponentKey,
         until: Instant,
@@ -165,6 +174,7 @@ impl Action {
             | Action::Start { key, .. }
             | Action::Stop { key, .. }
             | Action::Conflict { key, .. }
+            | Action::ConfigMissing { key, .. }
             | Action::Wait { key, .. } => key,
             Action::Remove { owner, .. } => owner,
         }
@@ -178,6 +188,7 @@ impl Action {
             Action::Stop { .. } => Verb::Stop,
             Action::Remove { .. } => Verb::Remove,
             Action::Conflict { .. } => Verb::Conflict,
+            Action::ConfigMissing { .. } => Verb::Skip,
             Action::Wait { .. } => Verb::Wait,
         }
     }
@@ -267,6 +278,12 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
             &actual[i]
         });
         let action = match holder {
+            None if d.blocked.is_some() && d.state == DesiredState::Running => {
+                Some(Action::ConfigMissing {
+                    key: d.key.clone(),
+                    why: d.blocked.clone().unwrap_or_default(),
+                })
+            }
             None => match d.state {
                 DesiredState::Running => Some(Action::Create {
                     key: d.key.clone(),
@@ -289,6 +306,12 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
                     id: h.id.clone(),
                     orphan_of: Some(orphan_registry(r).to_string()),
                 }),
+                Holding::Ours(_) if d.blocked.is_some() && d.state == DesiredState::Running => {
+                    Some(Action::ConfigMissing {
+                        key: d.key.clone(),
+                        why: d.blocked.clone().unwrap_or_default(),
+                    })
+                }
                 Holding::Ours(drift) => plan_owned(d, h, drift, book, now, &mut out),
             },
         };

@@ -20,13 +20,15 @@ pub enum Status {
     Stopped,
     /// Paused, restarting, stopping: podman is in the middle of something.
     Transient,
-    /// Its image is not in the local store; never pulled.
+    /// Its image is not in the local store (and its `pull` did not bring it).
     ImageMissing,
     /// A volume's host path does not exist (and may not be created): podman would create
     /// it empty.
     VolumeMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
+    /// An env file or secret of it is missing or unreadable.
+    ConfigMissing,
     Failed,
     /// Held back by backoff, or left to podman's restart policy for a moment.
     Waiting,
@@ -41,6 +43,7 @@ impl Status {
             Status::ImageMissing => "image-missing",
             Status::VolumeMissing => "volume-missing",
             Status::Conflict => "conflict",
+            Status::ConfigMissing => "config-missing",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
         }
@@ -50,7 +53,11 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::ImageMissing | Status::VolumeMissing | Status::Conflict | Status::Failed
+            Status::ImageMissing
+                | Status::VolumeMissing
+                | Status::Conflict
+                | Status::ConfigMissing
+                | Status::Failed
         )
     }
 }
@@ -59,7 +66,7 @@ impl Status {
 /// values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
-    #[error("image {0} is not in the local image store (the agent never pulls); load it, e.g. with podman load")]
+    #[error("image {0} is not in the local image store (pull = \"never\"); load it, e.g. with podman load, or set pull = \"missing\"")]
     ImageMissing(String),
     #[error("volume host path {0} does not exist (podman would create it empty); create it, or set create_host_path = true on the volume")]
     VolumeMissing(String),
@@ -67,6 +74,14 @@ pub enum ActionError {
     HostPath(String, String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
+    /// Names the file and why, never what it holds.
+    #[error("{0}; retried at every pass")]
+    ConfigMissing(String),
+    #[error("{0}")]
+    Volume(String),
+    /// The pull of a missing image failed: `image-missing`, retried with backoff.
+    #[error("image {image} is not in the local image store and its pull failed: {reason}")]
+    PullFailed { image: String, reason: String },
     #[error("its name is held by container {} (id {}), an orphan of registry {}: made by another registry's agent, left alone until `mcp-agent adopt` or `mcp-agent prune`", .name, short(.id), .registry)]
     Orphan {
         name: String,
@@ -208,7 +223,10 @@ impl PassReport {
                 Status::Running if c.recovered => s.recovered += 1,
                 Status::Running if c.verb.is_none() => s.already_running += 1,
                 Status::ImageMissing => s.skipped += 1,
-                Status::VolumeMissing | Status::Conflict | Status::Failed => s.failed += 1,
+                Status::VolumeMissing
+                | Status::Conflict
+                | Status::ConfigMissing
+                | Status::Failed => s.failed += 1,
                 _ => {}
             }
         }
@@ -261,21 +279,73 @@ impl PassReport {
     }
 }
 
-/// The desired containers of the registry's active services.
+/// What the env files and secrets of the components that have any hold, read now.
+pub fn read_files(services: &[Service]) -> Files {
+    services
+        .iter()
+        .filter(|s| s.active)
+        .flat_map(|s| {
+            s.components
+                .iter()
+                .filter(|c| c.settings.reads_files())
+                .map(|c| {
+                    (
+                        ComponentKey::new(s.name.clone(), c.name.clone()),
+                        crate::files::load(&c.settings),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The files of components, by component (only those that have any).
+pub type Files = HashMap<ComponentKey, crate::files::FileRead>;
+
+/// The desired containers of the registry's active services, their env files and
+/// secrets read now.
 pub fn desired(services: &[Service], us: &Us) -> Vec<(Desired, ContainerSpec)> {
+    desired_with(
+        services,
+        us,
+        &read_files(services),
+        &crate::container::Host::default(),
+    )
+}
+
+/// The desired containers of the registry's active services, with what `files` found in
+/// their env files and secrets. A component whose files are not there (or not read yet)
+/// is blocked: `config-missing`, its container left as it is.
+/// `host` says where named volumes live and which network is the default.
+pub fn desired_with(
+    services: &[Service],
+    us: &Us,
+    files: &Files,
+    host: &crate::container::Host,
+) -> Vec<(Desired, ContainerSpec)> {
     services
         .iter()
         .filter(|s| s.active)
         .flat_map(|s| {
             s.components.iter().map(move |c| {
-                let spec = ContainerSpec::build(us, &s.name, c);
+                let key = ComponentKey::new(s.name.clone(), c.name.clone());
+                let (loaded, blocked) = if c.settings.reads_files() {
+                    match files.get(&key) {
+                        Some(Ok(l)) => (Some(l), None),
+                        Some(Err(e)) => (None, Some(e.clone())),
+                        None => (None, Some("its files are not read yet".to_string())),
+                    }
+                } else {
+                    (None, None)
+                };
+                let spec = ContainerSpec::build_with(us, &s.name, c, loaded, host);
                 (
                     Desired {
-                        key: ComponentKey::new(s.name.clone(), c.name.clone()),
+                        key,
                         container_name: spec.name.clone(),
                         spec_hash: spec.spec_hash().to_string(),
                         state: c.desired_state,
                         restart: c.restart,
+                        blocked,
                     },
                     spec,
                 )
@@ -542,6 +612,10 @@ pub async fn run_action<R: Runtime>(
             }),
             ..done(key, Status::Conflict, None)
         }),
+        Action::ConfigMissing { key, why } => Ok(ComponentReport {
+            error: Some(ActionError::ConfigMissing(why)),
+            ..done(key, Status::ConfigMissing, None)
+        }),
         Action::Wait { key, until, reason } => Ok(ComponentReport {
             wait: Some(reason),
             until: Some(until),
@@ -642,7 +716,9 @@ async fn bring_up_report<R: Runtime>(
         },
         Err(e) => {
             let (status, id) = match &e {
-                ActionError::ImageMissing(_) => (Status::ImageMissing, old),
+                ActionError::ImageMissing(_) | ActionError::PullFailed { .. } => {
+                    (Status::ImageMissing, old)
+                }
                 ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
                 ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
                 _ => (Status::Failed, None),
@@ -669,7 +745,30 @@ async fn bring_up<R: Runtime>(
     if !spec.unallocated.is_empty() {
         return Err(ActionError::NoHostPort(spec.unallocated.clone()));
     }
-    if !rt.image_exists(&spec.image).await? {
+    let mut local = rt.image_exists(&spec.image).await?;
+    let pull = match spec.pull {
+        crate::model::PullPolicy::Never => false,
+        crate::model::PullPolicy::Missing => !local,
+        crate::model::PullPolicy::Always => true,
+    };
+    if pull {
+        tracing::info!(image = %spec.image, container = %spec.name, "pulling the image");
+        match rt.pull(&spec.image).await {
+            Ok(()) => local = true,
+            Err(e) if e.is_unavailable() => return Err(e.into()),
+            // `always` with the image in the store: the pull failed, the local one serves.
+            Err(e) if local => {
+                tracing::warn!(image = %spec.image, error = %e, "pull failed; using the local image")
+            }
+            Err(e) => {
+                return Err(ActionError::PullFailed {
+                    image: spec.image.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    if !local {
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
     host_paths(spec)?;
@@ -688,6 +787,13 @@ async fn bring_up<R: Runtime>(
         }
     }
     rt.ensure_network(&spec.network).await?;
+    for e in spec.endpoints.iter().skip(1) {
+        rt.ensure_network(&e.network).await?;
+    }
+    if !spec.volume_dirs.is_empty() {
+        crate::volumes::ensure(&spec.volume_dirs, spec.user.as_deref())
+            .map_err(ActionError::Volume)?;
+    }
     let attempt = names.before_create(&spec.name).await;
     let mut storage_freed = attempt.freed;
     let id = match rt.create(spec).await {
@@ -767,10 +873,15 @@ async fn retry_create<R: Runtime>(rt: &R, spec: &ContainerSpec) -> Result<String
 
 /// Every volume's host path exists before the container is made: podman would create a
 /// missing one empty (and the service would run on no data). One with `create_host_path`
-/// is created, a directory owned by the component's user.
+/// is created, a directory owned by the component's user. Named volumes (a source
+/// without a leading slash) are the agent's own directories, made by
+/// [`crate::volumes::ensure`]: not checked here.
 fn host_paths(spec: &ContainerSpec) -> Result<(), ActionError> {
     for bind in &spec.volumes {
         let source = bind.split(':').next().unwrap_or_default();
+        if !source.starts_with('/') {
+            continue;
+        }
         if std::fs::symlink_metadata(source).is_ok() {
             continue;
         }

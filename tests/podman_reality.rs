@@ -30,6 +30,10 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         create_host_paths: vec![],
         ports,
         settings: Default::default(),
+        secret_digests: vec![],
+        volume_dirs: Default::default(),
+        endpoints: vec![],
+        pull: Default::default(),
         labels: Default::default(),
         unallocated: vec![],
     }

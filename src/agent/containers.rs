@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::{BackoffPolicy, Requeue};
 use crate::plan::{self, Action, InSync, Verb};
-use crate::reconcile::{ComponentReport, RemovalReport, Status, StorageNames};
+use crate::reconcile::{ActionError, ComponentReport, RemovalReport, Status, StorageNames};
 use crate::runtime::{Event, Runtime};
 
 /// The components' backoff, from `[reconcile]`.
@@ -165,6 +165,11 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         if let Some(s) = listed.services {
             self.set_services(s);
+        }
+        // An edited env file or a rotated secret is a new spec for its component.
+        if listed.files != self.files {
+            self.files = listed.files;
+            self.rebuild_specs();
         }
         let now = Instant::now();
         let horizon = RESTART_GRACE * 10;
@@ -364,10 +369,12 @@ impl<R: Runtime + 'static> Agent<R> {
                     && self.mode == Mode::Daemon
                     // Image checks and conflicts touch no container: retried at every
                     // pass and event, not backed off.
-                    && !matches!(
+                    && (!matches!(
                         r.status,
                         Status::ImageMissing | Status::VolumeMissing | Status::Conflict
                     )
+                        // A failed pull asked a registry: backed off like any attempt.
+                        || matches!(r.error, Some(ActionError::PullFailed { .. })))
                 {
                     let next = self.backoffs.attempted(&r.key, now);
                     self.book.retry_at.insert(r.key.clone(), next);

@@ -181,6 +181,8 @@ pub struct Agent<R: Runtime + 'static> {
     services: Vec<Service>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
+    /// What the components' env files and secrets held at the last pass's read.
+    files: reconcile::Files,
     book: Book,
     backoffs: Backoffs<ComponentKey>,
     sched: Scheduler<Work>,
@@ -208,6 +210,8 @@ pub struct Agent<R: Runtime + 'static> {
     bringing_up: HashSet<ComponentKey>,
     /// Components with any operation under way.
     operating: HashSet<ComponentKey>,
+    /// Components being recreated (one at a time per service).
+    recreating: HashSet<ComponentKey>,
     tasks: JoinSet<(Work, Outcome)>,
     running: HashMap<tokio::task::Id, (Work, Instant, AbortHandle)>,
     status: BTreeMap<ComponentKey, (Status, Option<String>, Option<String>)>,
@@ -292,6 +296,7 @@ impl<R: Runtime + 'static> Agent<R> {
             services: Vec::new(),
             desired: Vec::new(),
             specs: HashMap::new(),
+            files: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
             storage_names: Arc::default(),
@@ -299,6 +304,7 @@ impl<R: Runtime + 'static> Agent<R> {
             brought_up: HashMap::new(),
             bringing_up: HashSet::new(),
             operating: HashSet::new(),
+            recreating: HashSet::new(),
             last_actual: None,
             deaths: None,
             suspects: HashMap::new(),
@@ -482,11 +488,8 @@ impl<R: Runtime + 'static> Agent<R> {
     fn set_services(&mut self, services: Vec<Service>) {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
-        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) =
-            reconcile::desired(&services, &self.us).into_iter().unzip();
-        self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
-        self.desired = desired;
         self.services = services;
+        self.rebuild_specs();
         let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
@@ -508,6 +511,20 @@ impl<R: Runtime + 'static> Agent<R> {
         self.deferred.extend(busy);
         self.want_pass("registry");
         self.reduce_from_last_list();
+    }
+
+    /// The desired containers from the cached services and files.
+    fn rebuild_specs(&mut self) {
+        let (desired, specs): (Vec<Desired>, Vec<ContainerSpec>) = reconcile::desired_with(
+            &self.services,
+            &self.us,
+            &self.files,
+            &crate::container::Host::from_config(&self.config),
+        )
+        .into_iter()
+        .unzip();
+        self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
+        self.desired = desired;
     }
 
     /// Asks for a pass: one list and plan as soon as podman is up (requests while one is
@@ -593,6 +610,8 @@ impl<R: Runtime + 'static> Agent<R> {
                     None => self.certs_reconfigure = true,
                 }
                 self.config = new;
+                // `[volumes] root` is part of the specs.
+                self.rebuild_specs();
                 self.want_pass("reload");
                 tracing::info!(path = %self.config_path.display(), "config reloaded");
             }

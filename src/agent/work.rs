@@ -95,6 +95,8 @@ pub(super) struct Listed {
     pub moved: Vec<Moved>,
     /// The desired state after such a move.
     pub services: Option<Vec<Service>>,
+    /// What the components' env files and secrets hold now.
+    pub files: reconcile::Files,
 }
 
 /// What `--once` did, for `commands/recover.rs` to print.
@@ -152,9 +154,10 @@ impl<R: Runtime + 'static> Agent<R> {
                 self.config.reconcile.concurrency.0,
                 &self.pending,
             );
+            let recreating = &self.recreating;
             let Some(w) = self
                 .sched
-                .pop_due(now, |w| may_start(w, up, pending, lanes, limit))
+                .pop_due(now, |w| may_start(w, up, pending, lanes, limit, recreating))
             else {
                 return;
             };
@@ -170,7 +173,7 @@ impl<R: Runtime + 'static> Agent<R> {
             self.config.reconcile.concurrency.0,
         );
         self.sched
-            .next_due(|w| may_start(w, up, &self.pending, lanes, limit))
+            .next_due(|w| may_start(w, up, &self.pending, lanes, limit, &self.recreating))
     }
 
     fn start(&mut self, w: Work, now: Instant) {
@@ -247,6 +250,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 if action.brings_up() {
                     self.bringing_up.insert(key.clone());
                 }
+                if matches!(action, Action::Recreate { .. }) {
+                    self.recreating.insert(key.clone());
+                }
                 self.operating.insert(key.clone());
                 let spec = self.specs.get(action.key()).cloned();
                 let rt = self.ctx.runtime.clone();
@@ -289,6 +295,7 @@ impl<R: Runtime + 'static> Agent<R> {
         if let Work::Component(k) = &w {
             self.bringing_up.remove(k);
             self.operating.remove(k);
+            self.recreating.remove(k);
         }
         match outcome {
             Some((_, outcome)) => self.on_outcome(w, outcome),
@@ -483,7 +490,8 @@ impl<R: Runtime + 'static> Agent<R> {
                     Status::Running
                     | Status::ImageMissing
                     | Status::VolumeMissing
-                    | Status::Conflict,
+                    | Status::Conflict
+                    | Status::ConfigMissing,
                     ..,
                 )) => None,
                 Some((s, detail, _)) => Some(match detail {
@@ -522,19 +530,26 @@ impl<R: Runtime + 'static> Agent<R> {
 }
 
 /// Whether `w` may start: the list and operations only while podman is up; an operation
-/// only while its lane (bring-ups, or stops, removals and reports) has a free slot.
+/// only while its lane (bring-ups, or stops, removals and reports) has a free slot; a
+/// recreate only while no other component of its service is being recreated (a changed
+/// spec — an upgrade that changes every container's — rolls through a service one
+/// container at a time).
 fn may_start(
     w: &Work,
     up: bool,
     pending: &HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
     (bring_ups, others): (usize, usize),
     limit: usize,
+    recreating: &std::collections::HashSet<ComponentKey>,
 ) -> bool {
     match w {
         Work::List => up,
         Work::Component(k) => {
-            let brings_up = pending.get(k).is_some_and(|(a, _)| a.brings_up());
-            up && if brings_up { bring_ups } else { others } < limit
+            let action = pending.get(k).map(|(a, _)| a);
+            let brings_up = action.is_some_and(Action::brings_up);
+            let rolling = matches!(action, Some(Action::Recreate { .. }))
+                && recreating.iter().any(|r| r.service == k.service && r != k);
+            up && !rolling && if brings_up { bring_ups } else { others } < limit
         }
         _ => true,
     }
@@ -595,10 +610,24 @@ async fn list<R: Runtime>(
         Ok(a) => a,
         Err(e) => return (reg, Err(e)),
     };
+    // Env files and secrets are read at every pass, off the loop (each one bounded).
+    let files = if services
+        .iter()
+        .flat_map(|s| &s.components)
+        .any(|c| c.settings.reads_files())
+    {
+        let s = services.clone();
+        tokio::task::spawn_blocking(move || reconcile::read_files(&s))
+            .await
+            .unwrap_or_default()
+    } else {
+        reconcile::Files::default()
+    };
     let mut listed = Listed {
         actual,
         moved: Vec::new(),
         services: None,
+        files,
     };
     if !moves {
         return (reg, Ok(listed));

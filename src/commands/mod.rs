@@ -53,7 +53,7 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         Command::Start { target } => {
             state::set(&config, &target, crate::model::DesiredState::Running)
         }
-        Command::Remove { service } => state::remove(&config, &service),
+        Command::Remove { service, volumes } => state::remove(&config, &service, volumes),
         Command::Export {
             service,
             output_dir,

@@ -25,9 +25,30 @@ pub fn set(config: &Config, target: &str, state: DesiredState) -> Result<u8, Fai
     Ok(exit::OK)
 }
 
-pub fn remove(config: &Config, service: &str) -> Result<u8, Failure> {
+pub fn remove(config: &Config, service: &str, volumes: bool) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
     reg.remove(service)?;
     println!("{service}: removed from the registry; its containers go at the next pass");
+    let root = config.volumes_root();
+    if volumes {
+        match crate::volumes::remove_service(&root, service) {
+            Ok(true) => println!(
+                "{service}: named volumes deleted ({})",
+                root.join(service).display()
+            ),
+            Ok(false) => println!("{service}: no named volumes"),
+            Err(e) => {
+                return Err(Failure::unavailable(anyhow::anyhow!(
+                    "{service}: cannot delete its named volumes in {}: {e}",
+                    root.join(service).display()
+                )))
+            }
+        }
+    } else if root.join(service).is_dir() {
+        println!(
+            "{service}: named volumes kept in {} (remove --volumes deletes them)",
+            root.join(service).display()
+        );
+    }
     Ok(exit::OK)
 }

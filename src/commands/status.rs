@@ -152,10 +152,24 @@ fn gather(
     for s in &services {
         for c in &s.components {
             let key = ComponentKey::new(s.name.clone(), c.name.clone());
-            let spec = ContainerSpec::build(&us, &s.name, c);
+            // The spec as the next pass will see it: with its env files and secrets.
+            let files = c
+                .settings
+                .reads_files()
+                .then(|| crate::files::load(&c.settings));
+            let spec = ContainerSpec::build_with(
+                &us,
+                &s.name,
+                c,
+                files.as_ref().and_then(|f| f.as_ref().ok()),
+                &crate::container::Host::from_config(config),
+            );
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),
                 (Ok(_), None) => "absent".to_string(),
+                (Ok(_), Some(a)) if matches!(files, Some(Err(_))) => {
+                    format!("{} (config-missing)", a.state.as_str())
+                }
                 (Ok(_), Some(a)) => match plan::holding(&key, spec.spec_hash(), a, &us) {
                     Holding::Ours(Some(Drift::SpecChanged)) => {
                         format!("{} (spec changed)", a.state.as_str())

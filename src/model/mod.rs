@@ -13,7 +13,8 @@ mod volume;
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
 pub use settings::{
-    parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Settings, Ulimit, MAX_STOP_TIMEOUT_SECS,
+    parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Secret, Settings, Ulimit,
+    MAX_STOP_TIMEOUT_SECS,
 };
 pub use volume::Volume;
 
@@ -61,6 +62,27 @@ impl RestartPolicy {
     }
 }
 
+/// When a component's image is pulled (issue 13 §7): `never` (it must be in the local
+/// store), when `missing` from it, or `always` before each create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    #[default]
+    Never,
+    Missing,
+    Always,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Never => "never",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
@@ -96,6 +118,9 @@ pub struct Component {
     pub name: String,
     pub image: String,
     pub desired_state: DesiredState,
+    /// The single-network form: "bridge", "host", "none" or a network's name; empty: not
+    /// set (the agent's default, `[networks] service_default`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub network: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -118,6 +143,12 @@ pub struct Service {
     pub components: Vec<Component>,
 }
 
+/// The network of a service (`networks = ["default"]`, and the default with
+/// `[networks] service_default = true`): `mcp-<service>`.
+pub fn service_network(service: &str) -> String {
+    format!("mcp-{service}")
+}
+
 /// The podman container name of a component: the service name when they are equal,
 /// else `service-component`.
 pub fn container_name(service: &str, component: &str) -> String {
@@ -133,6 +164,24 @@ pub fn container_name(service: &str, component: &str) -> String {
 /// that keeps service files from setting it use this one spelling.
 pub fn route_env_key(route: &str) -> String {
     format!("PORT_{}", route.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// A named volume (a volume's source without a leading slash): `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.
+pub fn is_volume_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The named volume of a bind string `SOURCE:TARGET[:OPTIONS]` (as a
+/// [`crate::container::ContainerSpec`] holds its volumes), if its source is one. For a
+/// [`Volume`], string or table form, see [`Volume::name`].
+pub fn volume_name(v: &str) -> Option<&str> {
+    let source = v.split(':').next()?;
+    (!source.starts_with('/') && is_volume_name(source)).then_some(source)
 }
 
 /// Identifies a component across the registry, plans and status.

@@ -64,12 +64,53 @@ pub struct Settings {
     pub log_driver: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub log_opts: BTreeMap<String, String>,
+    // Configuration from files on the host (issue 13 §3): their paths here, their
+    // contents read at each pass (`crate::files`) and hashed with the spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_file: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+    // Storage (issue 13 §2; named volumes are `volumes` entries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    // Networks and names (issue 13 §1; the single-network form is the component's
+    // `network`). "default" in `networks` is the service's own network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    // The image (issue 13 §7); absent: `[podman] pull`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<super::PullPolicy>,
+}
+
+/// A file of the host bind-mounted read-only into the container at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub source: String,
+    pub target: String,
 }
 
 impl Settings {
     /// Whether every field is podman's default (nothing to hash, store or print).
     pub fn is_default(&self) -> bool {
         *self == Settings::default()
+    }
+
+    /// Whether the component reads files of the host at each pass (env files, secrets).
+    pub fn reads_files(&self) -> bool {
+        !self.env_file.is_empty() || !self.secrets.is_empty()
     }
 }
 

@@ -1,12 +1,13 @@
-//! A bind volume of a component: a host path mounted into the container, in the string
-//! form `HOST:CONTAINER[:OPTIONS]` or, to opt into creating a missing host path, the table
-//! form `{ source, target, options, create_host_path = true }`.
+//! A volume of a component: a host path (or a named volume, a directory of the agent's)
+//! mounted into the container, in the string form `SOURCE:CONTAINER[:OPTIONS]` or, to opt
+//! into creating a missing host path, the table form
+//! `{ source, target, options, create_host_path = true }`.
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Volume {
-    /// The absolute host path.
+    /// The absolute host path, or a named volume (no leading slash).
     pub source: String,
     /// The absolute path inside the container.
     pub target: String,
@@ -33,6 +34,13 @@ impl Volume {
             options,
             create_host_path: false,
         })
+    }
+
+    /// The named volume, if the source is one (no leading slash: a directory of the
+    /// agent's under `[volumes] root`), in either form.
+    pub fn name(&self) -> Option<&str> {
+        let s = self.source.as_str();
+        (!s.starts_with('/') && super::is_volume_name(s)).then_some(s)
     }
 
     /// What podman is given: `HOST:CONTAINER[:OPTIONS]`.

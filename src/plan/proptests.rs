@@ -60,6 +60,7 @@ fn desired_strategy() -> impl Strategy<Value = Vec<Desired>> {
                     RestartPolicy::OnFailure,
                     RestartPolicy::UnlessStopped,
                 ][r],
+                blocked: None,
             })
             .collect()
     })
@@ -197,7 +198,7 @@ fn touched(a: &Action) -> Vec<&str> {
         Action::Start { strays, .. } | Action::Create { strays, .. } => {
             strays.iter().map(String::as_str).collect()
         }
-        Action::Conflict { .. } | Action::Wait { .. } => vec![],
+        Action::Conflict { .. } | Action::ConfigMissing { .. } | Action::Wait { .. } => vec![],
     }
 }
 

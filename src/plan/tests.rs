@@ -23,6 +23,7 @@ fn want(c: &str, hash: &str, state: DesiredState, restart: RestartPolicy) -> Des
         spec_hash: hash.into(),
         state,
         restart,
+        blocked: None,
     }
 }
 
@@ -451,6 +452,46 @@ fn adopted_and_old_unlabelled_containers_are_ours() {
             reason: RemoveReason::NotDesired,
         }]
     );
+}
+
+#[test]
+fn a_component_whose_files_cannot_be_read_is_reported_and_its_container_left_alone() {
+    let blocked = |state| Desired {
+        blocked: Some("env_file /x: gone".into()),
+        ..want("a", "", state, RestartPolicy::No)
+    };
+    let missing = Action::ConfigMissing {
+        key: key("a"),
+        why: "env_file /x: gone".into(),
+    };
+    // Not created, not recreated (its hash is unknown), not removed.
+    assert_eq!(
+        p(&[blocked(DesiredState::Running)], &[]),
+        vec![missing.clone()]
+    );
+    let running = ours("c1", "svc", "a", "old", State::Running);
+    assert_eq!(
+        p(
+            &[blocked(DesiredState::Running)],
+            std::slice::from_ref(&running)
+        ),
+        vec![missing]
+    );
+    // A stop needs no files.
+    assert_eq!(
+        p(&[blocked(DesiredState::Stopped)], &[running]),
+        vec![Action::Stop {
+            key: key("a"),
+            id: "c1".into(),
+            strays: vec![]
+        }]
+    );
+    // A name held by someone else is still a conflict.
+    let theirs = foreign("x", "svc-a", &[]);
+    assert!(matches!(
+        p(&[blocked(DesiredState::Running)], &[theirs])[..],
+        [Action::Conflict { .. }]
+    ));
 }
 
 #[test]

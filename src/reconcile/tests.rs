@@ -288,6 +288,52 @@ async fn a_route_without_a_host_port_fails_its_component_and_says_the_range_is_e
     assert!(rt.by_name("shop-web").is_none(), "made without its port");
 }
 
+#[tokio::test]
+async fn pull_missing_brings_the_image_and_a_failed_pull_is_image_missing_with_the_reason() {
+    let rt = FakeRuntime::with_images(&["local:1"]);
+    rt.state.lock().unwrap().pullable.insert("reg/app:1".into());
+    let with = |name: &str, image: &str, pull| {
+        let mut c = comp(name, image);
+        c.settings.pull = pull;
+        c
+    };
+    use crate::model::PullPolicy::{Always, Missing};
+    let services = [svc(
+        "shop",
+        vec![
+            with("app", "reg/app:1", Some(Missing)),
+            with("gone", "reg/gone:1", Some(Missing)),
+            with("never", "reg/app:2", None),
+            with("always", "local:1", Some(Always)),
+        ],
+    )];
+    let r = once(&rt, &services).await;
+    let by = |n: &str| r.components.iter().find(|c| c.key.component == n).unwrap();
+    assert_eq!(by("app").status, Status::Running);
+    assert_eq!(
+        by("always").status,
+        Status::Running,
+        "a failed pull falls back to the local image"
+    );
+    assert_eq!(by("gone").status, Status::ImageMissing);
+    let why = by("gone").detail().unwrap();
+    assert!(
+        why.contains("its pull failed") && why.contains("manifest unknown"),
+        "{why}"
+    );
+    assert!(matches!(
+        by("gone").error,
+        Some(ActionError::PullFailed { .. })
+    ));
+    // The default is "never": not pulled, though the registry has it.
+    assert_eq!(by("never").status, Status::ImageMissing);
+    assert!(matches!(
+        by("never").error,
+        Some(ActionError::ImageMissing(_))
+    ));
+    assert_eq!(rt.state.lock().unwrap().calls["pull"], 3);
+}
+
 #[test]
 fn an_orphan_holding_a_name_is_said_to_be_one_with_its_registry() {
     let e = ActionError::Orphan {
@@ -352,4 +398,42 @@ async fn a_name_still_held_while_podman_finishes_a_removal_is_waited_for_not_fre
         .unwrap();
     assert_eq!(r.status, Status::Running, "{r:?}");
     assert_eq!(rt.calls("free_storage_names"), 1);
+}
+
+#[tokio::test]
+async fn a_named_volume_is_made_by_the_agent_never_checked_as_a_missing_host_path() {
+    let root = tempfile::tempdir().unwrap();
+    let host = crate::container::Host {
+        volumes_root: root.path().into(),
+        ..Default::default()
+    };
+    let mut c = comp("db", "img:1");
+    c.volumes = vec![crate::model::Volume::parse_bind("pgdata:/var/lib/data").unwrap()];
+    let spec = ContainerSpec::build_with(&us(), "shop", &c, None, &host);
+    let create = || Action::Create {
+        key: ComponentKey::new("shop", "db"),
+        strays: vec![],
+    };
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let names = StorageNames::default();
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert!(root.path().join("shop/pgdata").is_dir());
+
+    // A host path beside it is still checked.
+    let missing = root.path().join("not-there");
+    c.volumes
+        .push(crate::model::Volume::parse_bind(&format!("{}:/x", missing.display())).unwrap());
+    let spec = ContainerSpec::build_with(&us(), "shop", &c, None, &host);
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::VolumeMissing, "{r:?}");
+    assert!(
+        matches!(&r.error, Some(ActionError::VolumeMissing(p)) if *p == missing.display().to_string()),
+        "{r:?}"
+    );
 }

@@ -18,6 +18,8 @@ pub struct FakeContainer {
 pub struct FakeState {
     pub containers: BTreeMap<String, FakeContainer>,
     pub images: BTreeSet<String>,
+    /// Images a pull finds (in a registry); others fail to pull.
+    pub pullable: BTreeSet<String>,
     pub networks: BTreeSet<String>,
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
@@ -255,6 +257,19 @@ impl Runtime for FakeRuntime {
     async fn image_exists(&self, image: &str) -> Result<bool> {
         self.gate().await;
         Ok(self.enter("image_exists")?.images.contains(image))
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        self.gate().await;
+        let mut s = self.enter("pull")?;
+        if s.pullable.contains(image) {
+            s.images.insert(image.to_string());
+            Ok(())
+        } else {
+            Err(RuntimeError::Api(format!(
+                "500: initializing source docker://{image}: manifest unknown"
+            )))
+        }
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {

@@ -155,6 +155,8 @@ pub trait Runtime: Send + Sync {
     fn list(&self) -> impl Future<Output = Result<Vec<Actual>>> + Send;
     /// Whether the image is in the local store (never pulls).
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Pulls `image` into the local store; the error carries the registry's reason.
+    fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates a bridge network with default settings if none of that name exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.

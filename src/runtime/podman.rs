@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
-    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -20,6 +21,11 @@ use crate::spec;
 
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest a pull may take: within the 300 s an operation may run before the
+/// watchdog counts the agent as stuck. A pull cut short is retried with backoff, and
+/// podman keeps the layers already fetched.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(240);
 /// How often a list is asked for when podman fails it on a container vanishing under it.
 const LIST_ATTEMPTS: u32 = 5;
 /// Longest the CLI may take to free a storage-held name.
@@ -194,6 +200,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let x = &spec.settings;
     let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let yes = |b: bool| b.then_some(true);
+    let binds = spec.binds();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -206,8 +213,38 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         tty: yes(x.tty),
         stop_signal: x.stop_signal.clone(),
         stop_timeout: x.stop_timeout.map(|s| s.0.into()),
+        hostname: x.hostname.clone(),
+        networking_config: (!spec.endpoints.is_empty()).then(|| NetworkingConfig {
+            endpoints_config: Some(
+                spec.endpoints
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.network.clone(),
+                            EndpointSettings {
+                                aliases: Some(e.aliases.clone()),
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }),
         host_config: Some(HostConfig {
-            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            binds: (!binds.is_empty()).then_some(binds),
+            tmpfs: (!x.tmpfs.is_empty()).then(|| {
+                x.tmpfs
+                    .iter()
+                    .map(|t| match t.split_once(':') {
+                        Some((path, opts)) => (path.to_string(), opts.to_string()),
+                        None => (t.clone(), String::new()),
+                    })
+                    .collect()
+            }),
+            readonly_rootfs: yes(x.read_only),
+            dns: list(&x.dns),
+            dns_search: list(&x.dns_search),
+            extra_hosts: list(&x.extra_hosts),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(spec.restart)),
             network_mode: Some(spec.network.clone()),
@@ -317,6 +354,39 @@ impl Runtime for Podman {
             }
         })
         .await
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        use futures_util::StreamExt;
+        // The whole reference as fromImage (podman pulls exactly it: a tag or a digest);
+        // a pull may take long, within the operation's limit (docs/design.md §5.4).
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+            .from_image(image)
+            .build();
+        let docker = self.docker()?.with_timeout(PULL_TIMEOUT);
+        let mut stream = docker.create_image(Some(opts), None, None);
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                // Podman answered, and the pull failed on the registry's side.
+                BollardError::DockerStreamError { error } => {
+                    RuntimeError::Api(format!("pull {image}: {}", error.trim()))
+                }
+                e => match self.map_err(e) {
+                    RuntimeError::Api(m) => RuntimeError::Api(format!("pull {image}: {m}")),
+                    other => other,
+                },
+            })?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Api(format!("pull {image}: {}", e.trim())));
+            }
+            let status = info.status.unwrap_or_default();
+            if !status.is_empty() && status != last {
+                tracing::info!(image, progress = %status.trim(), "pulling");
+                last = status;
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {

@@ -50,7 +50,7 @@ pub(super) fn parse_component(
         );
     }
     let network = rc.network.get_ref();
-    if !is_network(network) {
+    if !network.is_empty() && !is_network(network) {
         c.bad(
             rc.network.span(),
             format!(

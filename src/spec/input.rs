@@ -52,6 +52,23 @@ pub fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, InputError> {
     Ok(out)
 }
 
+/// A secret must be readable by its owner only: a mode with any group or other bit for
+/// reading is refused, with the reason.
+pub fn check_secret_mode(mode: u32) -> Result<(), String> {
+    let mode = mode & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(format!(
+            "is readable by {} (mode {mode:04o}): a secret must be readable by its owner only (chmod 600)",
+            match (mode & 0o040 != 0, mode & 0o004 != 0) {
+                (true, true) => "its group and others",
+                (true, false) => "its group",
+                _ => "others",
+            }
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

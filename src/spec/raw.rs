@@ -15,10 +15,6 @@ pub(super) fn empty<T: Default>() -> Spanned<T> {
     Spanned::new(0..0, T::default())
 }
 
-pub(super) fn bridge() -> Spanned<String> {
-    Spanned::new(0..0, "bridge".to_string())
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
@@ -36,7 +32,8 @@ pub(super) struct RawComponent {
     pub(super) image: Spanned<String>,
     #[serde(default)]
     pub(super) desired_state: DesiredState,
-    #[serde(default = "bridge")]
+    /// Empty when not set: the agent's default.
+    #[serde(default = "empty")]
     pub(super) network: Spanned<String>,
     pub(super) user: Option<Spanned<String>>,
     #[serde(default)]
@@ -89,6 +86,38 @@ pub(super) struct RawComponent {
     pub(super) log_driver: Option<Spanned<String>>,
     #[serde(default = "empty")]
     pub(super) log_opts: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    // Configuration from files of the host.
+    #[serde(default = "empty")]
+    pub(super) env_file: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) secrets: Spanned<Vec<Spanned<RawSecret>>>,
+    // Storage.
+    #[serde(default = "empty")]
+    pub(super) tmpfs: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) read_only: bool,
+    // Networks and names.
+    #[serde(default = "empty")]
+    pub(super) networks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) aliases: Spanned<Vec<Spanned<String>>>,
+    pub(super) hostname: Option<Spanned<String>>,
+    #[serde(default = "empty")]
+    pub(super) dns: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) dns_search: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "empty")]
+    pub(super) extra_hosts: Spanned<Vec<Spanned<String>>>,
+    // The image.
+    pub(super) pull: Option<crate::model::PullPolicy>,
+}
+
+/// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    pub(super) source: Spanned<String>,
+    pub(super) target: Spanned<String>,
 }
 
 /// A string, or an integer written for one (`stop_signal = 15`, `memory = 1048576`,

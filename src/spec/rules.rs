@@ -108,9 +108,16 @@ fn text(what: &str, s: &str) -> Result<(), String> {
 
 pub(super) fn check_volume(v: &Volume) -> Result<(), String> {
     let (host, target) = (v.source.as_str(), v.target.as_str());
-    if !host.starts_with('/') {
+    // A source without a leading slash is a named volume: a directory of the agent's.
+    let named = !host.starts_with('/');
+    if named && !crate::model::is_volume_name(host) {
         return Err(format!(
-            "volume host path {host:?} must be absolute (named volumes live in podman's database and would be lost with it)"
+            "volume source {host:?} must be absolute (a host path) or a volume name of [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}} (a directory of the agent's)"
+        ));
+    }
+    if named && v.create_host_path {
+        return Err(format!(
+            "volume source {host:?} is a named volume (a directory the agent always creates under [volumes] root); create_host_path is only for host paths (a source with a leading slash)"
         ));
     }
     for p in [host, target] {

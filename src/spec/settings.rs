@@ -148,6 +148,63 @@ pub(super) fn check_device(d: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `NAME:IP` (compose's `NAME=IP` too is refused: one form, podman's).
+pub(super) fn check_extra_host(h: &str) -> Result<(), String> {
+    let bad = || format!("extra_hosts {h:?} must be HOSTNAME:IP, such as \"db.internal:10.0.0.5\"");
+    let (name, ip) = h.split_once(':').ok_or_else(bad)?;
+    if !crate::model::is_hostname(name)
+        && !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        || name.is_empty()
+    {
+        return Err(bad());
+    }
+    ip.parse::<std::net::IpAddr>().map_err(|_| bad())?;
+    Ok(())
+}
+
+/// `PATH[:OPTIONS]`: an absolute path, options of podman's `--tmpfs`.
+pub(super) fn check_tmpfs(t: &str) -> Result<(), String> {
+    let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+    if !is_clean_absolute(path) || path == "/" {
+        return Err(format!(
+            "tmpfs path {path:?} must be an absolute path other than /, without '.' or '..' components"
+        ));
+    }
+    if t.contains(':') && opts.is_empty() {
+        return Err(format!("tmpfs {t:?} has an empty option list"));
+    }
+    for o in opts.split(',').filter(|_| !opts.is_empty()) {
+        let ok = match o.split_once('=') {
+            Some(("size", v)) => parse_bytes(v).is_ok(),
+            Some(("mode", v)) => {
+                !v.is_empty() && v.len() <= 4 && v.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            }
+            Some(("uid" | "gid" | "nr_inodes", v)) => v.parse::<u32>().is_ok(),
+            Some(_) => false,
+            None => matches!(
+                o,
+                "ro" | "rw"
+                    | "exec"
+                    | "noexec"
+                    | "suid"
+                    | "nosuid"
+                    | "dev"
+                    | "nodev"
+                    | "notmpcopyup"
+                    | "tmpcopyup"
+            ),
+        };
+        if !ok {
+            return Err(format!(
+                "tmpfs option {o:?} is not one of size=SIZE, mode=OCTAL, uid=N, gid=N, nr_inodes=N, ro, rw, exec, noexec, suid, nosuid, dev, nodev, tmpcopyup, notmpcopyup"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn check_security_opt(o: &str) -> Result<(), String> {
     let bad = || {
         format!(
@@ -265,6 +322,8 @@ fn size(c: &mut Checker<'_>, w: &Option<Spanned<Word>>, what: &str) -> Option<By
 /// component's network (net.* sysctls need one of the container's own).
 pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &str) -> Settings {
     let mut out = Settings {
+        pull: rc.pull,
+        read_only: rc.read_only,
         init: rc.init,
         tty: rc.tty,
         privileged: rc.privileged,
@@ -460,6 +519,148 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
         out.log_driver = Some(d.get_ref().clone());
     }
     out.log_opts = log_opts(c, rc);
+    // Configuration from files of the host: paths checked here, contents read at each
+    // pass (a file missing then is the component's `config-missing`, not an error here).
+    out.env_file = strings(c, &rc.env_file, "env_file", |p| {
+        if is_clean_absolute(p) {
+            Ok(())
+        } else {
+            Err(format!(
+                "env_file {p:?} must be an absolute path without '.' or '..' components"
+            ))
+        }
+    });
+    out.tmpfs = strings(c, &rc.tmpfs, "tmpfs", check_tmpfs);
+    // Networks and names.
+    out.networks = strings(c, &rc.networks, "networks", |n| {
+        if n == "default"
+            || (super::rules::is_network(n) && !matches!(n, "bridge" | "host" | "none" | "podman"))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "network {n:?} must be \"default\" (the service's own) or a network name of [A-Za-z0-9._-] (\"bridge\", \"host\" and \"none\" take the single form network = ...)"
+            ))
+        }
+    });
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in rc.networks.get_ref() {
+        let line = c.loc(n.span()).line;
+        if let Some(first) = seen.insert(n.get_ref(), line) {
+            c.bad(
+                n.span(),
+                format!(
+                    "network {:?} is listed twice (first at line {first})",
+                    n.get_ref()
+                ),
+            );
+        }
+    }
+    if !rc.networks.get_ref().is_empty() && !network.is_empty() {
+        c.bad(
+            rc.network.span(),
+            "network and networks are two forms of one key: use networks = [...] to join several",
+        );
+    }
+    out.aliases = strings(c, &rc.aliases, "aliases", |a| {
+        if crate::model::is_hostname(a) {
+            Ok(())
+        } else {
+            Err(format!(
+                "alias {a:?} must be a lowercase DNS name (RFC 1123)"
+            ))
+        }
+    });
+    if !rc.aliases.get_ref().is_empty() && matches!(network, "host" | "none" | "bridge") {
+        c.bad(
+            rc.aliases.span(),
+            format!("aliases need a network with DNS, and network = {network:?} has none: join the service's network (networks = [\"default\"]) or a named one"),
+        );
+    }
+    if let Some(h) = &rc.hostname {
+        if c.string(h, "hostname") && !crate::model::is_hostname(h.get_ref()) {
+            c.bad(
+                h.span(),
+                format!(
+                    "hostname {:?} must be a lowercase DNS name (RFC 1123)",
+                    h.get_ref()
+                ),
+            );
+        }
+        out.hostname = Some(h.get_ref().clone());
+    }
+    out.dns = strings(c, &rc.dns, "dns", |d| {
+        d.parse::<std::net::IpAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("dns {d:?} must be an IP address of a name server"))
+    });
+    out.dns_search = strings(c, &rc.dns_search, "dns_search", |d| {
+        if crate::model::is_hostname(d) {
+            Ok(())
+        } else {
+            Err(format!(
+                "dns_search {d:?} must be a lowercase DNS domain (RFC 1123)"
+            ))
+        }
+    });
+    out.extra_hosts = strings(c, &rc.extra_hosts, "extra_hosts", check_extra_host);
+    if network == "host" {
+        for (set, what) in [
+            (!out.dns.is_empty(), "dns"),
+            (!out.dns_search.is_empty(), "dns_search"),
+            (!out.extra_hosts.is_empty(), "extra_hosts"),
+            (out.hostname.is_some(), "hostname"),
+        ] {
+            if set {
+                c.bad(rc.network.span(), format!("{what} needs the container's own network namespace, and network = \"host\" shares the host's"));
+            }
+        }
+    }
+    c.count(
+        &rc.secrets,
+        rc.secrets.get_ref().len(),
+        MAX_ENTRIES,
+        "secrets",
+    );
+    let mut targets: BTreeMap<String, usize> = BTreeMap::new();
+    for s in rc.secrets.get_ref() {
+        let s = s.get_ref();
+        for (p, what) in [(&s.source, "source"), (&s.target, "target")] {
+            if c.string(p, "secret path") && !is_clean_absolute(p.get_ref()) {
+                c.bad(
+                    p.span(),
+                    format!(
+                        "secret {what} {:?} must be an absolute path without '.' or '..' components",
+                        p.get_ref()
+                    ),
+                );
+            }
+        }
+        let line = c.loc(s.target.span()).line;
+        if let Some(first) = targets.insert(s.target.get_ref().clone(), line) {
+            c.bad(
+                s.target.span(),
+                format!(
+                    "secret target {:?} is mounted twice (first at line {first})",
+                    s.target.get_ref()
+                ),
+            );
+        }
+        // A secret that is there now must already be its owner's alone.
+        if let Ok(meta) = std::fs::metadata(s.source.get_ref()) {
+            use std::os::unix::fs::MetadataExt;
+            if let Err(e) = super::input::check_secret_mode(meta.mode()) {
+                c.bad(
+                    s.source.span(),
+                    format!("secret {}: {e}", s.source.get_ref()),
+                );
+            }
+        }
+        out.secrets.push(crate::model::Secret {
+            source: s.source.get_ref().clone(),
+            target: s.target.get_ref().clone(),
+        });
+    }
     out
 }
 

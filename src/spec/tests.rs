@@ -41,7 +41,8 @@ fn a_full_service_file_parses_with_defaults() {
     assert_eq!(w.ports[0].to_string(), "127.0.0.1:9000:9000/tcp");
     assert_eq!(w.routes[0].mode, RouteMode::L7);
     let db = &s.components[1];
-    assert_eq!(db.network, "bridge");
+    // Not set: the agent's default (podman's bridge, or the service's network).
+    assert_eq!(db.network, "");
     assert_eq!(db.restart, RestartPolicy::No);
     assert_eq!(db.desired_state, DesiredState::Stopped);
 }
@@ -61,7 +62,7 @@ fn every_rule_names_the_line_and_reason() {
         ("name = \"w\"\nfoo = 1\n", "svc.toml:2:1", "unknown field"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n", "svc.toml:6:8", "duplicate component"),
         ("name = \"w\"\n[[components]]\nname = \"a_b\"\nimage = \"i\"\n", "svc.toml:3:8", "component name"),
-        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data\"]\n", "svc.toml:5:12", "absolute"),
+        ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"./data:/data\"]\n", "svc.toml:5:12", "absolute"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"/srv/../etc:/data\"]\n", "svc.toml:5:12", "'..'"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"1:70000\"]\n", "svc.toml:5:10", "outside 1-65535"),
         ("name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"80:80\", \"80:81\"]\n", "svc.toml:5:19", "published twice"),
@@ -208,7 +209,9 @@ fn oversized_and_hostile_inputs_are_rejected_or_handled() {
     for vol in [
         "/srv/../etc:/data",
         "/srv/./x:/data",
-        "rel:/data",
+        "rel/x:/data",
+        "../x:/data",
+        "data:rel",
         "/srv:rel",
         "/a:/b:rw:extra",
         "/a:/b:exec,bogus",
@@ -254,6 +257,18 @@ group_add = ["10", 20]
 labels = { "org.example.team" = "shop", tier = "web" }
 log_driver = "k8s-file"
 log_opts = { max-size = "1m" }
+volumes = ["pgdata:/var/lib/data:rw", "/srv/x:/x:ro"]
+networks = ["default", "shared"]
+aliases = ["www", "api"]
+hostname = "app.internal"
+dns = ["10.0.0.53", "fd00::53"]
+dns_search = ["internal.example.org"]
+extra_hosts = ["gw.internal:10.0.0.1"]
+pull = "missing"
+tmpfs = ["/run:size=64m,mode=1777", "/tmp"]
+read_only = true
+env_file = ["/etc/app/app.env", "/etc/app/more.env"]
+secrets = [{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }]
 "#;
 
 #[test]
@@ -277,6 +292,11 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     assert_eq!(x.memory_reservation, Some(crate::model::Bytes(64 << 20)));
     assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
     assert_eq!(x.group_add, ["10", "20"]);
+    assert_eq!(x.env_file, ["/etc/app/app.env", "/etc/app/more.env"]);
+    assert!(x.read_only);
+    assert_eq!(x.tmpfs[0], "/run:size=64m,mode=1777");
+    assert_eq!(s.components[0].volumes[0].bind(), "pgdata:/var/lib/data:rw");
+    assert_eq!(x.secrets[0].target, "/run/secrets/db_password");
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
     // Keys left at their default are not printed.
@@ -289,6 +309,14 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
         "cap_add",
         "entrypoint",
         "stop_timeout",
+        "env_file",
+        "secrets",
+        "tmpfs",
+        "read_only",
+        "networks",
+        "aliases",
+        "dns",
+        "extra_hosts",
     ] {
         assert!(!plain.contains(key), "{key} in {plain}");
     }
@@ -375,6 +403,41 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
             "not a size",
         ),
         ("privileges = true\n", "5:1", "unknown field"),
+        ("tmpfs = [\"run\"]\n", "5:10", "tmpfs path \"run\" must be an absolute"),
+        ("tmpfs = [\"/run:size=big\"]\n", "5:10", "tmpfs option \"size=big\""),
+        ("tmpfs = [\"/run:\"]\n", "5:10", "empty option list"),
+        ("read_only = 1\n", "5:13", "expected a boolean"),
+        ("volumes = [\"-x:/data\"]\n", "5:12", "volume name"),
+        ("network = \"x\"\nnetworks = [\"default\"]\n", "5:11", "two forms of one key"),
+        ("networks = [\"bridge\"]\n", "5:13", "single form"),
+        ("networks = [\"a\", \"a\"]\n", "5:18", "listed twice"),
+        ("aliases = [\"Web\"]\n", "5:12", "alias \"Web\""),
+        ("network = \"bridge\"\naliases = [\"w\"]\n", "6:11", "need a network with DNS"),
+        ("hostname = \"a_b\"\n", "5:12", "hostname \"a_b\""),
+        ("dns = [\"8.8.8\"]\n", "5:8", "IP address"),
+        ("dns_search = [\"Ex.org\"]\n", "5:15", "dns_search"),
+        ("extra_hosts = [\"gw=10.0.0.1\"]\n", "5:16", "HOSTNAME:IP"),
+        ("extra_hosts = [\"gw:10.0.0\"]\n", "5:16", "HOSTNAME:IP"),
+        ("network = \"host\"\ndns = [\"10.0.0.1\"]\n", "5:11", "network namespace"),
+        ("pull = \"sometimes\"\n", "5:8", "unknown variant"),
+        ("env_file = [\"app.env\"]\n", "5:13", "env_file \"app.env\" must be an absolute"),
+        (
+            "secrets = [{ source = \"pw\", target = \"/run/secrets/pw\" }]\n",
+            "5:23",
+            "secret source \"pw\" must be an absolute",
+        ),
+        (
+            "secrets = [{ source = \"/pw\", target = \"run/pw\" }]\n",
+            "5:39",
+            "secret target",
+        ),
+        (
+            "secrets = [{ source = \"/a\", target = \"/s\" }, { source = \"/b\", target = \"/s\" }]\n",
+            "5:72",
+            "mounted twice",
+        ),
+        ("secrets = [{ source = \"/a\" }]\n", "5:12", "missing field `target`"),
+        ("secrets = [{ source = \"/a\", target = \"/b\", mode = 1 }]\n", "5:44", "unknown field `mode`"),
     ];
     for (tail, at, reason) in cases {
         let text = format!("{head}{tail}");
@@ -405,6 +468,75 @@ fn number_forms_and_a_privileged_component_parse_and_export_back() {
     assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
+
+#[test]
+fn a_secret_readable_by_others_is_refused_at_apply_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "hunter2").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n\
+         secrets = [{{ source = \"{}\", target = \"/run/secrets/pw\" }}]\n",
+        pw.display()
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("svc.toml:5:23"), "{e}");
+    assert!(
+        e.contains("readable by its group and others (mode 0644)"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    parse(&text).unwrap();
+}
+
+#[test]
+fn env_files_and_secrets_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/cf7faeab9027d9bbe3786fa1e79a36640dcbcc78"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    assert_eq!(s.components[1].settings.secrets.len(), 2);
+    assert_eq!(
+        s.components[2].settings.secrets[0].target,
+        "/run/secrets/other"
+    );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn named_volumes_tmpfs_and_read_only_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/18ae44bf702272a637d6e88bff7cac40171240d7"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    assert!(s.components[0].settings.read_only);
+    assert_eq!(s.components[0].settings.tmpfs.len(), 3);
+    assert_eq!(s.components[1].volumes[0].name(), Some("pgdata"));
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn networks_names_and_pulls_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/dec510bce8f4bbbee9b4f5772a07508b9b4da33f"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let api = &s.components[0].settings;
+    assert_eq!(api.networks, ["default", "shared-backend"]);
+    assert_eq!(api.pull, Some(crate::model::PullPolicy::Missing));
+    assert_eq!(s.components[1].network, "shared-backend");
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
 /// A volume is the string `HOST:CONTAINER[:OPTIONS]` or a table; `create_host_path` is
 /// kept through export and re-parse, and the string form stays a string.
 #[test]
@@ -441,9 +573,14 @@ fn volumes_in_both_forms_round_trip_through_export() {
 fn volume_tables_are_checked_with_file_line_and_column() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "{ source = \"srv\", target = \"/a\" }",
+            "{ source = \"-srv\", target = \"/a\" }",
             "svc.toml:5:12",
             "must be absolute",
+        ),
+        (
+            "{ source = \"pgdata\", target = \"/a\", create_host_path = true }",
+            "svc.toml:5:12",
+            "is a named volume",
         ),
         ("{ source = \"/srv\" }", "svc.toml:5:12", "needs \"target\""),
         (
@@ -482,4 +619,17 @@ fn volume_tables_are_checked_with_file_line_and_column() {
         let e = parse(&text).unwrap_err();
         assert!(e.starts_with(at) && e.contains(reason), "{vol}: {e}");
     }
+}
+
+/// A named volume (a source without a leading slash) is one in the table form too.
+#[test]
+fn a_named_volume_in_the_table_form_is_one() {
+    let text = "name = \"w\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n\
+        volumes = [{ source = \"pgdata\", target = \"/data\", options = \"Z\" }, \"/srv/a:/a\"]\n";
+    let s = parse(text).unwrap();
+    let v = &s.components[0].volumes;
+    assert_eq!(v[0].name(), Some("pgdata"));
+    assert_eq!(v[0].bind(), "pgdata:/data:Z");
+    assert_eq!(v[1].name(), None);
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }

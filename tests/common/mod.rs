@@ -117,12 +117,26 @@ impl PrivatePodman {
     }
 
     /// Environment that every podman process of this instance needs (the CLI, the
-    /// service, and the agent when it runs the CLI): `CONTAINERS_CONF`.
+    /// service, and the agent when it runs the CLI): `CONTAINERS_CONF`, and
+    /// `CONTAINERS_REGISTRIES_CONF` once a test has written [`Self::registries_conf`]
+    /// (then restart the service for it to read it).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![(
+        let mut env = vec![(
             "CONTAINERS_CONF".to_string(),
             self.conf_path().display().to_string(),
-        )]
+        )];
+        if self.registries_conf().exists() {
+            env.push((
+                "CONTAINERS_REGISTRIES_CONF".to_string(),
+                self.registries_conf().display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// This podman's own registries.conf, when a test writes one.
+    pub fn registries_conf(&self) -> PathBuf {
+        self.path.join("registries.conf")
     }
 
     /// A `Command` for the podman CLI against this private podman, before its
@@ -338,6 +352,25 @@ impl PrivatePodman {
         fs::remove_file(&db).unwrap_or_else(|e| panic!("remove {}: {e}", db.display()));
         fs::remove_dir_all(&runroot)
             .unwrap_or_else(|e| panic!("remove {}: {e}", runroot.display()));
+        self.start_service();
+    }
+
+    /// All of podman's storage lost — what `podman system reset` does to this podman's
+    /// root (containers, images, volumes), without the reset itself, which would also
+    /// reset this machine's shared network configuration: every container removed, the
+    /// service stopped, the root and run root unmounted and deleted, the service started
+    /// again on empty ones. Images must be imported again.
+    pub fn lose_storage(&mut self) {
+        self.podman_ok(&["rm", "-a", "-f", "-t", "0"]);
+        self.stop_service();
+        for dir in [self.root_dir(), self.runroot_dir()] {
+            let mut mounted = mounts_under(&dir).unwrap_or_default();
+            mounted.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+            for m in mounted {
+                umount(&m).unwrap_or_else(|e| panic!("{e}"));
+            }
+            fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+        }
         self.start_service();
     }
 }
