@@ -275,7 +275,13 @@ fn the_daemon_rereads_the_files_at_sighup() {
     common::wait_for(
         "d-app recreated",
         std::time::Duration::from_secs(15),
-        || podman.running("d-app") && id(&podman, "d-app") != app,
+        // One inspect: between two the old container may be gone and the new one not
+        // made yet.
+        || {
+            podman.inspect("d-app").is_some_and(|v| {
+                v["State"]["Running"].as_bool() == Some(true) && v["Id"].as_str() != Some(&app)
+            })
+        },
     );
     assert_eq!(id(&podman, "d-other"), other);
     let e = podman.podman_ok(&["exec", "d-app", "env"]);
