@@ -1598,6 +1598,21 @@ fn run_seed(seed: u64, s: &Settings) -> SeedReport {
         }
     }
     let _ = world.cli.ok(&["rm", "-af", "-t", "0"]);
+    // A violation's evidence outlives the run's directory: the daemon's log is kept.
+    if !world.violations.lock().unwrap().is_empty() {
+        let keep = std::env::var("MCP_SOAK_KEEP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak-logs"));
+        let from = world
+            .agent
+            .path()
+            .join(format!("daemon-{}.log", std::process::id()));
+        let to = keep.join(format!("seed-{seed}-daemon.log"));
+        match std::fs::create_dir_all(&keep).and_then(|()| std::fs::copy(&from, &to)) {
+            Ok(_) => eprintln!("soak: the daemon's log is kept in {}", to.display()),
+            Err(e) => eprintln!("soak: cannot keep the daemon's log {}: {e}", from.display()),
+        }
+    }
     let usage = world.usage.lock().unwrap().clone();
     let report = SeedReport {
         seed,
