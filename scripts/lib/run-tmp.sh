@@ -3,7 +3,9 @@
 # anything a crashed test left there is removed, stopped and unmounted.
 # shellcheck shell=bash
 
-run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/${RUN_TMP_PREFIX:-mcp-ci}-XXXXXX")
+# RUN_TMP_BASE: where the directory goes (scripts/soak: /tmp, even inside a run of
+# scripts/test, since podman refuses a run root path over 50 characters).
+run_tmp=$(mktemp -d "${RUN_TMP_BASE:-${TMPDIR:-/tmp}}/${RUN_TMP_PREFIX:-mcp-ci}-XXXXXX")
 export TMPDIR="$run_tmp"
 
 cleanup() {
