@@ -85,6 +85,38 @@ fn socket_path(socket: &str) -> &str {
     socket.strip_prefix("unix://").unwrap_or(socket)
 }
 
+/// A new HTTP/1 connection to the API socket; failures are `Unavailable`, naming it.
+async fn handshake(
+    socket: &str,
+    path: &str,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        hyper::client::conn::http1::Connection<TokioIo<UnixStream>, Empty<Bytes>>,
+    ),
+    RuntimeError,
+> {
+    let unavailable = |reason: String| RuntimeError::Unavailable {
+        socket: socket.to_string(),
+        reason,
+    };
+    let stream = UnixStream::connect(socket_path(socket))
+        .await
+        .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(format!("GET {path}: {e}")))
+}
+
+/// `GET path` with the `Host` podman's API wants.
+fn get_request(path: &str) -> Result<Request<Empty<Bytes>>, RuntimeError> {
+    Request::builder()
+        .uri(path)
+        .header(header::HOST, "d")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot build the request: {e}")))
+}
+
 /// One GET on a connection of its own, within `timeout`: the status and the body.
 /// Connection failures are `Unavailable`, naming the socket.
 pub async fn get(
@@ -97,17 +129,8 @@ pub async fn get(
         reason,
     };
     let exchange = async {
-        let stream = UnixStream::connect(socket_path(socket))
-            .await
-            .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(format!("GET {path}: {e}")))?;
-        let request = Request::builder()
-            .uri(path)
-            .header(header::HOST, "d")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot build the request: {e}")))?;
+        let (mut sender, conn) = handshake(socket, path).await?;
+        let request = get_request(path)?;
         let send = async move {
             let response = sender.send_request(request).await?;
             let status = response.status();
@@ -279,22 +302,11 @@ impl LineStream {
             reason,
         };
         let open = async {
-            let stream = UnixStream::connect(socket_path(socket))
-                .await
-                .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| unavailable(format!("GET {path}: {e}")))?;
+            let (mut sender, conn) = handshake(socket, path).await?;
             let conn = tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let request = Request::builder()
-                .uri(path)
-                .header(header::HOST, "d")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| {
-                    RuntimeError::Api(format!("GET {path}: cannot build the request: {e}"))
-                })?;
+            let request = get_request(path)?;
             let response = match sender.send_request(request).await {
                 Ok(r) => r,
                 Err(e) => {
