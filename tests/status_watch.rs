@@ -15,12 +15,18 @@ const IMAGE: &str = "localhost/busybox:latest";
 
 struct Tmux {
     socket: String,
+    /// Where the pane's shell writes the watch's exit status. (tmux 3.3a here does not
+    /// always reap its pane's process: the pane is dead but `pane_dead_status` stays
+    /// empty, the process a zombie. The shell reaps its own child.)
+    status: std::path::PathBuf,
 }
 
 impl Tmux {
     fn new(name: &str) -> Tmux {
+        let socket = format!("mcp-agent-test-{name}-{}", std::process::id());
         Tmux {
-            socket: format!("mcp-agent-test-{name}-{}", std::process::id()),
+            status: std::env::temp_dir().join(format!("{socket}.status")),
+            socket,
         }
     }
 
@@ -32,8 +38,15 @@ impl Tmux {
             .expect("run tmux")
     }
 
-    /// A session running `command` (a shell line), kept after it exits.
+    /// A session running `command` (a shell line), kept after it exits. The shell waits
+    /// for it through a Ctrl-C (`trap : INT`) and writes its exit status.
     fn start(&self, command: &str) {
+        let _ = std::fs::remove_file(&self.status);
+        let line = format!(
+            "trap : INT; {command}; echo $? > {}",
+            shell_quote(self.status.to_str().unwrap())
+        );
+        let command = line.as_str();
         let o = self.cmd(&[
             "new-session",
             "-d",
@@ -61,22 +74,16 @@ impl Tmux {
 
     /// `Some(exit status)` once the pane's program has exited.
     fn dead(&self) -> Option<i32> {
-        let o = self.cmd(&[
-            "display-message",
-            "-p",
-            "-t",
-            "w",
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let (dead, status) = s.split_once(' ')?;
-        (dead == "1").then(|| status.parse().unwrap_or(-1))
+        let s = std::fs::read_to_string(&self.status).ok()?;
+        let s = s.trim();
+        (!s.is_empty()).then(|| s.parse().unwrap_or(-1))
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.status);
     }
 }
 

@@ -526,8 +526,6 @@ impl Drop for PrivatePodman {
     }
 }
 
-/// Polls `cond` every 50 ms until it is true; panics naming `what` once `deadline`
-/// has passed.
 /// Runs `f` to completion on a runtime of its own (tests that call the library's async
 /// API from a plain `#[test]`).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -538,6 +536,8 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Polls `cond` every 50 ms until it is true; panics naming `what` once `deadline`
+/// has passed.
 pub fn wait_for(what: &str, deadline: Duration, cond: impl FnMut() -> bool) {
     if poll_until(deadline, cond).is_none() {
         panic!("timed out after {deadline:?} waiting for {what}");
