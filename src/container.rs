@@ -200,7 +200,7 @@ impl ContainerSpec {
                 .map(|v| v.source.clone())
                 .collect(),
             ports,
-            settings: component.settings.clone(),
+            settings: component.settings.for_container(),
             secret_digests: files.map(|f| f.secrets.clone()).unwrap_or_default(),
             volume_dirs: component
                 .volumes

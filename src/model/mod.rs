@@ -5,11 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod health;
 mod names;
 mod publish;
 mod settings;
 mod volume;
 
+pub use health::{
+    dependency_target, parse_millis, Condition, Dependency, DependsOn, HealthCheck, Millis,
+    OnFailure, Probe,
+};
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
 pub use publish::{PortPublish, Proto};
 pub use settings::{

@@ -92,6 +92,14 @@ pub struct Settings {
     // The image (issue 13 §7); absent: `[podman] pull`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<super::PullPolicy>,
+    // Health, one-shot runs and dependency order (issue 14): the agent's, not podman's,
+    // so none of them is in the container's spec hash ([`Settings::for_container`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::HealthCheck>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub oneshot: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: super::DependsOn,
 }
 
 /// A file of the host bind-mounted read-only into the container at `target`.
@@ -106,6 +114,17 @@ impl Settings {
     /// Whether every field is podman's default (nothing to hash, store or print).
     pub fn is_default(&self) -> bool {
         *self == Settings::default()
+    }
+
+    /// The settings podman is given (and hashed): without the agent's own lifecycle keys
+    /// (health, one-shot, dependencies), so changing those recreates nothing.
+    pub fn for_container(&self) -> Settings {
+        Settings {
+            health: None,
+            oneshot: false,
+            depends_on: BTreeMap::new(),
+            ..self.clone()
+        }
     }
 
     /// Whether the component reads files of the host at each pass (env files, secrets).
