@@ -82,6 +82,7 @@ fn running(specs: &[ContainerSpec]) -> Vec<Actual> {
             name: s.name.clone(),
             state: State::Running,
             labels: s.labels.clone(),
+            exit_code: None,
         })
         .collect()
 }
@@ -94,6 +95,7 @@ fn foreign() -> Vec<Actual> {
             name: format!("someone-else-{i}"),
             state: State::Running,
             labels: BTreeMap::new(),
+            exit_code: None,
         })
         .collect()
 }

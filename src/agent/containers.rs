@@ -291,6 +291,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     name: spec.name.clone(),
                     state: crate::runtime::State::Running,
                     labels: spec.labels.clone(),
+                    exit_code: None,
                 });
             }
             (Some(Verb::Stop), Status::Stopped, Some(id)) => {

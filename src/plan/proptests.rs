@@ -148,6 +148,7 @@ fn actual_strategy() -> impl Strategy<Value = Vec<Actual>> {
                     name,
                     state,
                     labels,
+                    exit_code: None,
                 }
             })
             .collect()

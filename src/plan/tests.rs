@@ -44,6 +44,7 @@ fn ours(id: &str, svc: &str, c: &str, hash: &str, state: State) -> Actual {
             (LABEL_COMPONENT.into(), c.into()),
             (LABEL_SPEC_HASH.into(), hash.into()),
         ]),
+        exit_code: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn foreign(id: &str, name: &str, labels: &[(&str, &str)]) -> Actual {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        exit_code: None,
     }
 }
 

@@ -26,6 +26,15 @@ pub struct Summary {
     pub state: Option<String>,
     #[serde(rename = "Labels", default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Docker's words for the state: `Exited (CODE) 3 seconds ago`.
+    #[serde(rename = "Status", default)]
+    pub status: Option<String>,
+}
+
+/// The exit code in a list's `Status` ("Exited (0) 3 seconds ago").
+pub fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest[..rest.find(')')?].parse().ok()
 }
 
 impl Summary {
@@ -39,6 +48,7 @@ impl Summary {
                 .unwrap_or_default(),
             state: State::parse(self.state.as_deref().unwrap_or_default()),
             labels: self.labels.unwrap_or_default(),
+            exit_code: self.status.as_deref().and_then(exit_code),
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Actual {
     pub name: String,
     pub state: State,
     pub labels: BTreeMap<String, String>,
+    /// An exited container's exit code, when podman's list tells it.
+    pub exit_code: Option<i64>,
 }
 
 /// A container lifecycle event of interest to the daemon.
