@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::container::{owner, ComponentKey, Owner, Us};
+use crate::model::Condition;
 use crate::runtime::{Actual, State};
 use crate::spec::{DesiredState, RestartPolicy};
 
@@ -21,6 +22,12 @@ pub struct Desired {
     /// Why its spec cannot be known (an env file or secret missing or unreadable): it is
     /// not brought up, and its container is left as it is (`config-missing`).
     pub blocked: Option<String>,
+    /// Runs to exit 0 once per spec (`oneshot = true`).
+    pub oneshot: bool,
+    /// Has a health check: it counts as healthy only once the check passes.
+    pub checked: bool,
+    /// What must hold of other components before it is created or started.
+    pub depends: Vec<(ComponentKey, Condition)>,
 }
 
 /// Memory of the control loop that planning consults: when each component may be retried,
@@ -31,6 +38,30 @@ pub struct Book {
     pub died_at: HashMap<String, Instant>,
     /// How long a dead container whose restart policy podman honours is left to podman.
     pub restart_grace: Duration,
+    /// Containers whose health check passes now (ids).
+    pub healthy: HashSet<String>,
+    /// Running containers to restart, and why (ids).
+    pub restart: HashMap<String, RestartWhy>,
+    /// One-shot components done, with the spec hash they completed.
+    pub completed: HashMap<ComponentKey, String>,
+}
+
+/// Why a running container is restarted in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartWhy {
+    /// Its health check failed `retries` times.
+    Unhealthy,
+    /// A dependency of it with `restart_with` was recreated or restarted.
+    Dependency(ComponentKey),
+}
+
+impl RestartWhy {
+    pub fn describe(&self) -> String {
+        match self {
+            RestartWhy::Unhealthy => "its health check failed".to_string(),
+            RestartWhy::Dependency(k) => format!("{k}, which it restarts with, was restarted"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +94,8 @@ pub enum Verb {
     Create,
     Recreate,
     Start,
+    /// Stopped and started again, in place.
+    Restart,
     Stop,
     Remove,
     Conflict,
@@ -77,6 +110,7 @@ impl Verb {
             Verb::Create => "create",
             Verb::Recreate => "recreate",
             Verb::Start => "start",
+            Verb::Restart => "restart",
             Verb::Stop => "stop",
             Verb::Remove => "remove",
             Verb::Conflict => "conflict",
@@ -87,7 +121,10 @@ impl Verb {
 
     /// Whether it brings a component up (and so is subject to backoff).
     pub fn brings_up(self) -> bool {
-        matches!(self, Verb::Create | Verb::Recreate | Verb::Start)
+        matches!(
+            self,
+            Verb::Create | Verb::Recreate | Verb::Start | Verb::Restart
+        )
     }
 }
 
@@ -107,6 +144,14 @@ pub enum Action {
     Start {
         key: ComponentKey,
         id: String,
+        strays: Vec<String>,
+    },
+    /// A running container stopped and started again (unhealthy, or a dependency it
+    /// restarts with restarted).
+    Restart {
+        key: ComponentKey,
+        id: String,
+        why: RestartWhy,
         strays: Vec<String>,
     },
     Stop {
@@ -136,6 +181,12 @@ pub enum Action {
         key: ComponentKey,
         until: Instant,
         reason: WaitReason,
+    },
+    /// Not brought up until dependency `on` meets `condition`.
+    Blocked {
+        key: ComponentKey,
+        on: ComponentKey,
+        condition: Condition,
     },
 }
 
@@ -172,10 +223,12 @@ impl Action {
             Action::Create { key, .. }
             | Action::Recreate { key, .. }
             | Action::Start { key, .. }
+            | Action::Restart { key, .. }
             | Action::Stop { key, .. }
             | Action::Conflict { key, .. }
             | Action::ConfigMissing { key, .. }
-            | Action::Wait { key, .. } => key,
+            | Action::Wait { key, .. }
+            | Action::Blocked { key, .. } => key,
             Action::Remove { owner, .. } => owner,
         }
     }
@@ -185,11 +238,12 @@ impl Action {
             Action::Create { .. } => Verb::Create,
             Action::Recreate { .. } => Verb::Recreate,
             Action::Start { .. } => Verb::Start,
+            Action::Restart { .. } => Verb::Restart,
             Action::Stop { .. } => Verb::Stop,
             Action::Remove { .. } => Verb::Remove,
             Action::Conflict { .. } => Verb::Conflict,
             Action::ConfigMissing { .. } => Verb::Skip,
-            Action::Wait { .. } => Verb::Wait,
+            Action::Wait { .. } | Action::Blocked { .. } => Verb::Wait,
         }
     }
 
@@ -198,6 +252,7 @@ impl Action {
             Action::Create { strays, .. }
             | Action::Recreate { strays, .. }
             | Action::Start { strays, .. }
+            | Action::Restart { strays, .. }
             | Action::Stop { strays, .. } => Some(strays),
             _ => None,
         }
@@ -216,6 +271,8 @@ pub enum InSync {
     Stopped,
     /// Paused, restarting, stopping, being removed: podman is in the middle of something.
     Transient,
+    /// A one-shot component that exited 0 for its current spec.
+    Completed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -271,6 +328,7 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
     // Listed containers claimed by name by a desired component, by position in `actual`.
     let mut claimed = vec![false; actual.len()];
     let mut out = Plan::default();
+    let deps = Conditions::new(desired, actual, &by_name, us, book);
 
     for d in desired {
         let holder = by_name.get(d.container_name.as_str()).map(|&i| {
@@ -283,6 +341,14 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
                     key: d.key.clone(),
                     why: d.blocked.clone().unwrap_or_default(),
                 })
+            }
+            None if d.state == DesiredState::Running
+                && d.oneshot
+                && book.completed.get(&d.key) == Some(&d.spec_hash) =>
+            {
+                out.in_sync
+                    .push((d.key.clone(), InSync::Completed, String::new()));
+                None
             }
             None => match d.state {
                 DesiredState::Running => Some(Action::Create {
@@ -316,7 +382,15 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
             },
         };
         if let Some(a) = action {
-            out.actions.push(gate(a, book, now));
+            let a = match a.brings_up().then(|| unmet(d, &deps)).flatten() {
+                Some((on, condition)) => Action::Blocked {
+                    key: d.key.clone(),
+                    on: on.clone(),
+                    condition,
+                },
+                None => gate(a, book, now),
+            };
+            out.actions.push(a);
         }
     }
 
@@ -430,7 +504,19 @@ fn plan_owned(
             }
             match h.state {
                 State::Running => {
+                    if let Some(why) = book.restart.get(&id) {
+                        return Some(Action::Restart {
+                            key,
+                            id,
+                            why: why.clone(),
+                            strays: Vec::new(),
+                        });
+                    }
                     out.in_sync.push((key, InSync::Running, id));
+                    None
+                }
+                State::Exited if d.oneshot && h.exit_code == Some(0) => {
+                    out.in_sync.push((key, InSync::Completed, id));
                     None
                 }
                 State::Paused | State::Restarting | State::Other(_) => {
@@ -459,6 +545,78 @@ fn plan_owned(
             }
         }
     }
+}
+
+/// What the components a plan's dependents wait on have met, from the list and the book.
+struct Conditions<'a> {
+    desired: HashMap<&'a ComponentKey, &'a Desired>,
+    actual: &'a [Actual],
+    by_name: &'a HashMap<&'a str, usize>,
+    us: &'a Us,
+    book: &'a Book,
+}
+
+impl<'a> Conditions<'a> {
+    fn new(
+        desired: &'a [Desired],
+        actual: &'a [Actual],
+        by_name: &'a HashMap<&'a str, usize>,
+        us: &'a Us,
+        book: &'a Book,
+    ) -> Conditions<'a> {
+        // Built only when some component has dependencies.
+        let any = desired.iter().any(|d| !d.depends.is_empty());
+        Conditions {
+            desired: if any {
+                desired.iter().map(|d| (&d.key, d)).collect()
+            } else {
+                HashMap::new()
+            },
+            actual,
+            by_name,
+            us,
+            book,
+        }
+    }
+
+    /// Whether `on` meets `condition` now. A component the registry does not want
+    /// running (removed, stopped, its service inactive) meets none.
+    fn met(&self, on: &ComponentKey, condition: Condition) -> bool {
+        let Some(d) = self.desired.get(on) else {
+            return false;
+        };
+        if d.state != DesiredState::Running {
+            return false;
+        }
+        if condition == Condition::Completed && self.book.completed.get(on) == Some(&d.spec_hash) {
+            return true;
+        }
+        let Some(h) = self
+            .by_name
+            .get(d.container_name.as_str())
+            .map(|&i| &self.actual[i])
+        else {
+            return false;
+        };
+        if holding(on, &d.spec_hash, h, self.us) != Holding::Ours(None) {
+            return false;
+        }
+        match condition {
+            Condition::Started => h.state == State::Running,
+            Condition::Healthy => {
+                h.state == State::Running && (!d.checked || self.book.healthy.contains(&h.id))
+            }
+            Condition::Completed => h.state == State::Exited && h.exit_code == Some(0),
+        }
+    }
+}
+
+/// The first dependency of `d` that does not meet its condition.
+fn unmet<'a>(d: &'a Desired, c: &Conditions<'_>) -> Option<(&'a ComponentKey, Condition)> {
+    d.depends
+        .iter()
+        .find(|(on, condition)| !c.met(on, *condition))
+        .map(|(on, condition)| (on, *condition))
 }
 
 /// Holds back an action that brings a component up while its backoff has not expired.

@@ -32,6 +32,21 @@ pub enum Status {
     Failed,
     /// Held back by backoff, or left to podman's restart policy for a moment.
     Waiting,
+    /// A one-shot component that exited 0 for its current spec.
+    Completed,
+    /// Not brought up until a dependency meets its condition.
+    Blocked,
+}
+
+impl From<InSync> for Status {
+    fn from(s: InSync) -> Status {
+        match s {
+            InSync::Running => Status::Running,
+            InSync::Stopped => Status::Stopped,
+            InSync::Transient => Status::Transient,
+            InSync::Completed => Status::Completed,
+        }
+    }
 }
 
 impl Status {
@@ -46,6 +61,8 @@ impl Status {
             Status::ConfigMissing => "config-missing",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
+            Status::Completed => "completed",
+            Status::Blocked => "waiting",
         }
     }
 
@@ -87,6 +104,15 @@ pub enum ActionError {
         name: String,
         id: String,
         registry: String,
+    },
+    #[error("waiting for {on} to {}", match .condition {
+        crate::model::Condition::Started => "start",
+        crate::model::Condition::Healthy => "be healthy",
+        crate::model::Condition::Completed => "complete",
+    })]
+    Dependency {
+        on: ComponentKey,
+        condition: crate::model::Condition,
     },
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
@@ -271,6 +297,8 @@ impl PassReport {
                         restarts: 0,
                         next_retry_ms: None,
                         updated_ms: now,
+                        health: None,
+                        completed_hash: None,
                     },
                     c.restart_cause(false).is_some(),
                 )
@@ -346,6 +374,17 @@ pub fn desired_with(
                         state: c.desired_state,
                         restart: c.restart,
                         blocked,
+                        oneshot: c.settings.oneshot,
+                        checked: c.settings.health.is_some(),
+                        depends: c
+                            .settings
+                            .depends_on
+                            .iter()
+                            .map(|(name, dep)| {
+                                let (svc, comp) = crate::model::dependency_target(&s.name, name);
+                                (ComponentKey::new(svc, comp), dep.condition)
+                            })
+                            .collect(),
                     },
                     spec,
                 )
@@ -381,11 +420,7 @@ pub async fn execute<R: Runtime>(
 ) -> PassReport {
     let mut report = PassReport::default();
     for (key, sync, id) in p.in_sync {
-        let status = match sync {
-            InSync::Running => Status::Running,
-            InSync::Stopped => Status::Stopped,
-            InSync::Transient => Status::Transient,
-        };
+        let status = Status::from(sync);
         report.components.push(ComponentReport::in_sync(
             key,
             status,
@@ -621,6 +656,35 @@ pub async fn run_action<R: Runtime>(
             until: Some(until),
             ..ComponentReport::in_sync(key, Status::Waiting, None)
         }),
+        Action::Blocked { key, on, condition } => Ok(ComponentReport {
+            error: Some(ActionError::Dependency { on, condition }),
+            ..ComponentReport::in_sync(key, Status::Blocked, None)
+        }),
+        Action::Restart {
+            key, id, strays, ..
+        } => {
+            let restarted = match remove_strays(rt, &key, &strays).await {
+                Ok(()) => match rt
+                    .stop(
+                        &id,
+                        spec.map_or(DEFAULT_STOP_TIMEOUT_SECS, ContainerSpec::stop_timeout_secs),
+                    )
+                    .await
+                {
+                    Ok(()) => rt.start(&id).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            Ok(match restarted {
+                Ok(()) => ComponentReport {
+                    recovered: true,
+                    ..done(key, Status::Running, Some(id))
+                },
+                // Gone meanwhile: the next pass makes it anew.
+                Err(e) => failed(key, e.into(), Some(id)),
+            })
+        }
         Action::Stop { key, id, strays } => Ok(match remove_strays(rt, &key, &strays).await {
             Err(e) => failed(key, e.into(), Some(id)),
             // The component's `stop_timeout` (podman's default when it sets none).

@@ -187,11 +187,7 @@ impl<R: Runtime + 'static> Agent<R> {
             if self.sched.is_running(&Work::Component(key.clone())) {
                 continue;
             }
-            let status = match sync {
-                InSync::Running => Status::Running,
-                InSync::Stopped => Status::Stopped,
-                InSync::Transient => Status::Transient,
-            };
+            let status = Status::from(sync);
             let id = (!id.is_empty()).then_some(id);
             if self.mode == Mode::Once {
                 self.report.pass.components.push(ComponentReport::in_sync(

@@ -39,6 +39,8 @@ impl<R: Runtime + 'static> Agent<R> {
                 restarts: 0,
                 next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
                 updated_ms: now_ms(),
+                health: None,
+                completed_hash: None,
             },
             restart,
         );
@@ -65,6 +67,8 @@ impl<R: Runtime + 'static> Agent<R> {
                     now_ms() + until.saturating_duration_since(now).as_millis() as u64,
                 ),
                 updated_ms: now_ms(),
+                health: None,
+                completed_hash: None,
             },
             false,
         );

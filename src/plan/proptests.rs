@@ -46,6 +46,9 @@ fn desired_strategy() -> impl Strategy<Value = Vec<Desired>> {
         v.into_iter()
             .filter(|(k, ..)| seen.insert(k.clone()))
             .map(|(key, h, running, r)| Desired {
+                oneshot: false,
+                checked: false,
+                depends: Vec::new(),
                 container_name: key.container_name(),
                 key,
                 spec_hash: HASHES[h].into(),
@@ -190,16 +193,21 @@ fn is_ours(a: &Actual) -> bool {
 fn touched(a: &Action) -> Vec<&str> {
     match a {
         Action::Remove { id, .. } => vec![id],
-        Action::Stop { id, strays, .. } => std::iter::once(id.as_str())
-            .chain(strays.iter().map(String::as_str))
-            .collect(),
+        Action::Stop { id, strays, .. } | Action::Restart { id, strays, .. } => {
+            std::iter::once(id.as_str())
+                .chain(strays.iter().map(String::as_str))
+                .collect()
+        }
         Action::Recreate { old_id, strays, .. } => std::iter::once(old_id.as_str())
             .chain(strays.iter().map(String::as_str))
             .collect(),
         Action::Start { strays, .. } | Action::Create { strays, .. } => {
             strays.iter().map(String::as_str).collect()
         }
-        Action::Conflict { .. } | Action::ConfigMissing { .. } | Action::Wait { .. } => vec![],
+        Action::Conflict { .. }
+        | Action::ConfigMissing { .. }
+        | Action::Wait { .. }
+        | Action::Blocked { .. } => vec![],
     }
 }
 

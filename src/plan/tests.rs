@@ -24,6 +24,9 @@ fn want(c: &str, hash: &str, state: DesiredState, restart: RestartPolicy) -> Des
         state,
         restart,
         blocked: None,
+        oneshot: false,
+        checked: false,
+        depends: Vec::new(),
     }
 }
 

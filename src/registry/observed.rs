@@ -19,6 +19,26 @@ pub struct ComponentStatus {
     /// Unix time in milliseconds of the next attempt, while backing off.
     pub next_retry_ms: Option<u64>,
     pub updated_ms: u64,
+    /// Its health check's state, when it has one (issue 14).
+    pub health: Option<HealthStatus>,
+    /// A one-shot component's spec hash that ran to exit 0. Kept once written: a write
+    /// without one leaves it as it was.
+    pub completed_hash: Option<String>,
+}
+
+/// A component's health check as the daemon last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HealthStatus {
+    /// "starting", "healthy" or "unhealthy".
+    pub state: String,
+    /// Failures in a row that counted.
+    pub failures: u32,
+    /// The last probe: whether it passed, its output (at most 200 bytes), and when.
+    pub last_ok: Option<bool>,
+    pub last_output: Option<String>,
+    pub last_ms: Option<u64>,
+    /// Unix ms since it has been in `state`.
+    pub since_ms: u64,
 }
 
 /// A route's registration with the proxy, for `status`.
@@ -51,7 +71,8 @@ impl Registry {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT service, component, state, container_id, last_error, restarts, next_retry_ms, updated_ms
+                "SELECT service, component, state, container_id, last_error, restarts, next_retry_ms, updated_ms,
+                        health, completed_hash
                  FROM component_status",
             )
             .map_err(|e| self.sql("read status", e))?;
@@ -66,6 +87,11 @@ impl Registry {
                         restarts: r.get::<_, i64>(5)? as u64,
                         next_retry_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
                         updated_ms: r.get::<_, i64>(7)? as u64,
+                        // A health the agent cannot read is shown as none.
+                        health: r
+                            .get::<_, Option<String>>(8)?
+                            .and_then(|h| serde_json::from_str(&h).ok()),
+                        completed_hash: r.get(9)?,
                     },
                 ))
             })
@@ -92,13 +118,16 @@ impl Registry {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO component_status
-                       (service, component, state, container_id, last_error, restarts, next_retry_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                       (service, component, state, container_id, last_error, restarts, next_retry_ms, updated_ms,
+                        health, completed_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (service, component) DO UPDATE SET
                        state = excluded.state, container_id = excluded.container_id,
                        last_error = excluded.last_error,
                        restarts = component_status.restarts + excluded.restarts,
-                       next_retry_ms = excluded.next_retry_ms, updated_ms = excluded.updated_ms",
+                       next_retry_ms = excluded.next_retry_ms, updated_ms = excluded.updated_ms,
+                       health = excluded.health,
+                       completed_hash = COALESCE(excluded.completed_hash, component_status.completed_hash)",
                 )
                 .map_err(|e| self_sql(&path, "write status", e))?;
             for (k, s, recovered) in updates {
@@ -111,6 +140,8 @@ impl Registry {
                     *recovered as i64,
                     s.next_retry_ms.map(|v| v as i64),
                     s.updated_ms as i64,
+                    s.health.as_ref().map(json),
+                    s.completed_hash,
                 ])
                 .map_err(|e| self_sql(&path, "write status", e))?;
             }

@@ -131,6 +131,12 @@ BEGIN UPDATE desired_generation SET value = value + 1; END;
     r#"
 ALTER TABLE components ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
 "#,
+    // 6 -> 7: health checks and one-shot components (issue 14): a component's check as
+    // last seen (JSON, NULL: none), and the spec hash a one-shot component completed.
+    r#"
+ALTER TABLE component_status ADD COLUMN health TEXT;
+ALTER TABLE component_status ADD COLUMN completed_hash TEXT;
+"#,
 ];
 
 /// `PRAGMA application_id` of a registry ("mcpa"): tells our file from any other SQLite
