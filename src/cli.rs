@@ -29,6 +29,10 @@ pub struct Opts {
     #[arg(long)]
     pub once: bool,
 
+    /// With --once: how long it may wait for dependencies and health checks in all.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub timeout: std::time::Duration,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

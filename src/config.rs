@@ -41,7 +41,24 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub volumes: VolumesSection,
     pub networks: NetworksSection,
+    pub health: HealthSection,
     pub log: LogSection,
+}
+
+/// `[health]`: the agent's health checks (issue 14).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Probes under way at once, across all components.
+    pub concurrency: Positive,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            concurrency: Positive(4),
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint (README "Metrics"); off when `listen` is absent.

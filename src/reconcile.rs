@@ -114,6 +114,9 @@ pub enum ActionError {
         on: ComponentKey,
         condition: crate::model::Condition,
     },
+    /// `--once` ended with it still waiting: for a dependency, or for its check.
+    #[error("{0}")]
+    Unmet(String),
     #[error("no desired spec for this component (internal error)")]
     NoSpec,
     #[error("route(s) {} have no host port: [ports].range is exhausted; widen the range or remove routes", .0.join(", "))]
@@ -163,6 +166,8 @@ impl ComponentReport {
         }
         match self.verb? {
             Verb::Start => Some("crash"),
+            // Unhealthy, or a dependency it restarts with was restarted.
+            Verb::Restart => Some("restart"),
             Verb::Recreate => Some("drift"),
             Verb::Create if self.storage_freed => Some("database_loss"),
             Verb::Create if had_container => Some("removal"),

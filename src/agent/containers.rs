@@ -17,6 +17,9 @@ use crate::plan::{self, Action, InSync, Verb};
 use crate::reconcile::{ActionError, ComponentReport, RemovalReport, Status, StorageNames};
 use crate::runtime::{Event, Runtime};
 
+/// How often `--once` lists again while a one-shot component runs.
+const ONCE_RELIST: Duration = Duration::from_millis(200);
+
 /// The components' backoff, from `[reconcile]`.
 pub(super) fn policy(config: &Config) -> BackoffPolicy {
     let r = &config.reconcile;
@@ -177,6 +180,17 @@ impl<R: Runtime + 'static> Agent<R> {
             .died_at
             .retain(|_, t| now.saturating_duration_since(*t) < horizon);
         let p = plan::plan(&self.desired, &listed.actual, &self.us, &self.book, now);
+        let running: Vec<(ComponentKey, String)> = p
+            .in_sync
+            .iter()
+            .filter(|(_, sync, _)| *sync == InSync::Running)
+            .map(|(k, _, id)| (k.clone(), id.clone()))
+            .collect();
+        for (key, sync, _) in &p.in_sync {
+            if *sync == InSync::Completed {
+                self.completed(key);
+            }
+        }
         for (key, sync, id) in p.in_sync {
             if sync == InSync::Running {
                 self.backoffs.observed_ok(&key, now);
@@ -213,6 +227,25 @@ impl<R: Runtime + 'static> Agent<R> {
                     continue;
                 }
             }
+            // `--once` runs a one-shot component once: exited non-zero, it has failed.
+            if self.mode == Mode::Once && a.brings_up() && self.ran_once.contains(&key) {
+                let code = listed
+                    .actual
+                    .iter()
+                    .find(|x| x.name == key.container_name())
+                    .and_then(|x| x.exit_code);
+                self.report.pass.components.push(ComponentReport {
+                    error: Some(ActionError::Unmet(match code {
+                        Some(c) => format!("one-shot component exited with code {c}"),
+                        None => "one-shot component did not complete".to_string(),
+                    })),
+                    ..ComponentReport::in_sync(key.clone(), Status::Failed, None)
+                });
+                continue;
+            }
+            if self.mode == Mode::Once && a.brings_up() && self.oneshots.contains(&key) {
+                self.ran_once.insert(key.clone());
+            }
             if let Action::Wait { until, .. } = &a {
                 let until = *until;
                 self.sched.schedule(Work::List, URGENT, until);
@@ -235,6 +268,11 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.pending = pending;
         self.watch_deaths(&listed.actual);
+        self.track_health(&running, &listed.actual);
+        // `--once` has no events: a one-shot component running is looked at again soon.
+        if self.mode == Mode::Once && running.iter().any(|(k, _)| self.oneshots.contains(k)) {
+            self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);
+        }
         self.last_actual = Some(listed.actual);
         self.sched.schedule(Work::Routes, SOON, now);
         if self.mode == Mode::Daemon {
@@ -296,6 +334,45 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A one-shot component exited 0 for its current spec: recorded (the registry keeps
+    /// it, so it is not run again after podman forgets the container), and its
+    /// dependents looked at.
+    fn completed(&mut self, key: &ComponentKey) {
+        let Some(hash) = self
+            .desired
+            .iter()
+            .find(|d| d.key == *key)
+            .map(|d| d.spec_hash.clone())
+        else {
+            return;
+        };
+        if self.book.completed.get(key) == Some(&hash) {
+            return;
+        }
+        tracing::info!(component = %key, "one-shot component completed");
+        self.book.completed.insert(key.clone(), hash);
+        self.want_progress("completed");
+    }
+
+    /// A component was brought up again (restarted, recreated, started after a crash):
+    /// its dependents with `restart_with` are restarted in place, once it meets their
+    /// condition (the plan holds a restart back like any bring-up).
+    fn restart_dependents(&mut self, key: &ComponentKey) {
+        let Some(dependents) = self.restart_with.get(key).cloned() else {
+            return;
+        };
+        for d in dependents {
+            let Some((Status::Running, _, Some(id))) = self.status.get(&d).cloned() else {
+                continue;
+            };
+            tracing::info!(component = %d, dependency = %key, "restarting with its dependency");
+            self.book
+                .restart
+                .insert(id, plan::RestartWhy::Dependency(key.clone()));
+            self.want_pass("restart_with");
         }
     }
 
@@ -418,6 +495,15 @@ impl<R: Runtime + 'static> Agent<R> {
                     _ => {}
                 }
                 self.remember(&r);
+                if let (true, Status::Running, Some(id)) = (brought_up, r.status, &r.container_id) {
+                    if r.verb == Some(Verb::Restart) {
+                        self.book.restart.remove(id);
+                    }
+                    self.start_tracking(&r.key.clone(), &id.clone(), now);
+                    if had_container && cause.is_some() || r.verb == Some(Verb::Restart) {
+                        self.restart_dependents(&r.key.clone());
+                    }
+                }
                 let key = r.key.clone();
                 self.note(
                     &key,

@@ -62,7 +62,27 @@ impl<R: Runtime + 'static> Agent<R> {
                 requeue = Requeue::After(self.proxy_retry.next_delay(now));
             }
         }
-        let states = routes::states(self.ctx.proxy.serves_routes(), &self.wanted_routes, &result);
+        let (served, withheld): (Vec<_>, Vec<_>) = self
+            .wanted_routes
+            .iter()
+            .cloned()
+            .partition(|(k, ..)| self.serves(k));
+        let mut states = routes::states(self.ctx.proxy.serves_routes(), &served, &result);
+        states.extend(withheld.into_iter().map(|(k, r, _)| {
+            let health = self
+                .health
+                .get(&k)
+                .map_or("not running", |t| t.state.as_str());
+            (
+                k,
+                r,
+                crate::registry::RouteProxyState {
+                    state: "withheld".into(),
+                    error: Some(format!("health check: {health}")),
+                },
+            )
+        }));
+        states.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         if states != self.route_states {
             self.writer.routes(states.clone());
             self.route_states = states;

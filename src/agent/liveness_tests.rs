@@ -395,7 +395,7 @@ fn run_scenario(
         let agent =
             Agent::new(Context::new(fake.clone(), &cfg), cfg, dir.path().join("x")).unwrap();
         if once {
-            agent.once().await.unwrap();
+            agent.once(Duration::from_secs(300)).await.unwrap();
         } else {
             let controls = Controls::default();
             let task = tokio::spawn(agent.run(controls.clone()));

@@ -36,6 +36,7 @@ use crate::spec::Service;
 
 mod containers;
 mod edge;
+mod health;
 mod metrics;
 pub mod notify;
 mod status;
@@ -248,6 +249,18 @@ pub struct Agent<R: Runtime + 'static> {
     metric_series: metrics::Series,
     /// `[metrics] listen`'s endpoint while the daemon runs.
     metrics_server: Option<crate::metrics::Server>,
+    /// The components' health checks, from the desired state.
+    checks: HashMap<ComponentKey, crate::model::HealthCheck>,
+    /// Each checked component's check of its current container.
+    health: HashMap<ComponentKey, health::Tracker>,
+    /// Probes under way.
+    probing: usize,
+    /// The dependents of each component that restart with it (`restart_with`).
+    restart_with: HashMap<ComponentKey, Vec<ComponentKey>>,
+    /// The one-shot components.
+    oneshots: HashSet<ComponentKey>,
+    /// One-shot components `--once` has brought up (it runs each once).
+    ran_once: HashSet<ComponentKey>,
 }
 
 impl<R: Runtime + 'static> Agent<R> {
@@ -264,6 +277,12 @@ impl<R: Runtime + 'static> Agent<R> {
             services = reader.services()?;
         }
         let pass_reg = Some(Registry::open_existing(&config.database.path)?);
+        // One-shot components done before: not run again.
+        let completed = reader
+            .statuses()?
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, s.completed_hash?)))
+            .collect();
         let mut a = Agent {
             wanted_routes: Vec::new(),
             route_states: Vec::new(),
@@ -278,6 +297,7 @@ impl<R: Runtime + 'static> Agent<R> {
             backoffs: Backoffs::new(containers::policy(&config)),
             book: Book {
                 restart_grace: RESTART_GRACE,
+                completed,
                 ..Default::default()
             },
             resync: config.reconcile.interval,
@@ -327,6 +347,12 @@ impl<R: Runtime + 'static> Agent<R> {
             metrics_dirty: true,
             metric_series: metrics::Series::default(),
             metrics_server: None,
+            checks: HashMap::new(),
+            health: HashMap::new(),
+            probing: 0,
+            restart_with: HashMap::new(),
+            oneshots: HashSet::new(),
+            ran_once: HashSet::new(),
         };
         a.set_services(services);
         Ok(a)
@@ -420,24 +446,52 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// One recovery pass: podman pinged, the containers listed and brought to the
     /// registry's state without backoff, the routes registered, the certificates
-    /// ensured; returns when every piece of that work has reported.
-    pub async fn once(mut self) -> Result<OnceReport, Failure> {
+    /// ensured; returns when every piece of that work has reported. Where components
+    /// wait for others (a dependency's condition, a health check's first pass, a
+    /// one-shot component's exit), more passes follow as they make progress, for at
+    /// most `timeout` in all; what is still waiting then is reported as failed.
+    pub async fn once(mut self, timeout: Duration) -> Result<OnceReport, Failure> {
         self.mode = Mode::Once;
-        self.book = Book::default();
+        self.book = Book {
+            completed: std::mem::take(&mut self.book.completed),
+            ..Book::default()
+        };
         let rt = self.ctx.runtime.clone();
         let unavailable = |e: RuntimeError| Failure::unavailable(anyhow::anyhow!("{e}"));
         crate::runtime::ping_within(&*rt, PING_TIMEOUT * 5, &self.config.podman.socket.0)
             .await
             .map_err(unavailable)?;
         self.podman.up = Some(true);
+        let deadline = crate::control::after(Instant::now(), timeout);
         self.sched
             .schedule(Work::List, work::URGENT, Instant::now());
+        let mut timed_out = false;
         loop {
-            self.start_due_work();
-            let Some(done) = self.tasks.join_next_with_id().await else {
+            if !timed_out {
+                self.start_due_work();
+            }
+            let wake = if timed_out { None } else { self.next_wake() };
+            if self.tasks.is_empty() && wake.is_none() {
                 break;
-            };
-            self.joined(done);
+            }
+            tokio::select! {
+                done = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    if let Some(done) = done {
+                        self.joined(done);
+                    }
+                }
+                () = sleep_until(wake), if wake.is_some() && self.tasks.is_empty() => {}
+                () = tokio::time::sleep_until(deadline), if !timed_out => {
+                    // Nothing new starts; probes under way are dropped, operations on
+                    // containers finish.
+                    timed_out = true;
+                    for (w, _, handle) in self.running.values() {
+                        if matches!(w, Work::Probe(_)) {
+                            handle.abort();
+                        }
+                    }
+                }
+            }
             if let Some(e) = self.report.list_error.take() {
                 self.writer.close(WRITER_CLOSE).await;
                 return Err(unavailable(e));
@@ -446,11 +500,64 @@ impl<R: Runtime + 'static> Agent<R> {
         self.writer.prune();
         self.writer.close(Duration::from_secs(30)).await;
         let mut report = std::mem::take(&mut self.report);
-        report.pass.components.sort_by(|a, b| a.key.cmp(&b.key));
+        report.pass.components = self.final_reports(report.pass.components, timed_out);
         report.pass.removals.sort_by(|a, b| a.name.cmp(&b.name));
         report.wanted_routes = self.wanted_routes.len();
         report.proxy_serves = self.ctx.proxy.serves_routes();
         Ok(report)
+    }
+
+    /// `--once`'s report of each component, from its passes: the last report with an
+    /// action (else the last); a component still waiting for a dependency, or whose check
+    /// has not passed, has failed.
+    fn final_reports(
+        &self,
+        all: Vec<reconcile::ComponentReport>,
+        timed_out: bool,
+    ) -> Vec<reconcile::ComponentReport> {
+        let mut by_key: BTreeMap<ComponentKey, reconcile::ComponentReport> = BTreeMap::new();
+        for r in all {
+            let keep_old = by_key.get(&r.key).is_some_and(|old| {
+                old.verb.is_some_and(|v| v != crate::plan::Verb::Wait) && r.verb.is_none()
+            });
+            if keep_old {
+                // The action stands; the later look only confirms it (its status wins).
+                if let Some(old) = by_key.get_mut(&r.key) {
+                    if r.status != Status::Running || old.status != Status::Running {
+                        old.status = r.status;
+                    }
+                }
+                continue;
+            }
+            by_key.insert(r.key.clone(), r);
+        }
+        let why_late = if timed_out {
+            " (--timeout ran out)"
+        } else {
+            ""
+        };
+        by_key
+            .into_values()
+            .map(|mut r| {
+                if r.status == Status::Blocked {
+                    r.status = Status::Failed;
+                    if let Some(e) = r.error.take() {
+                        r.error = Some(reconcile::ActionError::Unmet(format!("{e}{why_late}")));
+                    }
+                } else if r.status == Status::Running && !self.serves(&r.key) {
+                    let t = self.health.get(&r.key);
+                    r.status = Status::Failed;
+                    r.error = Some(reconcile::ActionError::Unmet(format!(
+                        "health check {}{}{why_late}",
+                        t.map_or("not run", |t| t.state.as_str()),
+                        t.and_then(|t| t.last.as_ref())
+                            .map(|l| format!(": {}", l.1))
+                            .unwrap_or_default()
+                    )));
+                }
+                r
+            })
+            .collect()
     }
 
     /// Serves `[metrics] listen`, if set. One that cannot be bound is logged: the
@@ -525,6 +632,29 @@ impl<R: Runtime + 'static> Agent<R> {
         .unzip();
         self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
         self.desired = desired;
+        self.checks.clear();
+        self.restart_with.clear();
+        self.oneshots.clear();
+        for s in self.services.iter().filter(|s| s.active) {
+            for c in &s.components {
+                let key = ComponentKey::new(s.name.clone(), c.name.clone());
+                if c.settings.oneshot {
+                    self.oneshots.insert(key.clone());
+                }
+                if let Some(h) = &c.settings.health {
+                    self.checks.insert(key.clone(), h.clone());
+                }
+                for (name, dep) in &c.settings.depends_on {
+                    if dep.restart_with {
+                        let (svc, comp) = crate::model::dependency_target(&s.name, name);
+                        self.restart_with
+                            .entry(ComponentKey::new(svc, comp))
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
+            }
+        }
     }
 
     /// Asks for a pass: one list and plan as soon as podman is up (requests while one is
@@ -534,6 +664,17 @@ impl<R: Runtime + 'static> Agent<R> {
             self.pass_trigger.get_or_insert(trigger);
             self.sched
                 .schedule(Work::List, work::URGENT, Instant::now());
+        }
+    }
+
+    /// A pass because a component made progress others may wait on (a check decided, a
+    /// one-shot component exited): in `--once` too, which waits for dependencies.
+    fn want_progress(&mut self, trigger: &'static str) {
+        if self.mode == Mode::Once {
+            self.sched
+                .schedule(Work::List, work::URGENT, Instant::now());
+        } else {
+            self.want_pass(trigger);
         }
     }
 

@@ -35,14 +35,46 @@ impl<R: Runtime + 'static> Agent<R> {
             ComponentStatus {
                 state: status.as_str().to_string(),
                 container_id: id,
-                last_error: detail.filter(|_| status.is_failure()),
+                last_error: detail.filter(|_| status.is_failure() || status == Status::Blocked),
                 restarts: 0,
                 next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
                 updated_ms: now_ms(),
-                health: None,
-                completed_hash: None,
+                health: self.health_status(key),
+                completed_hash: self.completed_hash(key, status),
             },
             restart,
+        );
+    }
+
+    /// The spec hash a one-shot component in `status` completed, to record.
+    fn completed_hash(&self, key: &ComponentKey, status: Status) -> Option<String> {
+        (status == Status::Completed)
+            .then(|| self.book.completed.get(key).cloned())
+            .flatten()
+    }
+
+    /// Writes `key`'s status row again with its health as it is now.
+    pub(super) fn write_health(&mut self, key: &ComponentKey) {
+        let Some((status, detail, id)) = self.status.get(key).cloned() else {
+            return;
+        };
+        let next_retry_ms = self.book.retry_at.get(key).and_then(|t| {
+            let now = Instant::now();
+            (*t > now).then(|| now_ms() + (*t - now).as_millis() as u64)
+        });
+        self.writer.record(
+            key.clone(),
+            ComponentStatus {
+                state: status.as_str().to_string(),
+                container_id: id,
+                last_error: detail.filter(|_| status.is_failure() || status == Status::Blocked),
+                restarts: 0,
+                next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
+                updated_ms: now_ms(),
+                health: self.health_status(key),
+                completed_hash: self.completed_hash(key, status),
+            },
+            false,
         );
     }
 
@@ -67,7 +99,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     now_ms() + until.saturating_duration_since(now).as_millis() as u64,
                 ),
                 updated_ms: now_ms(),
-                health: None,
+                health: self.health_status(key),
                 completed_hash: None,
             },
             false,
@@ -110,6 +142,22 @@ impl<R: Runtime + 'static> Agent<R> {
             "{} running, {} backing off, {} failed",
             counts[0], counts[1], counts[2]
         );
+        let unhealthy = self
+            .health
+            .values()
+            .filter(|t| t.state == super::health::HealthState::Unhealthy)
+            .count();
+        let waiting = self
+            .status
+            .values()
+            .filter(|(s, ..)| *s == Status::Blocked)
+            .count();
+        if unhealthy > 0 {
+            line.push_str(&format!(", {unhealthy} unhealthy"));
+        }
+        if waiting > 0 {
+            line.push_str(&format!(", {waiting} waiting for dependencies"));
+        }
         if in_progress > 0 {
             line.push_str(&format!(", {in_progress} in progress"));
         }

@@ -36,6 +36,8 @@ pub(super) enum Work {
     Certs,
     /// Carry out the action the last plan has for this component.
     Component(ComponentKey),
+    /// Run this component's health check once.
+    Probe(ComponentKey),
 }
 
 impl std::fmt::Display for Work {
@@ -46,6 +48,7 @@ impl std::fmt::Display for Work {
             Work::Routes => f.write_str("route sync"),
             Work::Certs => f.write_str("certificates"),
             Work::Component(k) => write!(f, "operation on {k}"),
+            Work::Probe(k) => write!(f, "health check of {k}"),
         }
     }
 }
@@ -65,6 +68,8 @@ impl Work {
             Work::List => Some(Duration::from_secs(150)),
             Work::Routes => Some(Duration::from_secs(300)),
             Work::Component(_) => Some(Duration::from_secs(300)),
+            // Bounded by its own timeout (at most a day); the margin covers podman.
+            Work::Probe(_) => None,
             // An order may wait on the CA for its own (configured) time.
             Work::Certs => None,
         }
@@ -77,6 +82,8 @@ pub(super) enum Outcome {
     Component(Result<ComponentReport, RemovalReport>),
     Routes(Result<SyncReport, ProxyError>),
     Certs(Box<(Certs, EnsureReport)>),
+    /// A probe of this container.
+    Probe(String, crate::health::ProbeResult),
 }
 
 /// What a registry poll found.
@@ -155,10 +162,10 @@ impl<R: Runtime + 'static> Agent<R> {
                 &self.pending,
             );
             let recreating = &self.recreating;
-            let Some(w) = self
-                .sched
-                .pop_due(now, |w| may_start(w, up, pending, lanes, limit, recreating))
-            else {
+            let probes = (self.probing, self.config.health.concurrency.0);
+            let Some(w) = self.sched.pop_due(now, |w| {
+                may_start(w, up, pending, lanes, limit, recreating, probes)
+            }) else {
                 return;
             };
             self.start(w, now);
@@ -172,8 +179,9 @@ impl<R: Runtime + 'static> Agent<R> {
             self.podman.up == Some(true),
             self.config.reconcile.concurrency.0,
         );
+        let probes = (self.probing, self.config.health.concurrency.0);
         self.sched
-            .next_due(|w| may_start(w, up, &self.pending, lanes, limit, &self.recreating))
+            .next_due(|w| may_start(w, up, &self.pending, lanes, limit, &self.recreating, probes))
     }
 
     fn start(&mut self, w: Work, now: Instant) {
@@ -213,7 +221,13 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Work::Routes => {
                 let proxy = self.ctx.proxy.clone();
-                let wanted: Vec<_> = self.wanted_routes.iter().map(|(.., r)| r.clone()).collect();
+                // An unhealthy (or not yet healthy) component's routes are withheld.
+                let wanted: Vec<_> = self
+                    .wanted_routes
+                    .iter()
+                    .filter(|(k, ..)| self.serves(k))
+                    .map(|(.., r)| r.clone())
+                    .collect();
                 self.tasks.spawn(async move {
                     use crate::proxy::Proxy;
                     let r = proxy.sync(&wanted).await;
@@ -240,6 +254,21 @@ impl<R: Runtime + 'static> Agent<R> {
                         )
                         .await;
                     (Work::Certs, Outcome::Certs(Box::new((manager, report))))
+                })
+            }
+            Work::Probe(key) => {
+                let (Some(check), Some(t)) = (self.checks.get(key), self.health.get(key)) else {
+                    self.sched.finish(&w);
+                    return;
+                };
+                let rt = self.ctx.runtime.clone();
+                let (probe, timeout, id) =
+                    (check.probe.clone(), check.timeout.duration(), t.id.clone());
+                let key = key.clone();
+                self.probing += 1;
+                self.tasks.spawn(async move {
+                    let r = crate::health::run(&*rt, &id, &probe, timeout).await;
+                    (Work::Probe(key), Outcome::Probe(id, r))
                 })
             }
             Work::Component(key) => {
@@ -297,6 +326,9 @@ impl<R: Runtime + 'static> Agent<R> {
             self.operating.remove(k);
             self.recreating.remove(k);
         }
+        if let Work::Probe(_) = &w {
+            self.probing = self.probing.saturating_sub(1);
+        }
         match outcome {
             Some((_, outcome)) => self.on_outcome(w, outcome),
             None => {
@@ -341,6 +373,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 _ => Requeue::OnChange,
             },
             Outcome::Routes(r) => self.on_routes_synced(r),
+            Outcome::Probe(id, r) => {
+                if let Work::Probe(key) = &w {
+                    self.on_probe(key, &id, r);
+                }
+                Requeue::OnChange
+            }
             Outcome::Certs(done) => {
                 let (mut certs, report) = *done;
                 if std::mem::take(&mut self.certs_reconfigure) {
@@ -367,6 +405,7 @@ impl<R: Runtime + 'static> Agent<R> {
         match w {
             Work::Component(_) => self.sched.schedule(Work::List, URGENT, at),
             Work::Certs | Work::Routes => self.sched.schedule(w, SOON, at),
+            Work::Probe(_) => self.sched.schedule(w, NORMAL, at),
             w => self.sched.schedule(w, URGENT, at),
         }
     }
@@ -486,8 +525,17 @@ impl<R: Runtime + 'static> Agent<R> {
             .iter()
             .filter(|d| d.state == crate::spec::DesiredState::Running)
             .filter_map(|d| match self.status.get(&d.key) {
+                // Up only once its check has passed.
+                Some((Status::Running, ..)) if !self.serves(&d.key) => Some(format!(
+                    "{} (running, health check {})",
+                    d.key,
+                    self.health
+                        .get(&d.key)
+                        .map_or("not started", |t| t.state.as_str())
+                )),
                 Some((
                     Status::Running
+                    | Status::Completed
                     | Status::ImageMissing
                     | Status::VolumeMissing
                     | Status::Conflict
@@ -541,9 +589,11 @@ fn may_start(
     (bring_ups, others): (usize, usize),
     limit: usize,
     recreating: &std::collections::HashSet<ComponentKey>,
+    (probing, probe_limit): (usize, usize),
 ) -> bool {
     match w {
         Work::List => up,
+        Work::Probe(_) => up && probing < probe_limit,
         Work::Component(k) => {
             let action = pending.get(k).map(|(a, _)| a);
             let brings_up = action.is_some_and(Action::brings_up);

@@ -13,7 +13,7 @@ use crate::registry::{CertStatus, ComponentStatus, Registry, RouteProxyState};
 /// One write for the writer thread.
 #[derive(Debug)]
 enum Write {
-    Component(ComponentKey, ComponentStatus, bool),
+    Component(ComponentKey, Box<ComponentStatus>, bool),
     Routes(Vec<(ComponentKey, String, RouteProxyState)>),
     Certs(Vec<CertStatus>),
     /// Drops the status rows of components no longer in the registry.
@@ -38,6 +38,7 @@ impl Batch {
     fn add(&mut self, w: Write) {
         match w {
             Write::Component(k, s, recovered) => {
+                let s = *s;
                 let e = self.components.entry(k).or_insert_with(|| (s.clone(), 0));
                 e.0 = s;
                 e.1 += recovered as u64;
@@ -124,7 +125,7 @@ impl StatusWriter {
     }
 
     pub fn record(&self, key: ComponentKey, status: ComponentStatus, recovered: bool) {
-        self.send(Write::Component(key, status, recovered));
+        self.send(Write::Component(key, Box::new(status), recovered));
     }
 
     pub fn routes(&self, states: Vec<(ComponentKey, String, RouteProxyState)>) {

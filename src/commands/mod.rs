@@ -39,7 +39,7 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
             // One writer: `--once` refuses while a daemon works on the registry (it would
             // race it), and a daemon started meanwhile refuses while this pass runs.
             let _lock = lock_registry(&config)?;
-            recover::run(&config)
+            recover::run(&config, opts.timeout)
         }
         Command::Apply { paths } => apply::run(&config, &paths),
         Command::Status {

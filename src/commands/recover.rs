@@ -7,11 +7,11 @@ use crate::error::{exit, Failure};
 use crate::reconcile;
 use crate::routes;
 
-pub fn run(config: &Config) -> Result<u8, Failure> {
+pub fn run(config: &Config, timeout: std::time::Duration) -> Result<u8, Failure> {
     let rt = super::tokio_runtime()?;
     let report = rt.block_on(async {
         let agent = Agent::new(Context::podman(config), config.clone(), Default::default())?;
-        agent.once().await
+        agent.once(timeout).await
     })?;
     Ok(print(&report))
 }

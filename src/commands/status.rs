@@ -28,6 +28,9 @@ struct Row {
     last_error: Option<String>,
     next_retry_in_ms: Option<u64>,
     last_pass_state: Option<String>,
+    /// Its health check as the daemon last saw it (a component with a check only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<crate::registry::HealthStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,6 +190,10 @@ fn gather(
                 },
             };
             let st = statuses.get(&key);
+            let actual = match st.map(|s| s.state.as_str()) {
+                Some("completed") if actual != "running" => "completed".to_string(),
+                _ => actual,
+            };
             rows.push(Row {
                 service: s.name.clone(),
                 component: c.name.clone(),
@@ -226,6 +233,10 @@ fn gather(
                     .and_then(|s| s.next_retry_ms)
                     .map(|t| t.saturating_sub(now)),
                 last_pass_state: st.map(|s| s.state.clone()),
+                // Shown while the container it was seen for still runs.
+                health: st
+                    .and_then(|s| s.health.clone())
+                    .filter(|_| c.settings.health.is_some()),
             });
         }
     }
@@ -350,19 +361,37 @@ fn print_columns<const N: usize>(out: &mut String, table: &[[String; N]]) {
 /// 1 failed); 1 certificate, 1 valid; podman reachable`.
 fn summary(rows: &[Row], certs: &[CertRow], orphans: usize, podman: Option<&String>) -> String {
     let running = rows.iter().filter(|r| r.actual == "running").count();
+    let completed = rows.iter().filter(|r| r.actual == "completed").count();
     let mut line = format!(
         "{} component{}: {running} running",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" }
     );
-    let down = rows.len() - running;
+    let unhealthy = rows
+        .iter()
+        .filter(|r| r.actual == "running")
+        .filter(|r| r.health.as_ref().is_some_and(|h| h.state != "healthy"))
+        .count();
+    if unhealthy > 0 {
+        line.push_str(&format!(" ({unhealthy} not healthy)"));
+    }
+    if completed > 0 {
+        line.push_str(&format!(", {completed} completed"));
+    }
+    let down = rows.len() - running - completed;
     if down > 0 {
+        let waiting = |r: &&Row| r.last_pass_state.as_deref() == Some("waiting");
         let backing = rows.iter().filter(|r| r.next_retry_in_ms.is_some()).count();
-        let failed = rows.iter().filter(|r| r.last_error.is_some()).count();
+        let blocked = rows.iter().filter(waiting).count();
+        let failed = rows
+            .iter()
+            .filter(|r| r.last_error.is_some() && !waiting(r))
+            .count();
         let not_wanted = rows.iter().filter(|r| r.desired != "running").count();
         let mut why = Vec::new();
         for (n, what) in [
             (not_wanted, "not desired running"),
+            (blocked, "waiting for dependencies"),
             (backing, "backing off"),
             (failed, "failed"),
         ] {
@@ -408,7 +437,10 @@ fn print_table(out: &mut String, rows: &[Row]) {
         table.push([
             format!("{}/{}", r.service, r.component),
             r.desired.clone(),
-            r.actual.clone(),
+            match &r.health {
+                Some(h) if r.actual == "running" => format!("running ({})", h.state),
+                _ => r.actual.clone(),
+            },
             // As podman prints it: the id's first 12 characters.
             r.container_id
                 .as_deref()
@@ -428,7 +460,19 @@ fn print_table(out: &mut String, rows: &[Row]) {
                 .join(","),
             r.restarts.to_string(),
             retry_in(r.next_retry_in_ms),
-            r.last_error.clone().unwrap_or_default(),
+            match (&r.last_error, &r.health) {
+                (Some(e), _) => e.clone(),
+                (None, Some(h)) if h.last_ok == Some(false) => format!(
+                    "health check failed{}: {}",
+                    if h.failures > 0 {
+                        format!(" {} in a row", h.failures)
+                    } else {
+                        String::new()
+                    },
+                    h.last_output.as_deref().unwrap_or("")
+                ),
+                _ => String::new(),
+            },
         ]);
     }
     print_columns(out, &table);

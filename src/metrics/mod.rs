@@ -49,6 +49,8 @@ pub struct Metrics {
     pub routes_pending: Gauge,
     pub cert_expiry: Family<L1, Gauge>,
     pub cert_order_failures: Family<L1, Counter>,
+    pub probes: Family<L1, Counter>,
+    pub probe_duration: Histogram,
 }
 
 fn podman_histogram() -> Histogram {
@@ -75,6 +77,8 @@ impl Metrics {
             routes_pending: Gauge::default(),
             cert_expiry: Family::default(),
             cert_order_failures: Family::default(),
+            probes: Family::default(),
+            probe_duration: podman_histogram(),
             registry: Registry::default(),
         };
         let build: Family<L1, Gauge> = Family::default();
@@ -162,6 +166,17 @@ impl Metrics {
             "Certificate orders that failed, by service",
             m.cert_order_failures.clone(),
         );
+        registry.register(
+            "health_probes",
+            "Health check probes run, by result (ok, failed)",
+            m.probes.clone(),
+        );
+        registry.register_with_unit(
+            "health_probe_duration",
+            "How long a health check probe took",
+            prometheus_client::registry::Unit::Seconds,
+            m.probe_duration.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -191,6 +206,16 @@ pub fn podman_request(call: &'static str, took: Duration, error: Option<&'static
             .get_or_create(&[("call", call.to_string()), ("kind", kind.to_string())])
             .inc();
     }
+}
+
+/// One health check probe: whether it passed, and how long it took.
+pub fn probe(ok: bool, took: Duration) {
+    let m = global();
+    let result = if ok { "ok" } else { "failed" };
+    m.probes
+        .get_or_create(&[("result", result.to_string())])
+        .inc();
+    m.probe_duration.observe(took.as_secs_f64());
 }
 
 /// Seconds since the Unix epoch of `t`, rounded down.

@@ -21,7 +21,7 @@ mod schema;
 pub use desired::ApplyReport;
 pub use identity::{Adoption, Identity};
 pub use lock::Lock;
-pub use observed::{CertStatus, ComponentStatus, RouteProxyState};
+pub use observed::{CertStatus, ComponentStatus, HealthStatus, RouteProxyState};
 pub use ports::{Allocation, Unallocated};
 
 /// How long a statement waits for another process's write lock before failing.
