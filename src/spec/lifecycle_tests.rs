@@ -2,6 +2,7 @@
 //! every rule at its position with its reason, and the rules across services.
 
 use super::tests::parse;
+use super::*;
 use crate::model::{Condition, Dependency, HealthCheck, Millis, OnFailure, Probe};
 
 /// Every key of issue 14, each in each of its forms, none at its default.
@@ -242,4 +243,98 @@ fn a_cycle_in_a_service_is_spelled_out_at_the_entry_that_closes_it() {
         parse(two).unwrap_err(),
         "svc.toml:9:16: dependency cycle: shop/app -> shop/db -> shop/app"
     );
+}
+
+fn file(name: &str, text: &str) -> ServiceFile {
+    parse_service(Path::new(name), text).unwrap()
+}
+
+/// `check_registry_rules` with `existing` in the registry, its issues as printed.
+fn rules(existing: &[&ServiceFile], incoming: &[ServiceFile]) -> Result<(), String> {
+    let existing: Vec<Service> = existing.iter().map(|f| f.service.clone()).collect();
+    check_registry_rules(&existing, incoming).map_err(|e| e.to_string())
+}
+
+fn registry_error(existing: &[&ServiceFile], incoming: &[ServiceFile]) -> String {
+    rules(existing, incoming).unwrap_err()
+}
+
+const AUTH: &str = "name = \"auth\"\n[[components]]\nname = \"api\"\nimage = \"i\"\n[[components]]\nname = \"setup\"\nimage = \"i\"\noneshot = true\n";
+
+#[test]
+fn another_service_s_component_must_be_in_the_files_or_the_registry() {
+    let shop = |deps: &str| {
+        file(
+            "shop.toml",
+            &format!("name = \"shop\"\n[[components]]\nname = \"app\"\nimage = \"i\"\ndepends_on = {{ {deps} }}\n"),
+        )
+    };
+    let auth = file("auth.toml", AUTH);
+    // Neither applied nor registered.
+    let e = registry_error(&[], &[shop("\"auth/api\" = \"healthy\"")]);
+    assert_eq!(
+        e,
+        "shop.toml:5:16: depends_on \"auth/api\": service \"auth\" is neither in the files applied nor in the registry"
+    );
+    // In the registry, or in the files applied with it.
+    rules(&[&auth], &[shop("\"auth/api\" = \"healthy\"")]).unwrap();
+    rules(&[], &[shop("\"auth/api\" = \"healthy\""), auth.clone()]).unwrap();
+    rules(&[], &[shop("\"auth/setup\" = \"completed\""), auth.clone()]).unwrap();
+    let e = registry_error(&[&auth], &[shop("\"auth/web\" = \"started\"")]);
+    assert_eq!(
+        e,
+        "shop.toml:5:16: depends_on \"auth/web\": service \"auth\" (in the registry) has no component \"web\""
+    );
+    let e = registry_error(&[], &[shop("\"auth/web\" = \"started\""), auth.clone()]);
+    assert!(e.contains("shop.toml:5:16: depends_on \"auth/web\": service \"auth\" (in auth.toml) has no component \"web\""), "{e}");
+    let e = registry_error(&[&auth], &[shop("\"auth/api\" = \"completed\"")]);
+    assert_eq!(
+        e,
+        "shop.toml:5:29: depends_on \"auth/api\" = \"completed\" needs a one-shot component (oneshot = true), and auth/api is not one"
+    );
+    // A file that takes away a component the registry's other services depend on.
+    let registered = shop("\"auth/api\" = \"healthy\"");
+    let e = registry_error(
+        &[&registered, &auth],
+        &[file(
+            "auth.toml",
+            "name = \"auth\"\n[[components]]\nname = \"web\"\nimage = \"i\"\n",
+        )],
+    );
+    assert!(
+        e.starts_with("auth.toml:1:8: component shop/app in the registry depends on auth/api, which this file does not define"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_cycle_through_services_is_refused_with_the_registry_and_the_files() {
+    let shop = file(
+        "shop.toml",
+        "name = \"shop\"\n[[components]]\nname = \"app\"\nimage = \"i\"\ndepends_on = { db = \"healthy\" }\n[[components]]\nname = \"db\"\nimage = \"i\"\ndepends_on = { \"auth/api\" = \"started\" }\n",
+    );
+    let auth = file(
+        "auth.toml",
+        "name = \"auth\"\n[[components]]\nname = \"api\"\nimage = \"i\"\ndepends_on = { \"shop/app\" = \"started\" }\n",
+    );
+    // Both applied together: found from the first file's components, closed in the second.
+    let e = registry_error(&[], &[shop.clone(), auth.clone()]);
+    assert_eq!(
+        e,
+        "auth.toml:5:16: dependency cycle: shop/app -> shop/db -> auth/api -> shop/app"
+    );
+    // One of them registered: located in the file applied, the cycle spelled to end there.
+    let e = registry_error(&[&shop], std::slice::from_ref(&auth));
+    assert_eq!(
+        e,
+        "auth.toml:5:16: dependency cycle: shop/app -> shop/db -> auth/api -> shop/app"
+    );
+    let e = registry_error(&[&auth], std::slice::from_ref(&shop));
+    assert_eq!(
+        e,
+        "shop.toml:9:16: dependency cycle: auth/api -> shop/app -> shop/db -> auth/api"
+    );
+    // Without the edge back, no cycle.
+    let auth_ok = file("auth.toml", AUTH);
+    rules(&[&auth_ok], &[shop]).unwrap();
 }
