@@ -109,6 +109,12 @@ fn every_lifecycle_key_parses_and_exports_back_to_the_same_service() {
     );
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
+    // The registry's JSON of them reads back the same.
+    for c in &s.components {
+        let json = serde_json::to_string(&c.settings).unwrap();
+        let back: crate::model::Settings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c.settings, "{json}");
+    }
     // The file's syntax, not the registry's JSON shapes.
     for word in ["probe", "cmd = [\"pg", "shell", "Healthy"] {
         assert!(!text.contains(word), "{word} in {text}");
