@@ -39,6 +39,13 @@ const BAD_SERVICES: &[(&str, &str, &str)] = &[
     ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\nenv = { \"A\\u0000\" = \"1\" }\n", ":5:", "env key"),
     ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\ndesired_state = \"paused\"\n", ":5:17:", "unknown variant `paused`"),
     ("name = \"x\"\n[[components]]\nname = \"web\"\n", ":2:1:", "missing field `image`"),
+    // Health checks, one-shot components and dependency order (issue 14).
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = { db = \"healthy\" }\n", ":5:16:", "depends_on \"db\": service \"x\" has no component \"db\""),
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = { \"auth/api\" = \"healthy\" }\n", ":5:16:", "depends_on \"auth/api\": service \"auth\" is neither in the files applied nor in the registry"),
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = { \"good/api\" = \"healthy\" }\n", ":5:16:", "depends_on \"good/api\": service \"good\" (in the registry) has no component \"api\""),
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = { db = \"healthy\" }\n[[components]]\nname = \"db\"\nimage = \"i\"\n[components.depends_on]\nweb = \"started\"\n", ":10:1:", "dependency cycle: x/web -> x/db -> x/web"),
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\noneshot = true\nrestart = \"always\"\n", ":5:11:", "oneshot = true needs restart = \"no\""),
+    ("name = \"x\"\n[[components]]\nname = \"web\"\nimage = \"i\"\n[components.health]\ntest = [\"NONE\"]\n", ":6:9:", "health test [\"NONE\"]"),
 ];
 
 #[test]
@@ -74,6 +81,28 @@ fn bad_service_files_exit_65_name_the_line_and_change_nothing() {
     let r = agent.run(&["apply", dir.to_str().unwrap()]);
     assert_eq!(r.code, 65, "{r}");
     assert!(r.stderr.contains("b.toml:1:8"), "{r}");
+    assert_eq!(registry_files(&agent), before);
+    // A dependency cycle through two services applied together: named at the entry that
+    // closes it, in the second file.
+    let dir = agent.path().join("cycle");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.toml"),
+        "name = \"shop\"\n[[components]]\nname = \"app\"\nimage = \"i\"\ndepends_on = { \"auth/api\" = \"healthy\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.toml"),
+        "name = \"auth\"\n[[components]]\nname = \"api\"\nimage = \"i\"\ndepends_on = { \"shop/app\" = \"started\" }\n",
+    )
+    .unwrap();
+    let r = agent.run(&["apply", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 65, "{r}");
+    let want = format!(
+        "{}:5:16: dependency cycle: shop/app -> auth/api -> shop/app",
+        dir.join("b.toml").display()
+    );
+    assert!(r.stderr.contains(&want), "want {want}\n{r}");
     assert_eq!(registry_files(&agent), before);
     // Env values never appear in errors.
     let path = agent.service_file(

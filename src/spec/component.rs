@@ -151,7 +151,13 @@ pub(super) fn parse_component(
             );
         }
     }
-    let settings = super::settings::parse_settings(c, &rc, network);
+    let mut settings = super::settings::parse_settings(c, &rc, network);
+    settings.health = rc
+        .health
+        .as_ref()
+        .and_then(|h| super::lifecycle::parse_health(c, h, network));
+    settings.oneshot = super::lifecycle::parse_oneshot(c, &rc);
+    settings.depends_on = super::lifecycle::parse_depends_on(c, &rc, &mut cs);
     let component = Component {
         name,
         image: image.clone(),

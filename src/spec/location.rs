@@ -1,6 +1,7 @@
 //! Where the parts of a service file are, and the problems found in input files, printed
 //! as `file:line:col: reason`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -19,6 +20,8 @@ pub struct ComponentSource {
     pub name: Option<Location>,
     pub ports: Vec<Location>,
     pub routes: Vec<(Location, Option<Location>)>,
+    /// Each `depends_on` entry by its key as written: (the key, the condition).
+    pub depends_on: BTreeMap<String, (Location, Location)>,
 }
 
 /// One problem in an input file, printed as `file:line:col: reason`.

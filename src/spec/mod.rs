@@ -10,7 +10,9 @@ pub use crate::model::{
 };
 
 mod component;
+mod export;
 pub mod input;
+mod lifecycle;
 mod location;
 mod parse;
 mod raw;
@@ -31,13 +33,6 @@ pub const MAX_ROUTES: usize = 64;
 pub const MAX_VALUE_LEN: usize = 32 * 1024;
 /// Most entries in one list or table (cmd, env, volumes, ports).
 pub const MAX_ENTRIES: usize = 1024;
-
-impl Service {
-    /// The service as a service file; `apply` of this text gives the same service back.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("service serializes")
-    }
-}
 
 /// A service file read and validated on its own (registry-wide rules come later).
 #[derive(Debug, Clone)]
@@ -135,5 +130,7 @@ pub fn read_service_files(paths: &[PathBuf]) -> Result<Vec<ServiceFile>, Issues>
     }
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 pub(crate) mod tests;

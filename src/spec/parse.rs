@@ -30,6 +30,13 @@ impl Checker<'_> {
             reason: reason.into(),
         });
     }
+    pub(super) fn bad_at(&mut self, at: Location, reason: impl Into<String>) {
+        self.issues.push(Issue {
+            path: self.path.to_path_buf(),
+            at: Some(at),
+            reason: reason.into(),
+        });
+    }
     pub(super) fn string(&mut self, s: &Spanned<String>, what: &str) -> bool {
         if s.get_ref().len() > MAX_VALUE_LEN {
             self.bad(
@@ -122,6 +129,12 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
         source.components.push(cs);
         components.push(component);
     }
+    super::lifecycle::check_dependencies(
+        &mut c,
+        raw.name.get_ref(),
+        &components,
+        &source.components,
+    );
     if !c.issues.is_empty() {
         return Err(Issues(c.issues));
     }

@@ -110,6 +110,43 @@ pub(super) struct RawComponent {
     pub(super) extra_hosts: Spanned<Vec<Spanned<String>>>,
     // The image.
     pub(super) pull: Option<crate::model::PullPolicy>,
+    // Health, one-shot runs and dependency order (issue 14).
+    pub(super) health: Option<Spanned<RawHealth>>,
+    pub(super) oneshot: Option<Spanned<bool>>,
+    /// Each entry a condition or a table `{ condition, restart_with }`, checked by hand
+    /// for reasons better than an untagged enum's.
+    #[serde(default = "empty")]
+    pub(super) depends_on: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+/// `[components.health]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub(super) test: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) http: Option<Spanned<RawHttpProbe>>,
+    pub(super) tcp: Option<Spanned<RawTcpProbe>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) start_period: Option<Spanned<String>>,
+    pub(super) start_interval: Option<Spanned<String>>,
+    pub(super) on_failure: Option<crate::model::OnFailure>,
+}
+
+/// `http = { port = 8080, path = "/healthz" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpProbe {
+    pub(super) port: Spanned<i64>,
+    pub(super) path: Option<Spanned<String>>,
+}
+
+/// `tcp = { port = 5432 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTcpProbe {
+    pub(super) port: Spanned<i64>,
 }
 
 /// `{ source = "/etc/app/db_password", target = "/run/secrets/db_password" }`.

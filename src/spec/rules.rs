@@ -1,12 +1,15 @@
 //! The rules of service-file fields (networks, users, volumes, injected env) and the rules
 //! that span the registry (container names, fixed host ports, hostnames).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::{Issue, Issues, ServiceFile, MAX_VALUE_LEN};
+use super::{lifecycle, Issue, Issues, ServiceFile, MAX_VALUE_LEN};
 use crate::error::Location;
-use crate::model::{container_name, route_env_key, Proto, Route, Service, Volume};
+use crate::model::{
+    container_name, dependency_target, route_env_key, Component, Condition, Proto, Route, Service,
+    Volume,
+};
 
 pub(super) fn is_network(s: &str) -> bool {
     let b = s.as_bytes();
@@ -151,7 +154,8 @@ pub fn injected_env_keys(routes: &[Route]) -> Vec<String> {
 }
 
 /// The rules that span services: container names, fixed host ports and hostnames must be
-/// unique across the whole registry. `existing` is what the registry holds; services named
+/// unique across the whole registry, and dependencies on other services' components must
+/// name one and close no cycle. `existing` is what the registry holds; services named
 /// in `incoming` replace their registry versions.
 pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> Result<(), Issues> {
     enum Owner<'a> {
@@ -261,9 +265,177 @@ pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> R
             }
         }
     }
+    check_dependencies_across(existing, incoming, &mut issues);
     if issues.is_empty() {
         Ok(())
     } else {
         Err(Issues(issues))
+    }
+}
+
+/// The dependency rules that span services, against the registry with the services of
+/// `incoming` replacing theirs: a `"SERVICE/COMPONENT"` names a component there (and a
+/// one-shot one for `"completed"`), a file does not take away a component the registry's
+/// other services depend on, and no cycle runs through services. The rules within one
+/// service were checked with its file (`lifecycle::check_dependencies`).
+fn check_dependencies_across<'a>(
+    existing: &'a [Service],
+    incoming: &'a [ServiceFile],
+    issues: &mut Vec<Issue>,
+) {
+    // The services in effect after the apply, each with its file if it comes from one.
+    let mut services: BTreeMap<&str, (&Service, Option<&ServiceFile>)> = existing
+        .iter()
+        .map(|s| (s.name.as_str(), (s, None)))
+        .collect();
+    for f in incoming {
+        services.insert(&f.service.name, (&f.service, Some(f)));
+    }
+    let component = |s: &str, c: &str| -> Option<&'a Component> {
+        services
+            .get(s)
+            .and_then(|&(svc, _)| svc.components.iter().find(|k| k.name == c))
+    };
+    let where_is = |f: Option<&ServiceFile>| match f {
+        Some(f) => format!("in {}", f.path.display()),
+        None => "in the registry".to_string(),
+    };
+    for f in incoming {
+        let s = &f.service;
+        for (ci, comp) in s.components.iter().enumerate() {
+            let cs = f.source.components.get(ci).cloned().unwrap_or_default();
+            for (key, dep) in &comp.settings.depends_on {
+                let (ts, tc) = dependency_target(&s.name, key);
+                if ts == s.name {
+                    continue;
+                }
+                let (at, cond_at) = match cs.depends_on.get(key) {
+                    Some(&(a, c)) => (Some(a), Some(c)),
+                    None => (None, None),
+                };
+                let reason = match services.get(ts) {
+                    None => format!(
+                        "depends_on {key:?}: service {ts:?} is neither in the files applied nor in the registry"
+                    ),
+                    Some((svc, tf)) => match svc.components.iter().find(|k| k.name == tc) {
+                        None => format!(
+                            "depends_on {key:?}: service {ts:?} ({}) has no component {tc:?}",
+                            where_is(*tf)
+                        ),
+                        Some(t) if dep.condition == Condition::Completed && !t.settings.oneshot => {
+                            issues.push(Issue {
+                                path: f.path.clone(),
+                                at: cond_at,
+                                reason: lifecycle::not_oneshot(key, &format!("{ts}/{tc}")),
+                            });
+                            continue;
+                        }
+                        Some(_) => continue,
+                    },
+                };
+                issues.push(Issue {
+                    path: f.path.clone(),
+                    at,
+                    reason,
+                });
+            }
+        }
+    }
+    // Dependents of the registry that a file would leave without their dependency.
+    for s in existing {
+        if incoming.iter().any(|f| f.service.name == s.name) {
+            continue;
+        }
+        for comp in &s.components {
+            for (key, dep) in &comp.settings.depends_on {
+                let (ts, tc) = dependency_target(&s.name, key);
+                let Some((_, Some(f))) = services.get(ts) else {
+                    continue;
+                };
+                let why = match component(ts, tc) {
+                    None => "which this file does not define",
+                    Some(t) if dep.condition == Condition::Completed && !t.settings.oneshot => {
+                        "\"completed\", and this file makes it no longer one-shot"
+                    }
+                    Some(_) => continue,
+                };
+                issues.push(Issue {
+                    path: f.path.clone(),
+                    at: f.source.name,
+                    reason: format!(
+                        "component {}/{} in the registry depends on {ts}/{tc}, {why}: apply {:?} without that dependency first, or with this file",
+                        s.name, comp.name, s.name
+                    ),
+                });
+            }
+        }
+    }
+    // Cycles through services: the nodes of the files first, in their order.
+    let mut nodes: Vec<(&'a str, &'a str)> = Vec::new();
+    for f in incoming {
+        nodes.extend(
+            f.service
+                .components
+                .iter()
+                .map(|c| (f.service.name.as_str(), c.name.as_str())),
+        );
+    }
+    for s in existing {
+        if !incoming.iter().any(|f| f.service.name == s.name) {
+            nodes.extend(
+                s.components
+                    .iter()
+                    .map(|c| (s.name.as_str(), c.name.as_str())),
+            );
+        }
+    }
+    let edges = |&(s, c): &(&'a str, &'a str)| -> Vec<(&'a str, &'a str)> {
+        component(s, c)
+            .map(|comp| {
+                comp.settings
+                    .depends_on
+                    .keys()
+                    .map(|k| dependency_target(s, k))
+                    .filter(|&t| t != (s, c) && component(t.0, t.1).is_some())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for mut cycle in lifecycle::cycles(&nodes, edges) {
+        if cycle.iter().all(|(s, _)| *s == cycle[0].0) {
+            continue;
+        }
+        // Located at the last entry of the cycle that a file holds, the cycle spelled to
+        // end with it.
+        cycle.pop();
+        let n = cycle.len();
+        let Some(i) = (0..n)
+            .rev()
+            .find(|&i| services.get(cycle[i].0).is_some_and(|(_, f)| f.is_some()))
+        else {
+            continue;
+        };
+        cycle.rotate_left((i + 1) % n);
+        let (from, to) = (cycle[n - 1], cycle[0]);
+        cycle.push(to);
+        let Some((_, Some(f))) = services.get(from.0) else {
+            continue;
+        };
+        let Some(ci) = f.service.components.iter().position(|c| c.name == from.1) else {
+            continue;
+        };
+        let key = lifecycle::keys_by_target(from.0, &f.service.components[ci])[&to];
+        let at = f
+            .source
+            .components
+            .get(ci)
+            .and_then(|cs| cs.depends_on.get(key))
+            .map(|&(a, _)| a);
+        let spelled: Vec<String> = cycle.iter().map(|(s, c)| format!("{s}/{c}")).collect();
+        issues.push(Issue {
+            path: f.path.clone(),
+            at,
+            reason: lifecycle::cycle_reason(&spelled),
+        });
     }
 }

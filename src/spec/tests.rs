@@ -1,6 +1,6 @@
 use super::*;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 name = "wiki"
 
 [[components]]
@@ -24,7 +24,7 @@ image = "localhost/db:1"
 desired_state = "stopped"
 "#;
 
-fn parse(text: &str) -> Result<Service, String> {
+pub(super) fn parse(text: &str) -> Result<Service, String> {
     parse_service(Path::new("svc.toml"), text)
         .map(|f| f.service)
         .map_err(|e| e.to_string())
