@@ -639,4 +639,7 @@ fn gate(a: Action, book: &Book, now: Instant) -> Action {
 mod tests;
 
 #[cfg(test)]
+mod lifecycle_tests;
+
+#[cfg(test)]
 mod proptests;

@@ -8,11 +8,11 @@ use crate::container::{
 const NODE: &str = "n1";
 const REGISTRY: &str = "r1";
 
-fn us() -> Us {
+pub(super) fn us() -> Us {
     Us::new(NODE, REGISTRY)
 }
 
-fn key(c: &str) -> ComponentKey {
+pub(super) fn key(c: &str) -> ComponentKey {
     ComponentKey::new("svc", c)
 }
 
@@ -30,11 +30,11 @@ fn want(c: &str, hash: &str, state: DesiredState, restart: RestartPolicy) -> Des
     }
 }
 
-fn run(c: &str, hash: &str) -> Desired {
+pub(super) fn run(c: &str, hash: &str) -> Desired {
     want(c, hash, DesiredState::Running, RestartPolicy::No)
 }
 
-fn ours(id: &str, svc: &str, c: &str, hash: &str, state: State) -> Actual {
+pub(super) fn ours(id: &str, svc: &str, c: &str, hash: &str, state: State) -> Actual {
     Actual {
         id: id.into(),
         name: format!("{svc}-{c}"),
