@@ -10,6 +10,7 @@ pub mod container;
 pub mod control;
 pub mod error;
 pub mod files;
+pub mod health;
 pub mod hostpath;
 pub mod logging;
 pub mod metrics;

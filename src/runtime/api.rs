@@ -167,6 +167,43 @@ pub async fn get(
     }
 }
 
+/// The address the host reaches a container at, from its inspect: `127.0.0.1` for network
+/// mode `host`; none for `none` and for rootless user-mode networks (`slirp4netns`,
+/// `pasta`: the host cannot reach their addresses); else the first IPv4 address of its
+/// networks by name, then the first IPv6 one, then the top-level ones. A container that
+/// does not run has none.
+pub fn address_of(inspect: &serde_json::Value) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let mode = inspect["HostConfig"]["NetworkMode"]
+        .as_str()
+        .unwrap_or_default();
+    match mode {
+        "host" => return Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "none" => return None,
+        m if m.starts_with("slirp4netns") || m.starts_with("pasta") => return None,
+        _ => {}
+    }
+    let settings = &inspect["NetworkSettings"];
+    let parse = |v: &serde_json::Value| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+    };
+    let mut networks: Vec<(&String, &serde_json::Value)> = settings["Networks"]
+        .as_object()
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    networks.sort_by(|a, b| a.0.cmp(b.0));
+    let networks: Vec<&serde_json::Value> = networks.into_iter().map(|(_, n)| n).collect();
+    networks
+        .iter()
+        .find_map(|n| parse(&n["IPAddress"]))
+        .or_else(|| networks.iter().find_map(|n| parse(&n["GlobalIPv6Address"])))
+        .or_else(|| parse(&settings["IPAddress"]))
+        .or_else(|| parse(&settings["GlobalIPv6Address"]))
+}
+
 /// Whether an error answer says a container or its process vanished while podman read it
 /// (a race with a dying container, not a lasting failure).
 pub fn is_vanished(body: &[u8]) -> bool {
@@ -468,6 +505,49 @@ mod tests {
             Some("true")
         );
         assert!(parse_list(b"{}").is_err());
+    }
+
+    #[test]
+    fn the_address_is_the_first_network_s_or_loopback_for_host() {
+        use serde_json::json;
+        let at = |v: serde_json::Value| address_of(&v).map(|ip| ip.to_string());
+        let bridge = json!({
+            "HostConfig": { "NetworkMode": "bridge" },
+            "NetworkSettings": {
+                "IPAddress": "",
+                "Networks": {
+                    "zeta": { "IPAddress": "10.89.1.2" },
+                    "alpha": { "IPAddress": "", "GlobalIPv6Address": "fd00::5" },
+                    "beta": { "IPAddress": "10.89.0.2" },
+                },
+            },
+        });
+        assert_eq!(at(bridge).as_deref(), Some("10.89.0.2"));
+        let v6_only = json!({
+            "HostConfig": { "NetworkMode": "bridge" },
+            "NetworkSettings": { "Networks": { "a": { "IPAddress": "", "GlobalIPv6Address": "fd00::5" } } },
+        });
+        assert_eq!(at(v6_only).as_deref(), Some("fd00::5"));
+        let top_level = json!({
+            "HostConfig": { "NetworkMode": "bridge" },
+            "NetworkSettings": { "IPAddress": "10.88.0.7", "Networks": null },
+        });
+        assert_eq!(at(top_level).as_deref(), Some("10.88.0.7"));
+        let host = json!({ "HostConfig": { "NetworkMode": "host" }, "NetworkSettings": { "Networks": {} } });
+        assert_eq!(at(host).as_deref(), Some("127.0.0.1"));
+        let none = json!({ "HostConfig": { "NetworkMode": "none" }, "NetworkSettings": { "IPAddress": "10.0.0.1" } });
+        assert_eq!(at(none), None);
+        let slirp = json!({
+            "HostConfig": { "NetworkMode": "slirp4netns" },
+            "NetworkSettings": { "IPAddress": "10.0.2.100" },
+        });
+        assert_eq!(at(slirp), None);
+        let stopped = json!({
+            "HostConfig": { "NetworkMode": "bridge" },
+            "NetworkSettings": { "IPAddress": "", "Networks": { "podman": { "IPAddress": "" } } },
+        });
+        assert_eq!(at(stopped), None);
+        assert_eq!(at(json!({})), None);
     }
 
     #[test]

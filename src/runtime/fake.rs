@@ -1,11 +1,11 @@
 //! An in-memory runtime for unit tests of the executor and the control loop: containers,
 //! images, names held by storage, injected failures, and a count of every call.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{Actual, Result, Runtime, RuntimeError, State, Trigger};
+use super::{Actual, ExecOutput, Result, Runtime, RuntimeError, State, Trigger};
 use crate::container::ContainerSpec;
 
 #[derive(Debug, Clone)]
@@ -45,6 +45,53 @@ pub struct FakeState {
     pub failing_start: BTreeMap<String, String>,
     /// Every create, start, stop and remove that changed something: (call, container name).
     pub ops: Vec<(&'static str, String)>,
+    /// What the execs answer, one per call in order; once it is empty, an exit code 0 with
+    /// no output at once.
+    pub exec_script: VecDeque<FakeExec>,
+    /// Every exec: container id or name as given, argv, timeout.
+    pub execs: Vec<(String, Vec<String>, std::time::Duration)>,
+    /// `address` answers, by container id or name as given; a container not in it has
+    /// none, a name that is neither is `NotFound`.
+    pub addresses: HashMap<String, Option<std::net::IpAddr>>,
+}
+
+/// One scripted exec answer.
+#[derive(Debug, Clone)]
+pub struct FakeExec {
+    /// How long the command runs (virtual time under a paused clock). Past the exec's
+    /// timeout it is cut there and answered as timed out and killed.
+    pub takes: std::time::Duration,
+    pub result: Result<ExecOutput>,
+}
+
+impl FakeExec {
+    /// A command that ends at once with `code` and `output`.
+    pub fn exits(code: i64, output: &str) -> FakeExec {
+        FakeExec {
+            takes: std::time::Duration::ZERO,
+            result: Ok(ExecOutput {
+                exit_code: Some(code),
+                output: output.to_string(),
+                ..ExecOutput::default()
+            }),
+        }
+    }
+
+    /// A command that would run for `takes`.
+    pub fn runs(takes: std::time::Duration) -> FakeExec {
+        FakeExec {
+            takes,
+            ..FakeExec::exits(0, "")
+        }
+    }
+
+    /// An exec podman refuses.
+    pub fn fails(e: RuntimeError) -> FakeExec {
+        FakeExec {
+            takes: std::time::Duration::ZERO,
+            result: Err(e),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -340,6 +387,45 @@ impl Runtime for FakeRuntime {
             .values()
             .find(|c| c.actual.name == name)
             .map(|c| (c.actual.id.clone(), c.actual.labels.clone())))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput> {
+        self.gate().await;
+        let next = {
+            let mut st = self.enter("exec")?;
+            st.execs.push((id.to_string(), argv.to_vec(), timeout));
+            st.exec_script
+                .pop_front()
+                .unwrap_or_else(|| FakeExec::exits(0, ""))
+        };
+        if next.takes > timeout {
+            tokio::time::sleep(timeout).await;
+            return Ok(ExecOutput {
+                timed_out: true,
+                ..ExecOutput::default()
+            });
+        }
+        if !next.takes.is_zero() {
+            tokio::time::sleep(next.takes).await;
+        }
+        next.result
+    }
+
+    async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>> {
+        self.gate().await;
+        let st = self.enter("address")?;
+        if let Some(a) = st.addresses.get(id) {
+            return Ok(*a);
+        }
+        match find_id(&st, id) {
+            Some(_) => Ok(None),
+            None => Err(RuntimeError::NotFound(id.to_string())),
+        }
     }
 
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::container::ContainerSpec;
 pub mod api;
 pub mod deaths;
 pub mod events;
+pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod podman;
@@ -107,6 +108,25 @@ impl RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// The most output an exec keeps: stdout and stderr together, in the order they came.
+pub const EXEC_OUTPUT_MAX: usize = 4096;
+
+/// What a command run in a container by exec did ([`Runtime::exec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// Its exit code; `None` when it ran past the timeout (or podman could not tell it).
+    pub exit_code: Option<i64>,
+    /// Its stdout and stderr as they came, read as UTF-8 (invalid bytes replaced), cut to
+    /// the first [`EXEC_OUTPUT_MAX`] bytes. On a timeout: what came before it.
+    pub output: String,
+    /// It ran past the timeout. Its process group was then SIGKILLed, unless
+    /// `kill_error` says why not.
+    pub timed_out: bool,
+    /// Why a process that ran past the timeout could not be killed (or could not be seen
+    /// to die): it may still run in the container.
+    pub kill_error: Option<String>,
+}
+
 /// A ping podman does not answer in this long counts as podman down.
 pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -183,4 +203,19 @@ pub trait Runtime: Send + Sync {
     /// `<cli> rm --force --ignore ID…` removes them by full id (never by name, which podman
     /// would also resolve as an id prefix). A name that nothing holds is no error.
     fn free_storage_names(&self, names: &[String]) -> impl Future<Output = Result<()>> + Send;
+    /// Runs `argv` in the running container `id` by exec (no shell, no tty, no stdin) and
+    /// waits for it to end, at most `timeout`: then its process is SIGKILLed and the
+    /// answer says `timed_out` (podman's returns within `timeout` +
+    /// [`exec::KILL_WAIT`]). An error means it could not be run (no such container, not
+    /// running, podman unreachable); a command that fails is an `Ok` with its exit code.
+    fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// The address the host reaches the container at: the IP of its first network that
+    /// has one (by network name), `127.0.0.1` for network mode `host`, `None` when it has
+    /// none (network `none`, not running, or a rootless network the host cannot reach).
+    fn address(&self, id: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
 }

@@ -563,6 +563,31 @@ impl Runtime for Podman {
         .await
     }
 
+    async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<super::ExecOutput> {
+        super::timed("exec", super::exec::run(self, id, argv, timeout)).await
+    }
+
+    async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>> {
+        super::timed("address", async move {
+            // The lenient reader, as for `main_pid`.
+            let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            if !status.is_success() {
+                return Err(api::answer_error(&path, status, &body));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
+            })?;
+            Ok(api::address_of(&v))
+        })
+        .await
+    }
+
     async fn free_storage_names(&self, names: &[String]) -> Result<()> {
         super::timed("free_storage_names", async move {
             const PS: [&str; 6] = [
