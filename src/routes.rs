@@ -64,6 +64,7 @@ pub fn desired(services: &[Service]) -> Vec<(ComponentKey, String, ProxyRoute)> 
                         id: ProxyRoute::id_for(&s.name, &c.name, &r.name),
                         hostname: hostname.clone(),
                         upstream_port: port,
+                        withheld: false,
                     },
                 ));
             }

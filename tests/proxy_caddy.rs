@@ -19,6 +19,7 @@ fn route(id: &str, hostname: &str, upstream_port: u16) -> ProxyRoute {
         id: id.to_string(),
         hostname: hostname.to_string(),
         upstream_port,
+        withheld: false,
     }
 }
 

@@ -179,6 +179,11 @@ impl<R: Runtime + 'static> Agent<R> {
         self.book
             .died_at
             .retain(|_, t| now.saturating_duration_since(*t) < horizon);
+        // Restarts asked for containers that are gone are moot.
+        if !self.book.restart.is_empty() {
+            let ids: HashSet<&str> = listed.actual.iter().map(|a| a.id.as_str()).collect();
+            self.book.restart.retain(|id, _| ids.contains(id.as_str()));
+        }
         let p = plan::plan(&self.desired, &listed.actual, &self.us, &self.book, now);
         let running: Vec<(ComponentKey, String)> = p
             .in_sync
@@ -500,6 +505,10 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.book.restart.remove(id);
                     }
                     self.start_tracking(&r.key.clone(), &id.clone(), now);
+                    // `--once` has no events: it looks for the one-shot's exit.
+                    if self.mode == Mode::Once && self.oneshots.contains(&r.key) {
+                        self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);
+                    }
                     if had_container && cause.is_some() || r.verb == Some(Verb::Restart) {
                         self.restart_dependents(&r.key.clone());
                     }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::container::{ComponentKey, Us};
 use crate::control::Requeue;
 use crate::plan::Action;
-use crate::proxy::{ProxyError, SyncReport};
+use crate::proxy::{ProxyError, ProxyRoute, SyncReport};
 use crate::reconcile::StorageNames;
 use crate::reconcile::{self, ComponentReport, PassReport, RemovalReport, Status};
 use crate::registry::{Registry, RegistryError};
@@ -221,12 +221,15 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Work::Routes => {
                 let proxy = self.ctx.proxy.clone();
-                // An unhealthy (or not yet healthy) component's routes are withheld.
+                // An unhealthy (or not yet healthy) component's routes are withheld: the
+                // proxy answers 503 for them.
                 let wanted: Vec<_> = self
                     .wanted_routes
                     .iter()
-                    .filter(|(k, ..)| self.serves(k))
-                    .map(|(.., r)| r.clone())
+                    .map(|(k, _, r)| ProxyRoute {
+                        withheld: !self.serves(k),
+                        ..r.clone()
+                    })
                     .collect();
                 self.tasks.spawn(async move {
                     use crate::proxy::Proxy;

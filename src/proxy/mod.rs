@@ -29,6 +29,9 @@ pub struct ProxyRoute {
     pub hostname: String,
     /// The route's host port: the proxy forwards to `127.0.0.1:<upstream_port>`.
     pub upstream_port: u16,
+    /// Its component's health check does not pass (issue 14): the proxy answers 503
+    /// for it instead of forwarding.
+    pub withheld: bool,
 }
 
 impl ProxyRoute {

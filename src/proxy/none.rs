@@ -45,6 +45,7 @@ mod tests {
             id: "mcp.a.b.c".into(),
             hostname: "a.example".into(),
             upstream_port: 20000,
+            withheld: false,
         }];
         let report = NoProxy.sync(&routes).await.unwrap();
         assert_eq!(report, SyncReport::default());

@@ -12,6 +12,19 @@ use crate::proxy::{ProxyError, ProxyRoute, SyncReport, ACME_PREFIX, OWNED_PREFIX
 /// The Caddy route of one of the agent's routes (public for the benchmarks, whose baseline
 /// registers the very same routes).
 pub fn route_json(route: &ProxyRoute) -> Value {
+    if route.withheld {
+        return json!({
+            "@id": route.id,
+            "match": [{ "host": [route.hostname] }],
+            "handle": [{
+                "handler": "static_response",
+                "status_code": 503,
+                "headers": { "Retry-After": ["5"] },
+                "body": "503 service unavailable: its health check is not passing\n",
+            }],
+            "terminal": true,
+        });
+    }
     json!({
         "@id": route.id,
         "match": [{ "host": [route.hostname] }],

@@ -12,6 +12,7 @@ fn route(id: &str, host: &str, port: u16) -> ProxyRoute {
         id: id.into(),
         hostname: host.into(),
         upstream_port: port,
+        withheld: false,
     }
 }
 
