@@ -449,3 +449,94 @@ fn once_waits_for_dependencies_and_fails_what_stays_unhealthy() {
     assert!(r.stdout.contains("waiting for bad/db to be healthy"), "{r}");
     assert!(!podman.running("bad-app"));
 }
+
+/// `n` services of three tiers: db (healthy once its process has been up 1 s) ← app
+/// (waits for db healthy) ← worker (waits for app started).
+fn tiers(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let name = format!("t{i:02}");
+            let text = format!(
+                "name = \"{name}\"\n\
+                 [[components]]\nname = \"db\"\nimage = \"{IMAGE}\"\ncmd = {db}\n\
+                 [components.health]\ntest = [\"CMD-SHELL\", \"test -f /tmp/ready\"]\n\
+                 interval = \"2s\"\nstart_interval = \"300ms\"\nretries = 3\nstart_period = \"30s\"\n\
+                 [[components]]\nname = \"app\"\nimage = \"{IMAGE}\"\ncmd = {wait}\n\
+                 depends_on = {{ db = \"healthy\" }}\n\
+                 [[components]]\nname = \"worker\"\nimage = \"{IMAGE}\"\ncmd = {wait}\n\
+                 depends_on = {{ app = \"started\" }}\n",
+                db = sh(&format!("(sleep 1; touch /tmp/ready) & {WAIT}")),
+                wait = sh(WAIT),
+            );
+            (name, text)
+        })
+        .collect()
+}
+
+#[test]
+fn podman_losing_its_database_brings_twenty_three_tier_stacks_back_in_order_and_ready_waits_for_health(
+) {
+    let mut podman = podman();
+    let agent = Agent::new(
+        &podman,
+        "[reconcile]\ninterval = \"1h\"\nconcurrency = 8\n[health]\nconcurrency = 8\n",
+    );
+    let stacks = tiers(20);
+    for (name, text) in &stacks {
+        agent.apply(&format!("{name}.toml"), text);
+    }
+    let mut notify = agentkit::NotifySocket::bind(agent.path());
+    let notify_path = notify.path.display().to_string();
+    let envs = [("NOTIFY_SOCKET", notify_path.as_str())];
+    let mut d = agent.start_daemon(&envs);
+    assert!(
+        notify.until("READY=1", Duration::from_secs(120)),
+        "not ready: {:?}\n{}",
+        notify.messages(),
+        d.log()
+    );
+    // READY=1 came once every db's check had passed.
+    let st = status(&agent);
+    for c in st["components"].as_array().unwrap() {
+        if c["component"] == "db" {
+            assert_eq!(c["health"]["state"], "healthy", "ready before {c}");
+        }
+        assert_eq!(c["actual"], "running", "ready before {c}");
+    }
+    d.terminate(Duration::from_secs(10));
+
+    podman.lose_database();
+    let since = SystemTime::now();
+    let t = Instant::now();
+    let mut d = agent.start_daemon(&envs);
+    assert!(
+        notify.until("READY=1", Duration::from_secs(120)),
+        "not ready after the loss: {:?}\n{}",
+        notify.messages(),
+        d.log()
+    );
+    let took = t.elapsed();
+    let evs = events(&podman, since, &["create", "start"]);
+    let at = |name: &str, status: &str| {
+        evs.iter()
+            .find(|e| e.name == name && e.status == status)
+            .map(|e| e.time)
+            .unwrap_or_else(|| panic!("no {status} of {name}"))
+    };
+    for (name, _) in &stacks {
+        let db_start = at(&format!("{name}-db"), "start");
+        let app_create = at(&format!("{name}-app"), "create");
+        let app_start = at(&format!("{name}-app"), "start");
+        let worker_create = at(&format!("{name}-worker"), "create");
+        assert!(
+            app_create >= db_start + Duration::from_secs(1),
+            "{name}: app created before its db could be healthy"
+        );
+        assert!(
+            worker_create >= app_start,
+            "{name}: worker created before app started"
+        );
+    }
+    eprintln!("60 components of 20 three-tier stacks back and ready in {took:?}");
+    d.terminate(Duration::from_secs(10));
+}
