@@ -798,6 +798,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[cfg(test)]
+mod health_tests;
+#[cfg(test)]
 mod liveness_tests;
 #[cfg(test)]
 mod metrics_tests;
