@@ -35,20 +35,21 @@ async fn an_unhealthy_component_is_restarted_in_place_then_checked_again() {
     while t0.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let st = h.rt.state.lock().unwrap();
-    let stops = st
-        .ops
-        .iter()
-        .filter(|(op, n)| *op == "stop" && n == "s-c0")
-        .count();
-    let starts = st.started.iter().filter(|(n, _)| n == "s-c0").count();
-    // One create (its start) and one restart: stopped once, started twice, not recreated.
-    assert_eq!(stops, 1, "{:?}", st.ops);
-    assert_eq!(starts, 2, "{:?}", st.started);
-    assert_eq!(st.calls.get("create").copied(), Some(1));
-    // Probes went on after the restart (≈ one a second).
-    assert!(st.execs.len() >= 8, "{} probes", st.execs.len());
-    drop(st);
+    {
+        let st = h.rt.state.lock().unwrap();
+        let stops = st
+            .ops
+            .iter()
+            .filter(|(op, n)| *op == "stop" && n == "s-c0")
+            .count();
+        let starts = st.started.iter().filter(|(n, _)| n == "s-c0").count();
+        // One create (its start) and one restart: stopped once, started twice, not recreated.
+        assert_eq!(stops, 1, "{:?}", st.ops);
+        assert_eq!(starts, 2, "{:?}", st.started);
+        assert_eq!(st.calls.get("create").copied(), Some(1));
+        // Probes went on after the restart (≈ one a second).
+        assert!(st.execs.len() >= 8, "{} probes", st.execs.len());
+    }
     h.stop().await;
 }
 
