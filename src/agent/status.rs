@@ -26,24 +26,7 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.status.insert(key.clone(), entry);
         self.metrics_dirty = true;
-        let next_retry_ms = self.book.retry_at.get(key).and_then(|t| {
-            let now = Instant::now();
-            (*t > now).then(|| now_ms() + (*t - now).as_millis() as u64)
-        });
-        self.writer.record(
-            key.clone(),
-            ComponentStatus {
-                state: status.as_str().to_string(),
-                container_id: id,
-                last_error: detail.filter(|_| status.is_failure() || status == Status::Blocked),
-                restarts: 0,
-                next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
-                updated_ms: now_ms(),
-                health: self.health_status(key),
-                completed_hash: self.completed_hash(key, status),
-            },
-            restart,
-        );
+        self.write_status(key, restart);
     }
 
     /// The spec hash a one-shot component in `status` completed, to record.
@@ -55,6 +38,12 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// Writes `key`'s status row again with its health as it is now.
     pub(super) fn write_health(&mut self, key: &ComponentKey) {
+        self.write_status(key, false);
+    }
+
+    /// Queues the registry write of `key`'s status as the loop knows it (`restart`: one
+    /// more restart to count).
+    fn write_status(&mut self, key: &ComponentKey, restart: bool) {
         let Some((status, detail, id)) = self.status.get(key).cloned() else {
             return;
         };
@@ -74,7 +63,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 health: self.health_status(key),
                 completed_hash: self.completed_hash(key, status),
             },
-            false,
+            restart,
         );
     }
 
