@@ -191,6 +191,7 @@ pub(super) fn load(opts: &Options) -> Result<Project, Report> {
         .unwrap_or_else(|| opts.cwd.clone());
     let env = variables(opts, &dir, &mut f);
     let mut trees = Vec::new();
+    let mut unreadable = false;
     let mut unset = BTreeMap::new();
     for (i, path) in files.iter().enumerate() {
         let at = Pos {
@@ -203,6 +204,7 @@ pub(super) fn load(opts: &Options) -> Result<Project, Report> {
             Err(e) => {
                 f.add(Kind::Invalid, None, "-f", e);
                 f.list.last_mut().expect("just added").path = path.clone();
+                unreadable = true;
                 continue;
             }
         };
@@ -232,7 +234,9 @@ pub(super) fn load(opts: &Options) -> Result<Project, Report> {
     for p in unset.into_values() {
         f.note(p.at, &p.key, p.reason);
     }
-    if trees.is_empty() || f.list.iter().any(|x| x.kind == Kind::Invalid) {
+    // A file that could not be read stops here; other problems are reported with all
+    // that the mapping finds.
+    if trees.is_empty() || unreadable {
         return Err(report_of(f, String::new()));
     }
     let root = super::merge::merge_files(trees);
@@ -311,15 +315,16 @@ fn top_level(root: &Node, f: &mut Findings) {
 
 fn project_name(opts: &Options, env: &Env, root: &Node, dir: &Path, f: &mut Findings) -> String {
     let explicit = |s: &str, key: &str, at: Option<Pos>, f: &mut Findings| {
-        if !is_compose_project_name(s) {
-            f.add(
-                Kind::Invalid,
-                at,
-                key,
-                format!("project name {s:?} must be lowercase letters, digits, '-' and '_', beginning with a letter or digit"),
-            );
+        if is_compose_project_name(s) {
+            return s.to_string();
         }
-        s.to_string()
+        f.add(
+            Kind::Invalid,
+            at,
+            key,
+            format!("project name {s:?} must be lowercase letters, digits, '-' and '_', beginning with a letter or digit"),
+        );
+        String::new()
     };
     let (compose, at) = if let Some(p) = &opts.project {
         (explicit(p, "--project", None, f), None)

@@ -338,11 +338,13 @@ impl Svc<'_> {
             if name.starts_with("x-") || ELSEWHERE.contains(&name) {
                 continue;
             }
+            // A key refused whole is reported at the key, a value at the value.
+            let at_key = Node::new(Value::Null, k.at);
             if let Some((_, why)) = UNSUPPORTED.iter().find(|(u, _)| *u == name) {
-                self.unsupported(v, name, *why);
+                self.unsupported(&at_key, name, *why);
                 continue;
             }
-            self.key_(name, v);
+            self.key_(name, v, &at_key);
         }
         super::storage::map(self, node);
         super::network::map(self, node);
@@ -350,7 +352,7 @@ impl Svc<'_> {
         // Environment last: the component's env wins over its env files, as in compose.
     }
 
-    fn key_(&mut self, k: &str, v: &Node) {
+    fn key_(&mut self, k: &str, v: &Node, at_key: &Node) {
         match k {
             "image" => {
                 if let Some(t) = self.text(v, k) {
@@ -560,7 +562,7 @@ impl Svc<'_> {
                 k,
                 "which logs compose up shows: no effect on the containers, ignored",
             ),
-            _ => self.invalid(v, k, "unknown key (not in the compose specification)"),
+            _ => self.invalid(at_key, k, "unknown key (not in the compose specification)"),
         }
     }
 
