@@ -169,6 +169,7 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
     {
         let n = nets.expect("aliases come from networks");
         svc.unsupported(n, "networks", "aliases that differ between networks: the agent gives a component its aliases on every network it joins");
+        all.clear();
     }
     if let Some(cn) = node.get("container_name") {
         if let Some(t) = svc.text(cn, "container_name") {

@@ -120,16 +120,20 @@ pub(super) fn service_file(
         return (None, None);
     }
     let path = PathBuf::from(format!("{}.toml", p.name));
+    // The mapped services that are components (by component index).
+    let live: Vec<usize> = (0..mapped.len()).filter(|&i| !mapped[i].skip).collect();
+    let components =
+        |mapped: &[Mapped]| live.iter().map(|&i| mapped[i].component.clone()).collect();
     let mut service = Service {
         name: p.name.clone(),
         active: true,
-        components: mapped.iter().map(|m| m.component.clone()).collect(),
+        components: components(&mapped),
     };
     for _round in 0..8 {
         let text = service.to_toml();
         let issues = apply_issues(&path, &text);
         if issues.is_empty() {
-            let text = with_comments(p, &mapped, &text);
+            let text = with_comments(p, &mapped, &live, &text);
             return (Some(service), Some(text));
         }
         for issue in issues {
@@ -143,7 +147,7 @@ pub(super) fn service_file(
                 );
                 return (None, None);
             };
-            let m = &mut mapped[idx];
+            let m = &mut mapped[live[idx]];
             let origin = m
                 .origins
                 .iter()
@@ -174,7 +178,7 @@ pub(super) fn service_file(
         if p.findings.list.iter().any(|f| f.kind == Kind::Invalid) {
             return (None, None);
         }
-        service.components = mapped.iter().map(|m| m.component.clone()).collect();
+        service.components = components(&mapped);
     }
     p.findings.add(
         Kind::Invalid,
@@ -186,7 +190,7 @@ pub(super) fn service_file(
 }
 
 /// `text` with a header and, at each component, its dropped keys as comments.
-fn with_comments(p: &Project, mapped: &[Mapped], text: &str) -> String {
+fn with_comments(p: &Project, mapped: &[Mapped], live: &[usize], text: &str) -> String {
     let files: Vec<String> = p
         .findings
         .files
@@ -203,12 +207,23 @@ fn with_comments(p: &Project, mapped: &[Mapped], text: &str) -> String {
         files.join(", "),
         p.name
     );
+    // A service with no component has its findings at the top.
+    let skipped: Vec<&str> = mapped
+        .iter()
+        .filter(|m| m.skip)
+        .map(|m| m.compose.as_str())
+        .collect();
     let dropped = |service: Option<&str>| -> Vec<String> {
         let mut v: Vec<String> = p
             .findings
             .list
             .iter()
-            .filter(|f| f.kind == Kind::Unsupported && f.service.as_deref() == service)
+            .filter(|f| {
+                f.kind == Kind::Unsupported
+                    && (f.service.as_deref() == service
+                        || service.is_none()
+                            && f.service.as_deref().is_some_and(|s| skipped.contains(&s)))
+            })
             .map(|f| {
                 let at = f.at.map(|a| format!(":{a}")).unwrap_or_default();
                 let file = f
@@ -236,7 +251,7 @@ fn with_comments(p: &Project, mapped: &[Mapped], text: &str) -> String {
         out.push_str(line);
         out.push('\n');
         if line == "[[components]]" {
-            if let Some(m) = mapped.get(idx) {
+            if let Some(m) = live.get(idx).map(|&i| &mapped[i]) {
                 for c in dropped(Some(&m.compose)) {
                     out.push_str(&c);
                     out.push('\n');
@@ -248,7 +263,7 @@ fn with_comments(p: &Project, mapped: &[Mapped], text: &str) -> String {
     // The comments change nothing: else the file goes out without them.
     let path = PathBuf::from("check.toml");
     match crate::spec::parse_service(&path, &out) {
-        Ok(sf) if sf.service.components.len() == mapped.len() && idx == mapped.len() => out,
+        Ok(sf) if sf.service.components.len() == live.len() && idx == live.len() => out,
         _ => text.to_string(),
     }
 }

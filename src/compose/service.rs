@@ -18,6 +18,8 @@ pub(super) struct Mapped {
     pub compose: String,
     pub component: Component,
     pub origins: Vec<(String, Pos, String)>,
+    /// No component can be made of it (it has no image, only `build:`).
+    pub skip: bool,
 }
 
 /// The mapping of one service under way.
@@ -31,7 +33,7 @@ pub(super) struct Svc<'p> {
 }
 
 /// Keys a compose service may have that the agent cannot express, with the reason.
-const UNSUPPORTED: &[(&str, &str)] = &[
+pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "build",
         "the agent never builds: build the image and name it in image:",
@@ -296,10 +298,12 @@ impl Project {
             svc.origins
                 .push(("name".into(), k.at, format!("services.{}", k.name)));
             svc.map(&node, k.at);
+            let skip = node.get("image").is_none();
             out.push(Mapped {
                 compose: svc.name,
                 component: svc.c,
                 origins: svc.origins,
+                skip,
             });
         }
         self.findings.service = None;
@@ -327,6 +331,7 @@ impl Project {
 impl Svc<'_> {
     fn map(&mut self, node: &Node, at: Pos) {
         let entries = node.map().unwrap_or(&[]).to_vec();
+        // With build: only, the build key says why there is no component.
         if node.get("image").is_none() && node.get("build").is_none() {
             let key = format!("services.{}", self.name);
             self.p

@@ -187,10 +187,12 @@ fn is_path(source: &str) -> bool {
 }
 
 /// A named volume's directory, or a bind's absolute host path: the volume's source as
-/// the agent takes it. `None` (reported) when it cannot be one.
+/// the agent takes it, and whether a missing one may be created (a path given in the
+/// service; not a named volume, nor a volume's `device`, which must be there). `None`
+/// (reported) when it cannot be one.
 fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)> {
     if is_path(source) {
-        return Some((svc.p.absolute(source).to_string_lossy().into_owned(), false));
+        return Some((svc.p.absolute(source).to_string_lossy().into_owned(), true));
     }
     let Some(def) = svc.p.volumes.get(source).cloned() else {
         svc.invalid(
@@ -226,7 +228,7 @@ fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)
     }
     match bind {
         Some(path) => Some((path, false)),
-        None if crate::model::is_volume_name(source) => Some((source.to_string(), true)),
+        None if crate::model::is_volume_name(source) => Some((source.to_string(), false)),
         None => {
             svc.invalid(item, "volumes", format!("volume name {source:?} cannot be the agent's ([A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})"));
             None
@@ -246,7 +248,7 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                 [s, t, m] => (*s, *t, Some(*m)),
                 _ => return svc.invalid(item, "volumes", "a volume is [SOURCE:]TARGET[:MODE]"),
             };
-            let Some((source, named)) = source(svc, item, src) else {
+            let Some((source, creatable)) = source(svc, item, src) else {
                 return;
             };
             let mut opts = Vec::new();
@@ -269,7 +271,7 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                 target: target.to_string(),
                 options: (!opts.is_empty()).then(|| opts.join(",")),
                 // The short syntax creates a missing host path, as compose does.
-                create_host_path: !named,
+                create_host_path: creatable,
             });
         }
         Value::Map(_) => long_volume(svc, item),
@@ -348,14 +350,14 @@ fn long_volume(svc: &mut Svc<'_>, item: &Node) {
                     format!("a volume of type volume names a volume, not the path {src:?}"),
                 );
             }
-            let Some((source, named)) = source(svc, item, &src) else {
+            let Some((source, creatable)) = source(svc, item, &src) else {
                 return;
             };
             svc.c.volumes.push(Volume {
                 source,
                 target,
                 options: (!opts.is_empty()).then(|| opts.join(",")),
-                create_host_path: create && !named,
+                create_host_path: create && creatable,
             });
         }
         "tmpfs" => {
@@ -366,10 +368,8 @@ fn long_volume(svc: &mut Svc<'_>, item: &Node) {
                     let val = v.text().unwrap_or_default();
                     match k.name.as_str() {
                         "size" => o.push(format!("size={val}")),
-                        "mode" => o.push(format!(
-                            "mode={}",
-                            v.int().map_or(val.to_string(), |m| format!("{m:o}"))
-                        )),
+                        // Octal as written (1777), or YAML's 0o1777.
+                        "mode" => o.push(format!("mode={}", val.trim_start_matches("0o"))),
                         other => svc.unsupported(
                             v,
                             &format!("volumes.tmpfs.{other}"),
