@@ -6,7 +6,7 @@
 //! The steps, one module each: `yaml` (the files as positioned trees, anchors and merge
 //! keys resolved), `interpolate` (`${VAR}` and its forms), `merge` (several `-f`, and
 //! `extends`), `project` (the project: files, name, `.env`, profiles, the top-level
-//! networks, volumes, secrets and configs), `service`, `storage`, `lifecycle` and
+//! networks, volumes, secrets and configs), `service`, `resources`, `storage`, `lifecycle` and
 //! `network` (a compose service to a component), `output` (the service file, checked by
 //! the agent's own parser) and `report` (what was found, machine-readable).
 
@@ -22,6 +22,7 @@ mod network;
 mod output;
 mod project;
 pub mod report;
+mod resources;
 mod service;
 mod storage;
 mod values;
