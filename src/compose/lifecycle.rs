@@ -61,7 +61,7 @@ fn restart_policy(svc: &mut Svc<'_>, r: &Node, t: &str) -> Option<RestartPolicy>
             .strip_prefix("on-failure:")
             .is_some_and(|n| n.parse::<u32>().is_ok()) =>
         {
-            svc.unsupported(r, "restart", format!("{t:?}: the agent restarts a failed component itself, with backoff, whatever podman's count: a most number of restarts cannot be kept (write on-failure)"));
+            svc.unsupported(r, "restart", format!("{t:?}: the agent restarts a failed component itself, with backoff, whatever podman's count: a limit on the number of restarts cannot be kept (write on-failure)"));
             None
         }
         _ => {
@@ -291,7 +291,7 @@ fn deploy(svc: &mut Svc<'_>, d: &Node, has_restart: bool) {
                                 svc.c.restart = p;
                             }
                         }
-                        "max_attempts" => svc.unsupported(rv, &rkey, "the agent restarts a failed component itself, with backoff, whatever podman's count: a most number of restarts cannot be kept"),
+                        "max_attempts" => svc.unsupported(rv, &rkey, "the agent restarts a failed component itself, with backoff, whatever podman's count: a limit on the number of restarts cannot be kept"),
                         "delay" | "window" => svc.unsupported(rv, &rkey, "the agent's restart delays are its backoff ([reconcile] backoff_initial, backoff_max)"),
                         _ => svc.invalid(rv, &rkey, "unknown key (not in the compose specification)"),
                     }
@@ -306,7 +306,12 @@ fn deploy(svc: &mut Svc<'_>, d: &Node, has_restart: bool) {
                 "swarm's global mode: a component is one container on this node",
             ),
             "labels" | "placement" | "update_config" | "rollback_config" | "endpoint_mode" => {
-                svc.unsupported(v, &dk, "swarm's, with no meaning for one node's containers")
+                let at = Node::new(Value::Null, key.at);
+                svc.unsupported(
+                    &at,
+                    &dk,
+                    "swarm's, with no meaning for one node's containers",
+                )
             }
             other if other.starts_with("x-") => {}
             _ => svc.invalid(v, &dk, "unknown key (not in the compose specification)"),

@@ -385,7 +385,7 @@ fn partial_writes_each_dropped_key_as_a_comment_at_its_component() {
         problems(&i, d.path()),
         [
             "D/compose.yaml:6:5: services.app.build: not supported: the agent never builds: build the image and name it in image:",
-            "D/compose.yaml:8:14: services.app.restart: not supported: \"on-failure:3\": the agent restarts a failed component itself, with backoff, whatever podman's count: a most number of restarts cannot be kept (write on-failure)",
+            "D/compose.yaml:8:14: services.app.restart: not supported: \"on-failure:3\": the agent restarts a failed component itself, with backoff, whatever podman's count: a limit on the number of restarts cannot be kept (write on-failure)",
         ]
     );
     assert!(!i.writable(false));
@@ -396,7 +396,7 @@ fn partial_writes_each_dropped_key_as_a_comment_at_its_component() {
     let at = text.find("name = \"app\"").unwrap();
     let before = &text[..at];
     assert!(before.ends_with(
-        "[[components]]\n# not imported: services.app.build (compose.yaml:6:5): the agent never builds: build the image and name it in image:\n# not imported: services.app.restart (compose.yaml:8:14): \"on-failure:3\": the agent restarts a failed component itself, with backoff, whatever podman's count: a most number of restarts cannot be kept (write on-failure)\n"
+        "[[components]]\n# not imported: services.app.build (compose.yaml:6:5): the agent never builds: build the image and name it in image:\n# not imported: services.app.restart (compose.yaml:8:14): \"on-failure:3\": the agent restarts a failed component itself, with backoff, whatever podman's count: a limit on the number of restarts cannot be kept (write on-failure)\n"
     ), "{text}");
     service(&i);
 }

@@ -298,10 +298,10 @@ fn deploy_resources_and_restart_policy() {
         refused("    deploy:\n      replicas: 3\n      placement: {constraints: [x]}\n      resources:\n        reservations: {cpus: '1', devices: [{capabilities: [gpu]}]}\n      restart_policy: {condition: any, max_attempts: 3, delay: 5s}\n"),
         [
             "6:17: services.app.deploy.replicas: not supported: a component is one container",
-            "7:18: services.app.deploy.placement: not supported: swarm's, with no meaning for one node's containers",
+            "7:7: services.app.deploy.placement: not supported: swarm's, with no meaning for one node's containers",
             "9:30: services.app.deploy.resources.reservations.cpus: not supported: a CPU reservation is not among the agent's keys: limit with cpus",
             "9:44: services.app.deploy.resources.reservations.devices: not supported: device reservations (GPUs) are not among the agent's keys: name the devices",
-            "10:54: services.app.deploy.restart_policy.max_attempts: not supported: the agent restarts a failed component itself, with backoff, whatever podman's count: a most number of restarts cannot be kept",
+            "10:54: services.app.deploy.restart_policy.max_attempts: not supported: the agent restarts a failed component itself, with backoff, whatever podman's count: a limit on the number of restarts cannot be kept",
             "10:64: services.app.deploy.restart_policy.delay: not supported: the agent's restart delays are its backoff ([reconcile] backoff_initial, backoff_max)",
         ]
     );
