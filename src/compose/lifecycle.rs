@@ -255,6 +255,19 @@ fn depends_on(svc: &mut Svc<'_>, d: &Node) {
             }
             continue;
         };
+        let build_only = svc
+            .p
+            .services
+            .iter()
+            .any(|(k, n)| k.name == name && n.get("image").is_none());
+        if build_only {
+            svc.unsupported(
+                &at,
+                &ek,
+                format!("{name:?} is not imported (it has build: and no image:)"),
+            );
+            continue;
+        }
         svc.c.settings.depends_on.insert(
             target,
             Dependency {

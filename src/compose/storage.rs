@@ -244,6 +244,13 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                 [t] => {
                     return svc.unsupported(item, "volumes", format!("{t:?} is an anonymous volume, podman's and kept in its database: name it (NAME:{t}) to make it the agent's"));
                 }
+                ["", ..] => {
+                    return svc.invalid(
+                        item,
+                        "volumes",
+                        "the volume's source is empty (an unset variable?)",
+                    );
+                }
                 [s, t] => (*s, *t, None),
                 [s, t, m] => (*s, *t, Some(*m)),
                 _ => return svc.invalid(item, "volumes", "a volume is [SOURCE:]TARGET[:MODE]"),

@@ -226,6 +226,14 @@ fn depends_on_short_and_long_and_one_shots() {
     assert!(init.settings.oneshot);
     assert_eq!(init.restart, crate::model::RestartPolicy::No);
     assert_eq!(
+        refused("    depends_on: [web]\n    volumes: ['${NOPE}:/media']\n  web:\n    build: .\n"),
+        [
+            "5:18: services.app.depends_on.web: not supported: \"web\" is not imported (it has build: and no image:)",
+            "6:15: services.app.volumes: the volume's source is empty (an unset variable?)",
+            "8:5: services.web.build: not supported: the agent never builds: build the image and name it in image:",
+        ]
+    );
+    assert_eq!(
         refused("    depends_on: {app: {condition: service_started}}\n"),
         ["5:17: services.app.depends_on: not supported: the agent refuses it: component \"app\" depends on itself"]
     );

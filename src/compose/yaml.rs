@@ -350,7 +350,35 @@ fn mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Key, Node)>, YamlError> {
 }
 
 /// The one document of a compose file; `file` is its index for the positions.
+///
+/// A flow collection's closing bracket on a line of its own, indented no deeper than its
+/// key (`test: [` … `]` under `healthcheck:`), is refused by YAML 1.2 and by
+/// saphyr-parser, and accepted by the parsers compose uses (go-yaml, PyYAML), so real
+/// compose files have it: such a line, where the parser stops at it, is indented one
+/// more and the text parsed again.
 pub fn parse(text: &str, file: usize) -> Result<Node, YamlError> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..1000 {
+        match parse_once(&text, file) {
+            Err(e) if e.reason == "invalid indentation" => {
+                let Some(line) = text.lines().nth(e.at.line.saturating_sub(1)) else {
+                    return Err(e);
+                };
+                if !line.trim_start().starts_with([']', '}']) {
+                    return Err(e);
+                }
+                let start: usize = text.lines().take(e.at.line - 1).map(|l| l.len() + 1).sum();
+                let mut t = text.into_owned();
+                t.insert(start, ' ');
+                text = std::borrow::Cow::Owned(t);
+            }
+            other => return other,
+        }
+    }
+    parse_once(&text, file)
+}
+
+fn parse_once(text: &str, file: usize) -> Result<Node, YamlError> {
     let mut b = Builder {
         file,
         stack: Vec::new(),
@@ -467,6 +495,21 @@ mod tests {
         assert!(e.reason.contains("one YAML document"), "{e:?}");
         let e = parse("<<: 1\n", 0).unwrap_err();
         assert!(e.reason.contains("merge key"), "{e:?}");
+    }
+
+    #[test]
+    fn a_closing_bracket_as_deep_as_its_key_is_read_as_compose_reads_it() {
+        let n = parse(
+            "hc:\n  test: [\n      \"CMD\",\n      \"x\"\n  ]\n  m: {\n    a: 1\n  }\n  b: 1\n",
+            0,
+        )
+        .unwrap();
+        let hc = n.get("hc").unwrap();
+        assert_eq!(hc.get("test").unwrap().seq().unwrap().len(), 2);
+        assert_eq!(hc.get("m").unwrap().get("a").unwrap().int(), Some(1));
+        assert_eq!(hc.get("b").unwrap().int(), Some(1));
+        // Other indentation errors stay errors.
+        assert!(parse("a:\n  b: 1\n c: 2\n", 0).is_err());
     }
 
     #[test]
