@@ -79,10 +79,45 @@ pub enum Command {
     },
     /// Load and validate the config, print the effective values.
     CheckConfig,
+    /// Make a service file of something else (reads no config and no registry).
+    #[command(subcommand)]
+    Import(Import),
     /// Take over this node's containers made by another registry (orphans, shown by
     /// `status`), of SERVICE or all: they become this registry's, kept as they are.
     Adopt { service: Option<String> },
     /// Remove this node's containers made by another registry (orphans), of SERVICE or
     /// all.
     Prune { service: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Import {
+    /// A compose project as one service file (each compose service a component), on
+    /// stdout or as DIR/<project>.toml. Every key not carried over is reported with its
+    /// file:line:col (exit 65, nothing written) unless --partial.
+    Compose {
+        /// Compose file; several merge as compose merges them (default: COMPOSE_FILE,
+        /// else compose.yaml, compose.yml, docker-compose.yml, docker-compose.yaml and
+        /// its override file in the current directory).
+        #[arg(long = "file", short = 'f')]
+        files: Vec<PathBuf>,
+        /// Project name (default: COMPOSE_PROJECT_NAME, the file's name:, its
+        /// directory's name); it is the service's name, with '-' for '_'.
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+        /// Variables for interpolation (default: .env in the project directory); the
+        /// process environment wins over it.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Enable a profile (added to COMPOSE_PROFILES).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// Write DIR/<project>.toml (0600) instead of stdout.
+        #[arg(long, short = 'o')]
+        output_dir: Option<PathBuf>,
+        /// Write the file even with keys that cannot be carried over: each left out,
+        /// as a comment at its component.
+        #[arg(long)]
+        partial: bool,
+    },
 }

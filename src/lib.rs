@@ -5,6 +5,7 @@ pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod container;
 pub mod control;

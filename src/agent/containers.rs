@@ -505,9 +505,12 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.book.restart.remove(id);
                     }
                     self.start_tracking(&r.key.clone(), &id.clone(), now);
-                    // `--once` has no events: it looks for the one-shot's exit.
+                    // `--once` has no events: it looks for the one-shot's exit, and
+                    // plans again for what waits for this one to have started.
                     if self.mode == Mode::Once && self.oneshots.contains(&r.key) {
                         self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);
+                    } else if self.mode == Mode::Once && self.depended_on.contains(&r.key) {
+                        self.want_progress("started");
                     }
                     if had_container && cause.is_some() || r.verb == Some(Verb::Restart) {
                         self.restart_dependents(&r.key.clone());

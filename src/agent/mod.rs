@@ -259,6 +259,8 @@ pub struct Agent<R: Runtime + 'static> {
     restart_with: HashMap<ComponentKey, Vec<ComponentKey>>,
     /// The one-shot components.
     oneshots: HashSet<ComponentKey>,
+    /// The components another depends on (any condition).
+    depended_on: HashSet<ComponentKey>,
     /// One-shot components `--once` has brought up (it runs each once).
     ran_once: HashSet<ComponentKey>,
 }
@@ -352,6 +354,7 @@ impl<R: Runtime + 'static> Agent<R> {
             probing: 0,
             restart_with: HashMap::new(),
             oneshots: HashSet::new(),
+            depended_on: HashSet::new(),
             ran_once: HashSet::new(),
         };
         a.set_services(services);
@@ -635,6 +638,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.checks.clear();
         self.restart_with.clear();
         self.oneshots.clear();
+        self.depended_on.clear();
         for s in self.services.iter().filter(|s| s.active) {
             for c in &s.components {
                 let key = ComponentKey::new(s.name.clone(), c.name.clone());
@@ -645,8 +649,9 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.checks.insert(key.clone(), h.clone());
                 }
                 for (name, dep) in &c.settings.depends_on {
+                    let (svc, comp) = crate::model::dependency_target(&s.name, name);
+                    self.depended_on.insert(ComponentKey::new(svc, comp));
                     if dep.restart_with {
-                        let (svc, comp) = crate::model::dependency_target(&s.name, name);
                         self.restart_with
                             .entry(ComponentKey::new(svc, comp))
                             .or_default()

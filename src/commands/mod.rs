@@ -7,6 +7,7 @@ use crate::registry::{ChangeError, Lock, Registry};
 
 mod apply;
 mod export;
+mod import;
 mod orphans;
 mod recover;
 mod run;
@@ -25,6 +26,25 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         (true, None) => Command::Recover,
         (false, None) => Command::Run,
     };
+    // Reads no config: it makes a file of another tool's, for any machine.
+    if let Command::Import(crate::cli::Import::Compose {
+        files,
+        project,
+        env_file,
+        profiles,
+        output_dir,
+        partial,
+    }) = command
+    {
+        return import::compose(import::Args {
+            files,
+            project,
+            env_file,
+            profiles,
+            output_dir,
+            partial,
+        });
+    }
     let config = Config::load(&opts.config)?;
     let config_path = opts.config.clone();
     let level = opts
@@ -64,6 +84,7 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         }
         Command::Adopt { service } => orphans::adopt(&config, service.as_deref()),
         Command::Prune { service } => orphans::prune(&config, service.as_deref()),
+        Command::Import(_) => unreachable!("dispatched before the config is read"),
     }
 }
 
