@@ -509,7 +509,9 @@ impl<R: Runtime + 'static> Agent<R> {
                     // plans again for what waits for this one to have started.
                     if self.mode == Mode::Once && self.oneshots.contains(&r.key) {
                         self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);
-                    } else if self.mode == Mode::Once && self.depended_on.contains(&r.key) {
+                    } else if self.depended_on.contains(&r.key) {
+                        // Podman's `start` is no event the agent follows: a dependent
+                        // waiting for this one to have started is planned now.
                         self.want_progress("started");
                     }
                     if had_container && cause.is_some() || r.verb == Some(Verb::Restart) {
