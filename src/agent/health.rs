@@ -52,6 +52,8 @@ pub(crate) struct Tracker {
     pub ever_ok: bool,
     pub last: Option<(bool, String, SystemTime)>,
     pub since: SystemTime,
+    /// The container's address, once an http or tcp probe has found it.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Tracker {
@@ -64,6 +66,7 @@ impl Tracker {
             ever_ok: false,
             last: None,
             since: SystemTime::now(),
+            address: None,
         }
     }
 
@@ -184,6 +187,9 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         }
         crate::metrics::probe(r.ok, r.took);
+        // Kept while probes pass; a failure looks the address up again (a container
+        // podman restarted in place may have a new one).
+        t.address = if r.ok { r.address } else { None };
         let before = t.state;
         t.last = Some((r.ok, r.output.clone(), SystemTime::now()));
         if r.ok {

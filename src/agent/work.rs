@@ -265,12 +265,16 @@ impl<R: Runtime + 'static> Agent<R> {
                     return;
                 };
                 let rt = self.ctx.runtime.clone();
-                let (probe, timeout, id) =
-                    (check.probe.clone(), check.timeout.duration(), t.id.clone());
+                let (probe, timeout, id, known) = (
+                    check.probe.clone(),
+                    check.timeout.duration(),
+                    t.id.clone(),
+                    t.address,
+                );
                 let key = key.clone();
                 self.probing += 1;
                 self.tasks.spawn(async move {
-                    let r = crate::health::run(&*rt, &id, &probe, timeout).await;
+                    let r = crate::health::probe::run_at(&*rt, &id, &probe, timeout, known).await;
                     (Work::Probe(key), Outcome::Probe(id, r))
                 })
             }

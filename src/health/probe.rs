@@ -41,11 +41,28 @@ pub struct ProbeResult {
     pub output: String,
     /// How long it took.
     pub took: Duration,
+    /// The container's address an http or tcp probe used: the caller keeps it for the
+    /// container's next probes (it does not change while the container runs), which then
+    /// cost no call to podman.
+    pub address: Option<IpAddr>,
 }
 
 /// Runs `probe` once against container `id` (an id or a name), bounded by `timeout`.
 pub async fn run<R: Runtime>(rt: &R, id: &str, probe: &Probe, timeout: Duration) -> ProbeResult {
+    run_at(rt, id, probe, timeout, None).await
+}
+
+/// As [`run`], with the container's address when an earlier probe found it (`None`: asked
+/// of podman).
+pub async fn run_at<R: Runtime>(
+    rt: &R,
+    id: &str,
+    probe: &Probe,
+    timeout: Duration,
+    known: Option<IpAddr>,
+) -> ProbeResult {
     let t = tokio::time::Instant::now();
+    let mut used = known;
     let checked = async {
         match probe {
             Probe::Cmd(argv) => exec(rt, id, argv, timeout).await,
@@ -55,14 +72,23 @@ pub async fn run<R: Runtime>(rt: &R, id: &str, probe: &Probe, timeout: Duration)
             }
             Probe::Http { port, path } => {
                 bounded(timeout, "GET", async {
-                    let ip = address(rt, id).await?;
+                    let ip = match used {
+                        Some(ip) => ip,
+                        None => address(rt, id).await?,
+                    };
+                    used = Some(ip);
                     http_get(SocketAddr::new(ip, *port), path).await
                 })
                 .await
             }
             Probe::Tcp { port } => {
                 bounded(timeout, "connect", async {
-                    let at = SocketAddr::new(address(rt, id).await?, *port);
+                    let ip = match used {
+                        Some(ip) => ip,
+                        None => address(rt, id).await?,
+                    };
+                    used = Some(ip);
+                    let at = SocketAddr::new(ip, *port);
                     match TcpStream::connect(at).await {
                         Ok(_) => Ok((true, format!("connected to {at}"))),
                         Err(e) => Ok((false, format!("connect to {at}: {e}"))),
@@ -86,6 +112,7 @@ pub async fn run<R: Runtime>(rt: &R, id: &str, probe: &Probe, timeout: Duration)
         ok,
         output: cut(&output, OUTPUT_MAX),
         took: t.elapsed(),
+        address: used,
     }
 }
 
