@@ -505,6 +505,12 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.book.restart.remove(id);
                     }
                     self.start_tracking(&r.key.clone(), &id.clone(), now);
+                    // What waits for it to start is planned now: nothing else would say
+                    // so (`--once` has no events, and podman's `start` is not one the
+                    // daemon follows) before the next resync.
+                    if self.depended_on.contains(&r.key) {
+                        self.want_progress("started");
+                    }
                     // `--once` has no events: it looks for the one-shot's exit.
                     if self.mode == Mode::Once && self.oneshots.contains(&r.key) {
                         self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);

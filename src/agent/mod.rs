@@ -257,6 +257,8 @@ pub struct Agent<R: Runtime + 'static> {
     probing: usize,
     /// The dependents of each component that restart with it (`restart_with`).
     restart_with: HashMap<ComponentKey, Vec<ComponentKey>>,
+    /// The components some other component depends on (`depends_on`, any condition).
+    depended_on: HashSet<ComponentKey>,
     /// The one-shot components.
     oneshots: HashSet<ComponentKey>,
     /// One-shot components `--once` has brought up (it runs each once).
@@ -351,6 +353,7 @@ impl<R: Runtime + 'static> Agent<R> {
             health: HashMap::new(),
             probing: 0,
             restart_with: HashMap::new(),
+            depended_on: HashSet::new(),
             oneshots: HashSet::new(),
             ran_once: HashSet::new(),
         };
@@ -634,6 +637,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.desired = desired;
         self.checks.clear();
         self.restart_with.clear();
+        self.depended_on.clear();
         self.oneshots.clear();
         for s in self.services.iter().filter(|s| s.active) {
             for c in &s.components {
@@ -645,13 +649,15 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.checks.insert(key.clone(), h.clone());
                 }
                 for (name, dep) in &c.settings.depends_on {
+                    let (svc, comp) = crate::model::dependency_target(&s.name, name);
+                    let on = ComponentKey::new(svc, comp);
                     if dep.restart_with {
-                        let (svc, comp) = crate::model::dependency_target(&s.name, name);
                         self.restart_with
-                            .entry(ComponentKey::new(svc, comp))
+                            .entry(on.clone())
                             .or_default()
                             .push(key.clone());
                     }
+                    self.depended_on.insert(on);
                 }
             }
         }
