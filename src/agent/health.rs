@@ -52,6 +52,8 @@ pub(crate) struct Tracker {
     pub ever_ok: bool,
     pub last: Option<(bool, String, SystemTime)>,
     pub since: SystemTime,
+    /// When its next probe was due (for the log of how late it starts).
+    pub due: Instant,
 }
 
 impl Tracker {
@@ -64,6 +66,7 @@ impl Tracker {
             ever_ok: false,
             last: None,
             since: SystemTime::now(),
+            due: now,
         }
     }
 
@@ -152,8 +155,9 @@ impl<R: Runtime + 'static> Agent<R> {
             self.book.healthy.remove(&old.id);
             self.book.restart.remove(&old.id);
         }
-        let t = Tracker::new(id.to_string(), now);
+        let mut t = Tracker::new(id.to_string(), now);
         let at = t.next_after(check, now);
+        t.due = at;
         self.health.insert(key.clone(), t);
         self.sched.cancel(&Work::Probe(key.clone()));
         self.sched.schedule(Work::Probe(key.clone()), NORMAL, at);
@@ -201,6 +205,7 @@ impl<R: Runtime + 'static> Agent<R> {
         let after = t.state;
         let failures = t.failures;
         let next = t.next_after(&check, now);
+        t.due = next;
         if before != after {
             t.since = SystemTime::now();
             match after {
