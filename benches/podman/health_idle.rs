@@ -115,6 +115,8 @@ struct Row {
     service_rss_kib: u64,
     conmon_cpu_s: f64,
     conmons_reaped: usize,
+    /// CPU of the conmons reaped in the window (each an exec session, whole).
+    reaped_cpu_s: f64,
     machine_busy_s: f64,
     probes_ok: f64,
     probes_failed: f64,
@@ -184,10 +186,6 @@ fn set_exit_delay(podman: &mut PrivatePodman, delay: Option<u64>) {
         podman.stop_service();
         podman.start_service();
     }
-}
-
-fn exec_conmons_alive(dir: &str) -> usize {
-    procs::conmon_memory(dir).0.count
 }
 
 fn scrape(socket: &Path) -> String {
@@ -274,7 +272,7 @@ pub fn run(out: &Path, o: &Opts) {
             let left = o.window.saturating_sub(t0.elapsed());
             kit::nap(left.min(SAMPLE_EVERY));
             if case.is_exec() {
-                samples.push((t0.elapsed().as_secs_f64(), exec_conmons_alive(&dir)));
+                samples.push((t0.elapsed().as_secs_f64(), procs::exec_conmons_alive(&dir)));
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -307,6 +305,7 @@ pub fn run(out: &Path, o: &Opts) {
             service_rss_kib: svc_rss,
             conmon_cpu_s: c1.total_s() - c0.total_s(),
             conmons_reaped: c1.reaped - c0.reaped,
+            reaped_cpu_s: c1.reaped_s - c0.reaped_s,
             machine_busy_s: k0.busy_s_until(&k1),
             probes_ok: d("mcp_agent_health_probes_total", "result=\"ok\""),
             probes_failed: d("mcp_agent_health_probes_total", "result=\"failed\""),
@@ -334,7 +333,7 @@ pub fn run(out: &Path, o: &Opts) {
             // Sessions of a short delay end by themselves; the default's would take 5 min.
             if case.delay() <= 30 {
                 let end = Instant::now() + Duration::from_secs(case.delay() + 30);
-                while exec_conmons_alive(&dir) > 0 && Instant::now() < end {
+                while procs::exec_conmons_alive(&dir) > 0 && Instant::now() < end {
                     kit::nap(Duration::from_secs(1));
                 }
             }
@@ -361,7 +360,8 @@ pub fn run(out: &Path, o: &Opts) {
             "agent_cpu_s": r.agent_cpu_s, "agent_rss_kib": r.agent_rss_kib,
             "agent_hwm_kib": r.agent_hwm_kib, "service_cpu_s": r.service_cpu_s,
             "service_rss_kib": r.service_rss_kib, "conmon_cpu_s": r.conmon_cpu_s,
-            "conmons_reaped": r.conmons_reaped, "machine_busy_s": r.machine_busy_s,
+            "conmons_reaped": r.conmons_reaped, "reaped_cpu_s": r.reaped_cpu_s,
+            "machine_busy_s": r.machine_busy_s,
             "probes_ok": r.probes_ok, "probes_failed": r.probes_failed,
             "probe_mean_ms": r.probe_mean_ms, "late_ms": r.late.json(),
             "late_over_1s": r.late_over_1s, "probe_starts_logged": r.started,
@@ -442,8 +442,8 @@ fn report(rows: &[Row], o: &Opts, load_start: &str) -> String {
             md,
             "\nPer probe, beyond the baseline without checks (CPU ms; each rate minus the baseline's, \
              divided by the probes per second):\n\n\
-             | kind | machine (all processes) | agent | podman service | conmons (+ runc, the probe's process, podman's exit command) | the rest (not ours, or kernel) |\n\
-             |---|---|---|---|---|---|\n"
+             | kind | machine (all processes) | agent | podman service | conmons (+ runc, the probe's process, podman's exit command) | one whole exec session, from those that ended in the window | the rest (not ours, or kernel) |\n\
+             |---|---|---|---|---|---|---|\n"
         );
         for r in rows.iter().filter(|r| r.case != "none") {
             let rate = r.probes() / r.window_s;
@@ -452,9 +452,18 @@ fn report(rows: &[Row], o: &Opts, load_start: &str) -> String {
             let agent = per(r.agent_cpu_s, base.agent_cpu_s);
             let service = per(r.service_cpu_s, base.service_cpu_s);
             let conmon = per(r.conmon_cpu_s, base.conmon_cpu_s);
+            let session = if r.conmons_reaped > 0 {
+                format!(
+                    "{:.1} ({} sessions)",
+                    1000.0 * r.reaped_cpu_s / r.conmons_reaped as f64,
+                    r.conmons_reaped
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 md,
-                "| {} | {machine:.1} | {agent:.2} | {service:.1} | {conmon:.1} | {:.1} |",
+                "| {} | {machine:.1} | {agent:.2} | {service:.1} | {conmon:.1} | {session} | {:.1} |",
                 r.case,
                 machine - agent - service - conmon
             );

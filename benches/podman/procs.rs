@@ -307,6 +307,20 @@ pub fn conmon_memory(dir: &str) -> (Memory, Memory) {
     (exec, ctr)
 }
 
+/// How many exec sessions' conmons of `dir` are alive (command lines only: cheap enough to
+/// sample during a window, unlike [`conmon_memory`]).
+pub fn exec_conmons_alive(dir: &str) -> usize {
+    pids()
+        .into_iter()
+        .filter(|p| {
+            fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.starts_with("/usr/bin/conmon") && c.contains(dir) && c.contains("--exec-attach")
+            })
+        })
+        .count()
+}
+
 /// Kills the exec sessions' conmons of `dir` (children first), which would otherwise wait
 /// out `exit_command_delay`; their exit commands never run (the podman is torn down next).
 pub fn kill_exec_conmons(dir: &str) -> usize {
