@@ -274,7 +274,7 @@ pub fn children_cpu_s() -> f64 {
 }
 
 /// `getconf CLK_TCK` (100 on Linux; asked, not assumed).
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     static TCK: OnceLock<u64> = OnceLock::new();
     *TCK.get_or_init(|| {
         Command::new("getconf")
@@ -419,4 +419,109 @@ pub fn write_result(out: &Path, name: &str, text: &str) {
     let p = out.join(name);
     fs::write(&p, text).expect("write result");
     eprintln!("bench: wrote {}", p.display());
+}
+
+/// `GET path` over a unix socket (HTTP/1.1, `Connection: close`): the body, or why not.
+pub fn unix_get(socket: &Path, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_string())
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The sum of a metric's samples in an exposition whose line starts with `name` followed
+/// by `{` or a space (all label sets), and whose labels contain `labels` (or any).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| labels.is_empty() || l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A podman network of the benchmark's own (`--disable-dns`, a /24 of 10.213.0.0/16 that
+/// no other network holds), so that its containers' addresses are nobody else's: network
+/// configs are machine-wide, and private podmans on the default bridge hand out the same
+/// addresses. Removed (with `-f`) when dropped; drop it before its podman.
+pub struct BenchNetwork {
+    pub name: String,
+    cli: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl BenchNetwork {
+    pub fn create(podman: &PrivatePodman, name: &str) -> BenchNetwork {
+        for third in (7..250).step_by(17) {
+            let subnet = format!("10.213.{third}.0/24");
+            let out = podman.podman(&[
+                "network",
+                "create",
+                "--disable-dns",
+                "--subnet",
+                &subnet,
+                name,
+            ]);
+            if out.status.success() {
+                eprintln!("bench: network {name} on {subnet}");
+                return BenchNetwork {
+                    name: name.to_string(),
+                    cli: podman.cli_argv(),
+                    env: podman.env(),
+                };
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !err.contains("subnet") {
+                panic!("podman network create {name}: {err}");
+            }
+        }
+        panic!("no free subnet for network {name} in 10.213.0.0/16");
+    }
+}
+
+impl Drop for BenchNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.cli[0])
+            .args(&self.cli[1..])
+            .args(["network", "rm", "-f", &self.name])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output();
+    }
 }

@@ -1,8 +1,9 @@
-//! Live benchmarks of the agent against a real, private podman (BENCHMARKS.md §1–3, §5):
-//! recovery latency, mass recovery after podman's database is lost, idle cost, and the
-//! cost of a crash loop. Each starts podman API services of its own (as the integration
-//! tests do: `tests/common/mod.rs`) and the real `mcp-agent` binary, and tears all of it
-//! down again, also on Ctrl-C.
+//! Live benchmarks of the agent against a real, private podman (BENCHMARKS.md §1–3, §5,
+//! §9–10): recovery latency, mass recovery after podman's database is lost, idle cost, the
+//! cost of a crash loop, health checks at rest, and dependency order in a mass recovery.
+//! Each starts podman API services of its own (as the integration tests do:
+//! `tests/common/mod.rs`) and the real `mcp-agent` binary, and tears all of it down again,
+//! also on Ctrl-C.
 //!
 //! Needs root, podman, runc and busybox-static (`scripts/install-deps`). Run through
 //! `scripts/bench`, or `cargo bench --bench podman -- SUBCOMMAND [OPTIONS]`:
@@ -12,6 +13,9 @@
 //! mass      [--sizes 50,200] [--concurrency 1,2,4,8,16] [--rounds 3] [--routes]
 //! idle      [--counts 10,200] [--window 120] [--interval 30s]
 //! crashloop [--duration 600]
+//! health-idle [--components 200] [--window 120] [--settle 30] [--probe-interval 10s]
+//!           [--interval 30s] [--health-concurrency 4] [--kinds none,tcp,http,exec-10,exec]
+//! deps-mass [--services 20] [--rounds 3] [--ways once,daemon]
 //! common options: --out DIR (default target/bench-results)
 //! ```
 //!
@@ -21,21 +25,27 @@
 mod common;
 
 mod crashloop;
+mod deps_mass;
 mod events;
+mod health_idle;
 mod idle;
 mod kit;
 mod latency;
 mod mass;
+mod procs;
 mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-const USAGE: &str = "usage: cargo bench --bench podman -- latency|mass|idle|crashloop [options]
+const USAGE: &str = "usage: cargo bench --bench podman -- latency|mass|idle|crashloop|health-idle|deps-mass [options]
   latency   [--reps 30] [--cases rm,crash]
   mass      [--sizes 50,200] [--concurrency 1,2,4,8,16] [--rounds 3] [--routes]
   idle      [--counts 10,200] [--window 120] [--interval 30s]
   crashloop [--duration 600]
+  health-idle [--components 200] [--window 120] [--settle 30] [--probe-interval 10s]
+            [--interval 30s] [--health-concurrency 4] [--kinds none,tcp,http,exec-10,exec]
+  deps-mass [--services 20] [--rounds 3] [--ways once,daemon]
   all subcommands: --out DIR (default target/bench-results)
 (live benchmarks against a private podman; needs root: see scripts/bench)";
 
@@ -51,6 +61,13 @@ struct Opts {
     window: Duration,
     interval: String,
     duration: Duration,
+    components: usize,
+    settle: Duration,
+    probe_interval: String,
+    health_concurrency: usize,
+    kinds: Option<Vec<String>>,
+    services: usize,
+    ways: Vec<String>,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -77,6 +94,13 @@ fn parse(args: &[String]) -> Opts {
         window: Duration::from_secs(120),
         interval: "30s".into(),
         duration: Duration::from_secs(600),
+        components: 200,
+        settle: Duration::from_secs(30),
+        probe_interval: "10s".into(),
+        health_concurrency: 4,
+        kinds: None,
+        services: 20,
+        ways: vec!["once".into(), "daemon".into()],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,6 +118,13 @@ fn parse(args: &[String]) -> Opts {
             "--window" => o.window = Duration::from_secs(num(val()) as u64),
             "--interval" => o.interval = val(),
             "--duration" => o.duration = Duration::from_secs(num(val()) as u64),
+            "--components" => o.components = num(val()),
+            "--settle" => o.settle = Duration::from_secs(num(val()) as u64),
+            "--probe-interval" => o.probe_interval = val(),
+            "--health-concurrency" => o.health_concurrency = num(val()),
+            "--kinds" => o.kinds = Some(val().split(',').map(str::to_string).collect()),
+            "--services" => o.services = num(val()),
+            "--ways" => o.ways = val().split(',').map(str::to_string).collect(),
             other => usage_error(other),
         }
     }
@@ -117,6 +148,19 @@ fn main() {
         "mass" => mass::run(&o.out, &o.sizes, &o.concurrency, o.rounds, o.routes),
         "idle" => idle::run(&o.out, &o.counts, o.window, &o.interval),
         "crashloop" => crashloop::run(&o.out, o.duration),
+        "health-idle" => health_idle::run(
+            &o.out,
+            &health_idle::Opts {
+                n: o.components,
+                window: o.window,
+                settle: o.settle,
+                resync: &o.interval,
+                probe_interval: &o.probe_interval,
+                concurrency: o.health_concurrency,
+                cases: o.kinds.as_deref(),
+            },
+        ),
+        "deps-mass" => deps_mass::run(&o.out, o.services, o.rounds, &o.ways),
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => usage_error(other),
     }

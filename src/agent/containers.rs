@@ -505,8 +505,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         self.book.restart.remove(id);
                     }
                     self.start_tracking(&r.key.clone(), &id.clone(), now);
-                    // `--once` has no events: it looks for the one-shot's exit, and
-                    // plans again for what waits for this one to have started.
+                    // `--once` has no events: it looks for the one-shot's exit.
                     if self.mode == Mode::Once && self.oneshots.contains(&r.key) {
                         self.sched.schedule(Work::List, URGENT, now + ONCE_RELIST);
                     } else if self.depended_on.contains(&r.key) {

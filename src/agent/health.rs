@@ -54,6 +54,8 @@ pub(crate) struct Tracker {
     pub since: SystemTime,
     /// The container's address, once an http or tcp probe has found it.
     pub address: Option<std::net::IpAddr>,
+    /// When its next probe was due (for the log of how late it starts).
+    pub due: Instant,
 }
 
 impl Tracker {
@@ -67,6 +69,7 @@ impl Tracker {
             last: None,
             since: SystemTime::now(),
             address: None,
+            due: now,
         }
     }
 
@@ -155,8 +158,9 @@ impl<R: Runtime + 'static> Agent<R> {
             self.book.healthy.remove(&old.id);
             self.book.restart.remove(&old.id);
         }
-        let t = Tracker::new(id.to_string(), now);
+        let mut t = Tracker::new(id.to_string(), now);
         let at = t.next_after(check, now);
+        t.due = at;
         self.health.insert(key.clone(), t);
         self.sched.cancel(&Work::Probe(key.clone()));
         self.sched.schedule(Work::Probe(key.clone()), NORMAL, at);
@@ -207,6 +211,7 @@ impl<R: Runtime + 'static> Agent<R> {
         let after = t.state;
         let failures = t.failures;
         let next = t.next_after(&check, now);
+        t.due = next;
         if before != after {
             t.since = SystemTime::now();
             match after {

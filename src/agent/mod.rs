@@ -257,10 +257,10 @@ pub struct Agent<R: Runtime + 'static> {
     probing: usize,
     /// The dependents of each component that restart with it (`restart_with`).
     restart_with: HashMap<ComponentKey, Vec<ComponentKey>>,
+    /// The components some other component depends on (`depends_on`, any condition).
+    depended_on: HashSet<ComponentKey>,
     /// The one-shot components.
     oneshots: HashSet<ComponentKey>,
-    /// The components another depends on (any condition).
-    depended_on: HashSet<ComponentKey>,
     /// One-shot components `--once` has brought up (it runs each once).
     ran_once: HashSet<ComponentKey>,
 }
@@ -353,8 +353,8 @@ impl<R: Runtime + 'static> Agent<R> {
             health: HashMap::new(),
             probing: 0,
             restart_with: HashMap::new(),
-            oneshots: HashSet::new(),
             depended_on: HashSet::new(),
+            oneshots: HashSet::new(),
             ran_once: HashSet::new(),
         };
         a.set_services(services);
@@ -637,8 +637,8 @@ impl<R: Runtime + 'static> Agent<R> {
         self.desired = desired;
         self.checks.clear();
         self.restart_with.clear();
-        self.oneshots.clear();
         self.depended_on.clear();
+        self.oneshots.clear();
         for s in self.services.iter().filter(|s| s.active) {
             for c in &s.components {
                 let key = ComponentKey::new(s.name.clone(), c.name.clone());
@@ -650,13 +650,14 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 for (name, dep) in &c.settings.depends_on {
                     let (svc, comp) = crate::model::dependency_target(&s.name, name);
-                    self.depended_on.insert(ComponentKey::new(svc, comp));
+                    let on = ComponentKey::new(svc, comp);
                     if dep.restart_with {
                         self.restart_with
-                            .entry(ComponentKey::new(svc, comp))
+                            .entry(on.clone())
                             .or_default()
                             .push(key.clone());
                     }
+                    self.depended_on.insert(on);
                 }
             }
         }

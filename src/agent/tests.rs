@@ -318,3 +318,80 @@ async fn a_container_removed_by_someone_is_replaced_without_waiting_out_the_back
     }
     h.stop().await;
 }
+
+/// A chain of `started` dependencies: nothing but the agent's own bring-up says that a
+/// link is up (podman's `start` is not an event the agent follows).
+const CHAIN: &str = r#"
+name = "s"
+[[components]]
+name = "db"
+image = "img"
+[[components]]
+name = "app"
+image = "img"
+depends_on = { db = "started" }
+[[components]]
+name = "worker"
+image = "img"
+depends_on = { app = "started" }
+"#;
+
+/// `--once` has no events: a component waiting for another to start is planned when that
+/// one is brought up, down a chain (the last link has nothing else to wake it).
+#[tokio::test(start_paused = true)]
+async fn once_brings_up_a_chain_of_started_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut reg = Registry::open(&cfg.database.path).unwrap();
+    reg.apply(&[parse_service(std::path::Path::new("s.toml"), CHAIN).unwrap()])
+        .unwrap();
+    let rt = Arc::new(FakeRuntime::with_images(&["img"]));
+    let agent = Agent::new(
+        Context::new(rt.clone(), &cfg),
+        cfg,
+        dir.path().join("none.toml"),
+    )
+    .unwrap();
+    let report = agent.once(Duration::from_secs(60)).await.unwrap();
+    let states: Vec<(String, Status)> = report
+        .pass
+        .components
+        .iter()
+        .map(|r| (r.key.to_string(), r.status))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("s/app".to_string(), Status::Running),
+            ("s/db".to_string(), Status::Running),
+            ("s/worker".to_string(), Status::Running),
+        ],
+        "{report:?}"
+    );
+}
+
+/// The daemon likewise plans each link of the chain when the one before is up, not at the
+/// next resync (an hour here).
+#[tokio::test(start_paused = true)]
+async fn the_daemon_brings_up_a_chain_of_started_dependencies_without_waiting_for_a_resync() {
+    let h = start(CHAIN, FakeRuntime::with_images(&["img"])).await;
+    let t0 = Instant::now();
+    let worker_up = || {
+        h.rt.state
+            .lock()
+            .unwrap()
+            .ops
+            .iter()
+            .any(|(op, name)| *op == "create" && name == "s-worker")
+    };
+    while !worker_up() && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "s-worker created after {:?}: {:?}",
+        t0.elapsed(),
+        h.rt.state.lock().unwrap().ops
+    );
+    h.stop().await;
+}

@@ -271,6 +271,14 @@ impl<R: Runtime + 'static> Agent<R> {
                     t.id.clone(),
                     t.address,
                 );
+                // Probes wait for a free slot of `[health] concurrency`: how long after
+                // its due time this one starts says whether they keep up.
+                tracing::debug!(
+                    component = %key,
+                    late_ms = now.saturating_duration_since(t.due).as_millis() as u64,
+                    probing = self.probing,
+                    "probe starts"
+                );
                 let key = key.clone();
                 self.probing += 1;
                 self.tasks.spawn(async move {
