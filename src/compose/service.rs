@@ -117,10 +117,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "the agent gives each container its own PID namespace",
     ),
     (
-        "platform",
-        "the agent runs the image as the local store has it: pull the platform's image first",
-    ),
-    (
         "post_start",
         "lifecycle hooks are not among the agent's keys",
     ),
@@ -555,6 +551,15 @@ impl Svc<'_> {
                     ),
                 }
             }
+            "platform" => match self.text(v, k) {
+                // `platform: ${DOCKER_PLATFORM:-}` unset: compose takes no platform.
+                Some(t) if t.is_empty() => self.note(v, k, "empty: no platform, as compose takes it"),
+                _ => self.unsupported(
+                    at_key,
+                    k,
+                    "the agent runs the image as the local store has it: pull the platform's image first",
+                ),
+            },
             "develop" => self.note(
                 v,
                 k,

@@ -183,6 +183,24 @@ fn healthchecks_in_every_form() {
             .health
             .is_none()
     );
+    // `disable: false` alone (immich's): the image's HEALTHCHECK, as without the key.
+    let (i, d) = import_one("name: s\nservices:\n  app:\n    image: a\n    healthcheck:\n      disable: false\n  b:\n    image: b\n    healthcheck: {}\n");
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    assert!(service(&i)
+        .components
+        .iter()
+        .all(|c| c.settings.health.is_none()));
+    let notes = lines_of(&i, d.path(), &[Kind::Note]);
+    for at in ["6:7: services.app", "9:18: services.b"] {
+        assert!(
+            notes.contains(&format!("D/compose.yaml:{at}.healthcheck: note: no test, no setting: the image's own HEALTHCHECK, which the agent does not run (as without healthcheck:)")),
+            "{notes:?}"
+        );
+    }
     assert_eq!(
         refused("    healthcheck:\n      interval: 10s\n  b:\n    image: b\n    healthcheck:\n      test: [WHAT]\n      interval: 1us\n      retries: 500\n      bogus: 1\n"),
         [
@@ -451,6 +469,15 @@ fn every_key_the_agent_cannot_express_is_refused_with_its_reason() {
             "16:13: services.b.links: not supported: the alias \"alias\": a link's alias is seen by one container, the agent's aliases by all",
         ]
     );
+    // An empty platform (sentry's `${DOCKER_PLATFORM:-}` unset) is no platform.
+    let (i, d) = import_one("name: s\nservices:\n  app:\n    image: a\n    platform: ''\n  b:\n    image: b\n    platform: linux/arm64\n");
+    assert_eq!(
+        problems(&i, d.path()),
+        ["D/compose.yaml:8:5: services.b.platform: not supported: the agent runs the image as the local store has it: pull the platform's image first"]
+    );
+    assert!(lines_of(&i, d.path(), &[Kind::Note]).contains(
+        &"D/compose.yaml:5:15: services.app.platform: note: empty: no platform, as compose takes it".to_string()
+    ));
     assert_eq!(
         refused("    build: .\n    image: again\n"),
         ["6:5: yaml: mapping key \"image\" already defined at line 4"]
