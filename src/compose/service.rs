@@ -141,6 +141,9 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Compose's `stop_grace_period` when a service has none.
+pub(super) const COMPOSE_STOP_GRACE_SECS: u32 = 10;
+
 /// Keys handled by the other modules, or before the mapping.
 const ELSEWHERE: &[&str] = &[
     "profiles",
@@ -344,6 +347,13 @@ impl Svc<'_> {
                 continue;
             }
             self.key_(name, v, &at_key);
+        }
+        // Compose waits 10 s after the stop signal by default; the agent, without a
+        // stop_timeout, lets podman kill a replaced container at once.
+        if node.get("stop_grace_period").is_none() {
+            self.origins
+                .push(("stop_timeout".into(), at, format!("services.{}", self.name)));
+            self.s().stop_timeout = Some(Seconds(COMPOSE_STOP_GRACE_SECS));
         }
         super::storage::map(self, node);
         super::network::map(self, node);

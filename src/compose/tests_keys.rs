@@ -285,6 +285,9 @@ fn process_resource_and_metadata_keys() {
     assert_eq!(s.working_dir.as_deref(), Some("/srv"));
     assert!(s.init && s.tty && s.read_only);
     assert_eq!(s.stop_timeout.unwrap().0, 60);
+    // Without stop_grace_period, compose's 10 s (podman-compose gives podman's default,
+    // StopTimeout 10; the agent's own default lets podman kill a replaced one at once).
+    assert_eq!(app("").settings.stop_timeout.unwrap().0, 10);
     assert_eq!(s.devices, ["/dev/fuse", "/dev/null:/dev/n:r"]);
     assert_eq!(s.sysctls["net.core.somaxconn"], "1024");
     assert_eq!(
