@@ -55,7 +55,7 @@ fn ports_short_and_long() {
 #[test]
 fn volumes_short_and_long() {
     let (i, d) = import_one(
-        "name: s\nservices:\n  app:\n    image: a\n    volumes:\n      - ./data:/data\n      - ../up/x:/x:ro,z\n      - ~/cfg:/cfg:cached\n      - db:/var/lib/db\n      - type: bind\n        source: ./conf\n        target: /conf\n        read_only: true\n        bind: {propagation: rshared, create_host_path: true}\n      - type: volume\n        source: db\n        target: /db2\n        volume: {nocopy: true}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m, mode: 1777}\n      - bindvol:/b\nvolumes:\n  db:\n  bindvol:\n    driver_opts: {type: none, o: bind, device: ./host}\n",
+        "name: s\nservices:\n  app:\n    image: a\n    volumes:\n      - ./data:/data\n      - ../up/x:/x:ro,z\n      - ~/cfg:/cfg:cached\n      - db:/var/lib/db\n      - db:/suid:suid,ro\n      - type: bind\n        source: ./conf\n        target: /conf\n        read_only: true\n        bind: {propagation: rshared, create_host_path: true}\n      - type: volume\n        source: db\n        target: /db2\n        volume: {nocopy: true}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m, mode: 1777}\n      - bindvol:/b\nvolumes:\n  db:\n  bindvol:\n    driver_opts: {type: none, o: bind, device: ./host}\n",
     );
     assert!(
         problems(&i, d.path()).is_empty(),
@@ -82,9 +82,11 @@ fn volumes_short_and_long() {
             "D/data:/data +create".to_string(),
             format!("{up}/x:/x:ro,z +create"),
             "/home/u/cfg:/cfg +create".to_string(),
-            "db:/var/lib/db".to_string(),
+            // Named volumes as podman mounts its own: nodev,nosuid unless asked otherwise.
+            "db:/var/lib/db:nodev,nosuid".to_string(),
+            "db:/suid:suid,ro,nodev".to_string(),
             "D/conf:/conf:ro,rshared +create".to_string(),
-            "db:/db2:nocopy".to_string(),
+            "db:/db2:nocopy,nodev,nosuid".to_string(),
             "D/host:/b".to_string(),
         ]
     );
