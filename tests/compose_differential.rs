@@ -468,8 +468,16 @@ fn bring_up(case: &Case, tag: &str, f: impl FnOnce(&Up)) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, t).unwrap();
     }
-    let pc_ports: Vec<u16> = (0..nports).map(|_| free_port()).collect();
-    let ag_ports: Vec<u16> = (0..nports).map(|_| free_port()).collect();
+    // Host ports, all distinct: both tools publish on this machine.
+    let mut taken = BTreeSet::new();
+    let mut port = || loop {
+        let p = free_port();
+        if taken.insert(p) {
+            return p;
+        }
+    };
+    let pc_ports: Vec<u16> = (0..nports).map(|_| port()).collect();
+    let ag_ports: Vec<u16> = (0..nports).map(|_| port()).collect();
 
     let pc_env = tool_env(&dir, case, &pc_ports);
     let ag_env = tool_env(&dir, case, &ag_ports);
