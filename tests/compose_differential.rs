@@ -501,15 +501,14 @@ fn bring_up(case: &Case, tag: &str, f: impl FnOnce(&Up)) {
     );
     let files = mcp_agent::spec::read_service_files(std::slice::from_ref(&file)).unwrap();
     let service = files[0].service.clone();
-    let pc = containers(
+    let mut pc = containers(
         &pc_podman,
         "io.podman.compose.project",
         &pc_project,
         "com.docker.compose.service",
     );
-    let ag = containers(&ag_podman, "mcp.service", &agent_project, "mcp.component");
+    let mut ag = containers(&ag_podman, "mcp.service", &agent_project, "mcp.component");
     // Podman's inspect does not show sysctls: the values inside each container.
-    let (mut pc, mut ag) = (pc, ag);
     for c in &service.components {
         let compose = pc
             .keys()
