@@ -108,6 +108,18 @@ fn health(svc: &mut Svc<'_>, h: &Node) {
     if h.get("disable").and_then(Node::bool) == Some(true) {
         return;
     }
+    // `{}` or `{disable: false}` says no more than no healthcheck: the image's own
+    // HEALTHCHECK, which the agent does not run without one (as without the key).
+    if h.is_null()
+        || h.map()
+            .is_some_and(|m| m.iter().all(|(k, _)| k.name == "disable"))
+    {
+        return svc.note(
+            h,
+            k,
+            "no test, no setting: the image's own HEALTHCHECK, which the agent does not run (as without healthcheck:)",
+        );
+    }
     let probe = match h.get("test") {
         None => {
             return svc.unsupported(h, k, "a check without test runs the image's HEALTHCHECK, which the agent does not read: write the test");

@@ -46,6 +46,18 @@ pub(super) struct Project {
     pub configs: Node,
     /// The compose service names as component names.
     pub components: BTreeMap<String, String>,
+    /// How many of the report's files are the project's own (`-f`); the others are
+    /// files that `extends.file` names.
+    pub project_files: usize,
+    /// The services of each file `extends.file` names, by its index among the files.
+    pub extended: BTreeMap<usize, Vec<(Key, Node)>>,
+}
+
+/// Where a service name is looked up: the project's services, or another file's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Scope {
+    Project,
+    File(usize),
 }
 
 /// A path without `.` components and with `..` applied, as compose makes them absolute.
@@ -258,6 +270,8 @@ pub(super) fn load(opts: &Options) -> Result<Project, Report> {
         profiles: BTreeMap::new(),
         left_out: Vec::new(),
         components: BTreeMap::new(),
+        project_files: files.len(),
+        extended: BTreeMap::new(),
         findings: f,
     };
     let services = match root.get("services") {
@@ -411,10 +425,10 @@ impl Project {
     /// `extends` resolved, profiles applied, component names given.
     fn resolve(&mut self, services: &Node, opts: &Options) {
         let entries = services.map().unwrap_or(&[]).to_vec();
-        let mut resolved: BTreeMap<String, Node> = BTreeMap::new();
+        let mut resolved: BTreeMap<(Scope, String), Node> = BTreeMap::new();
         for (k, _) in &entries {
             let mut chain = Vec::new();
-            self.extend(&entries, &k.name, &mut resolved, &mut chain);
+            self.extend(Scope::Project, &entries, &k.name, &mut resolved, &mut chain);
         }
         let mut active: BTreeSet<String> = opts.profiles.iter().cloned().collect();
         if let Some(list) = self.env.get("COMPOSE_PROFILES") {
@@ -427,7 +441,7 @@ impl Project {
         }
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (k, _) in &entries {
-            let Some(node) = resolved.get(&k.name).cloned() else {
+            let Some(node) = resolved.get(&(Scope::Project, k.name.clone())).cloned() else {
                 continue;
             };
             let key = format!("services.{}", k.name);
@@ -479,15 +493,36 @@ impl Project {
         }
     }
 
-    /// The service `name` with its `extends` chain merged in (base first).
+    /// The service `name` of `scope` (the project's services, or another file's) with its
+    /// `extends` chain merged in (base first). What a project service's chain finds is
+    /// that service's (a base in another file is part of the service that extends it).
     fn extend(
         &mut self,
+        scope: Scope,
         entries: &[(Key, Node)],
         name: &str,
-        resolved: &mut BTreeMap<String, Node>,
-        chain: &mut Vec<String>,
+        resolved: &mut BTreeMap<(Scope, String), Node>,
+        chain: &mut Vec<(Scope, String)>,
     ) -> Option<Node> {
-        if let Some(n) = resolved.get(name) {
+        let prev = self.findings.service.clone();
+        if scope == Scope::Project {
+            self.findings.service = Some(name.to_string());
+        }
+        let out = self.extend_one(scope, entries, name, resolved, chain);
+        self.findings.service = prev;
+        out
+    }
+
+    fn extend_one(
+        &mut self,
+        scope: Scope,
+        entries: &[(Key, Node)],
+        name: &str,
+        resolved: &mut BTreeMap<(Scope, String), Node>,
+        chain: &mut Vec<(Scope, String)>,
+    ) -> Option<Node> {
+        let me = (scope, name.to_string());
+        if let Some(n) = resolved.get(&me) {
             return Some(n.clone());
         }
         let (k, node) = entries.iter().find(|(k, _)| k.name == name)?;
@@ -505,60 +540,159 @@ impl Project {
             node = Node::new(Value::Map(Vec::new()), k.at);
         }
         let Some(ext) = node.get("extends").cloned() else {
-            resolved.insert(name.to_string(), node.clone());
+            resolved.insert(me, node.clone());
             return Some(node);
         };
         if let Value::Map(m) = &mut node.value {
             m.retain(|(k, _)| k.name != "extends");
         }
-        let base_name = match (&ext.value, ext.get("service")) {
-            (Value::Scalar { text, .. }, _) => text.clone(),
-            (Value::Map(_), Some(s)) if s.text().is_some() => {
-                if let Some(file) = ext.get("file") {
-                    self.findings.service = Some(name.to_string());
-                    self.findings.unsupported(
-                        file.at,
-                        &format!("{key}.file"),
-                        "extends from another file: copy the service into this project, or pass the file with -f",
-                    );
-                    self.findings.service = None;
-                    resolved.insert(name.to_string(), node.clone());
-                    return Some(node);
-                }
-                s.text().unwrap_or_default().to_string()
-            }
+        let (base_name, file) = match (&ext.value, ext.get("service")) {
+            (Value::Scalar { text, .. }, _) => (text.clone(), None),
+            (Value::Map(_), Some(s)) if s.text().is_some() => (
+                s.text().unwrap_or_default().to_string(),
+                ext.get("file").cloned(),
+            ),
             _ => {
                 self.findings
                     .invalid(ext.at, &key, "must be a service name or { service: NAME }");
                 return None;
             }
         };
-        if chain.iter().any(|c| c == name) || base_name == name {
-            chain.push(name.to_string());
+        // The base: in the same scope, or in the file `file` names.
+        let (base_scope, base_entries) = match &file {
+            None => (scope, entries.to_vec()),
+            Some(f) => match self.extended_file(f, &format!("{key}.file")) {
+                Ok(found) => found,
+                // Not supported: the service without its base, the key reported.
+                Err(true) => {
+                    resolved.insert(me, node.clone());
+                    return Some(node);
+                }
+                Err(false) => return None,
+            },
+        };
+        let base_key = (base_scope, base_name.clone());
+        if chain.contains(&me) || base_key == me {
+            chain.push(me);
+            let names: Vec<&str> = chain.iter().map(|(_, n)| n.as_str()).collect();
             self.findings.invalid(
                 ext.at,
                 &key,
-                format!("extends cycle: {}", chain.join(" -> ")),
+                format!("extends cycle: {}", names.join(" -> ")),
             );
             return None;
         }
-        if !entries.iter().any(|(k, _)| k.name == base_name) {
+        if !base_entries.iter().any(|(k, _)| k.name == base_name) {
+            let where_ = match &file {
+                Some(f) => format!(" in {}", f.text().unwrap_or_default()),
+                None => String::new(),
+            };
             self.findings.invalid(
                 ext.at,
                 &key,
-                format!("service {base_name:?} is not defined"),
+                format!("service {base_name:?} is not defined{where_}"),
             );
             return None;
         }
-        chain.push(name.to_string());
-        let base = self.extend(entries, &base_name, resolved, chain);
+        chain.push(me.clone());
+        let base = self.extend(base_scope, &base_entries, &base_name, resolved, chain);
         chain.pop();
         let base = base?;
         let mut path = vec!["services".to_string(), name.to_string()];
         let merged = super::merge::merge(&mut path, base, node)
             .unwrap_or_else(|| Node::new(Value::Map(Vec::new()), k.at));
-        resolved.insert(name.to_string(), merged.clone());
+        resolved.insert(me, merged.clone());
         Some(merged)
+    }
+
+    /// The services of the file an `extends.file` names (`f`, at compose key `key`),
+    /// read once: relative to the directory of the file that names it, interpolated
+    /// with the project's variables. Its scope is its index among the report's files.
+    /// `Err(true)`: not supported (reported), the service is read without its base;
+    /// `Err(false)`: invalid (reported).
+    fn extended_file(&mut self, f: &Node, key: &str) -> Result<(Scope, Vec<(Key, Node)>), bool> {
+        let Some(name) = f.text().filter(|t| !t.is_empty()) else {
+            self.findings.invalid(f.at, key, "must be a path");
+            return Err(false);
+        };
+        let here = self
+            .findings
+            .files
+            .get(f.at.file)
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.dir.clone());
+        let path = clean(&here.join(name));
+        if path.parent() != Some(here.as_path()) {
+            self.findings.unsupported(
+                f.at,
+                key,
+                format!("{name:?} is in another directory: the relative paths of its services are that directory's, which the import does not rebase (copy the file beside this one)"),
+            );
+            return Err(true);
+        }
+        if let Some(i) = self.findings.files.iter().position(|p| *p == path) {
+            return match self.extended.get(&i) {
+                Some(entries) => Ok((Scope::File(i), entries.clone())),
+                // A file of the project itself (-f): its services are the project's.
+                None if i < self.project_files => {
+                    self.findings.unsupported(
+                        f.at,
+                        key,
+                        "extends from a file of the project itself (-f): name the service without file:",
+                    );
+                    Err(true)
+                }
+                // One that could not be read (said once).
+                None => Err(false),
+            };
+        }
+        let i = self.findings.files.len();
+        self.findings.files.push(path.clone());
+        let text = match read_text(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.findings
+                    .invalid(f.at, key, format!("{}: {e}", path.display()));
+                return Err(false);
+            }
+        };
+        let mut node = match super::yaml::parse(&text, i) {
+            Ok(n) => n,
+            Err(e) => {
+                self.findings.invalid(e.at, "yaml", e.reason);
+                return Err(false);
+            }
+        };
+        let mut problems = Vec::new();
+        let mut unset = BTreeMap::new();
+        interpolate_tree(
+            &mut node,
+            &self.env,
+            &mut Vec::new(),
+            &mut unset,
+            &mut problems,
+        );
+        for p in problems {
+            self.findings.invalid(p.at, &p.key, p.reason);
+        }
+        for p in unset.into_values() {
+            self.findings.note(p.at, &p.key, p.reason);
+        }
+        super::merge::normalize(&mut Vec::new(), &mut node);
+        let entries = match node.get("services") {
+            Some(s) if s.map().is_some() => s.map().unwrap_or(&[]).to_vec(),
+            _ => {
+                self.findings.invalid(
+                    node.at,
+                    "services",
+                    format!("{} has no services: for extends", path.display()),
+                );
+                return Err(false);
+            }
+        };
+        self.extended.insert(i, entries.clone());
+        Ok((Scope::File(i), entries))
     }
 
     /// A path of the compose file made absolute, as compose makes it: against the

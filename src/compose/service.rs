@@ -117,10 +117,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "the agent gives each container its own PID namespace",
     ),
     (
-        "platform",
-        "the agent runs the image as the local store has it: pull the platform's image first",
-    ),
-    (
         "post_start",
         "lifecycle hooks are not among the agent's keys",
     ),
@@ -144,6 +140,9 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
         "the agent mounts what a component names: repeat the volumes",
     ),
 ];
+
+/// Compose's `stop_grace_period` when a service has none.
+pub(super) const COMPOSE_STOP_GRACE_SECS: u32 = 10;
 
 /// Keys handled by the other modules, or before the mapping.
 const ELSEWHERE: &[&str] = &[
@@ -348,6 +347,13 @@ impl Svc<'_> {
                 continue;
             }
             self.key_(name, v, &at_key);
+        }
+        // Compose waits 10 s after the stop signal by default; the agent, without a
+        // stop_timeout, lets podman kill a replaced container at once.
+        if node.get("stop_grace_period").is_none() {
+            self.origins
+                .push(("stop_timeout".into(), at, format!("services.{}", self.name)));
+            self.s().stop_timeout = Some(Seconds(COMPOSE_STOP_GRACE_SECS));
         }
         super::storage::map(self, node);
         super::network::map(self, node);
@@ -555,6 +561,15 @@ impl Svc<'_> {
                     ),
                 }
             }
+            "platform" => match self.text(v, k) {
+                // `platform: ${DOCKER_PLATFORM:-}` unset: compose takes no platform.
+                Some(t) if t.is_empty() => self.note(v, k, "empty: no platform, as compose takes it"),
+                _ => self.unsupported(
+                    at_key,
+                    k,
+                    "the agent runs the image as the local store has it: pull the platform's image first",
+                ),
+            },
             "develop" => self.note(
                 v,
                 k,

@@ -236,6 +236,20 @@ fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)
     }
 }
 
+/// A named volume (the agent's, `source` a name) is mounted as podman mounts its own
+/// volumes, which compose's are under podman-compose: `nodev,nosuid`, unless the
+/// entry asks for `dev` or `suid`.
+fn as_podman_volume(source: &str, opts: &mut Vec<String>) {
+    if source.starts_with('/') {
+        return;
+    }
+    for (on, off) in [("nodev", "dev"), ("nosuid", "suid")] {
+        if !opts.iter().any(|o| o == on || o == off) {
+            opts.push(on.to_string());
+        }
+    }
+}
+
 fn volume(svc: &mut Svc<'_>, item: &Node) {
     match &item.value {
         Value::Scalar { text, .. } => {
@@ -273,6 +287,8 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                     );
                 }
             }
+            let mut opts: Vec<String> = opts.into_iter().map(str::to_string).collect();
+            as_podman_volume(&source, &mut opts);
             svc.c.volumes.push(Volume {
                 source,
                 target: target.to_string(),
@@ -360,6 +376,7 @@ fn long_volume(svc: &mut Svc<'_>, item: &Node) {
             let Some((source, creatable)) = source(svc, item, &src) else {
                 return;
             };
+            as_podman_volume(&source, &mut opts);
             svc.c.volumes.push(Volume {
                 source,
                 target,

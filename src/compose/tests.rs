@@ -337,9 +337,99 @@ fn extends_within_the_file() {
             "D/compose.yaml:4:14: services.a.extends: extends cycle: a -> b -> a",
             "D/compose.yaml:7:14: services.b.extends: extends cycle: b -> a -> b",
             "D/compose.yaml:9:14: services.c.extends: service \"nope\" is not defined",
-            "D/compose.yaml:11:33: services.d.extends.file: not supported: extends from another file: copy the service into this project, or pass the file with -f",
+            "D/compose.yaml:11:33: services.d.extends.file: D/other.yaml: cannot read: No such file or directory (os error 2)",
         ]
     );
+}
+
+#[test]
+fn extends_from_another_file() {
+    // zabbix's layout: fragments beside the compose file, one extending within itself,
+    // interpolated with the project's variables, a relative path the fragment's.
+    let (i, d) = import_with(
+        &[
+            (
+                "compose.yaml",
+                "name: s\nservices:\n  server:\n    extends:\n      file: parts.yaml\n      service: server-mysql\n    image: zabbix/server:${TAG}\n    environment: {B: '3'}\n  db:\n    extends: {file: ./db.yaml, service: mysql}\n",
+            ),
+            (
+                "parts.yaml",
+                "services:\n  server-base:\n    environment: {A: '1', B: '2'}\n    env_file: ./srv.env\n    ports: ['${PORT}:10051']\n  server-mysql:\n    extends: server-base\n    user: zabbix\n",
+            ),
+            ("db.yaml", "services:\n  mysql:\n    image: mysql:8\n    extends: {file: db.yaml, service: nope}\n"),
+            ("srv.env", "X=1\n"),
+        ],
+        |o| {
+            o.env.insert("TAG".into(), "7.2".into());
+            o.env.insert("PORT".into(), "10051".into());
+        },
+    );
+    assert_eq!(
+        problems(&i, d.path()),
+        ["D/db.yaml:4:14: services.mysql.extends: service \"nope\" is not defined in db.yaml"]
+    );
+    let f = i
+        .report
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::Invalid)
+        .unwrap();
+    assert_eq!(
+        f.service.as_deref(),
+        Some("db"),
+        "a base's problem is its user's"
+    );
+    let (i, d) = import_with(
+        &[
+            (
+                "compose.yaml",
+                "name: s\nservices:\n  server:\n    extends:\n      file: parts.yaml\n      service: server-mysql\n    image: zabbix/server:${TAG}\n    environment: {B: '3'}\n",
+            ),
+            (
+                "parts.yaml",
+                "services:\n  server-base:\n    environment: {A: '1', B: '2'}\n    env_file: ./srv.env\n    ports: ['${PORT}:10051']\n  server-mysql:\n    extends: server-base\n    user: zabbix\n",
+            ),
+            ("srv.env", "X=1\n"),
+        ],
+        |o| {
+            o.env.insert("TAG".into(), "7.2".into());
+            o.env.insert("PORT".into(), "10051".into());
+        },
+    );
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let s = service(&i);
+    let c = component(&s, "server");
+    assert_eq!(c.image, "zabbix/server:7.2");
+    assert_eq!(c.user.as_deref(), Some("zabbix"));
+    assert_eq!((c.env["A"].as_str(), c.env["B"].as_str()), ("1", "3"));
+    assert_eq!(c.ports[0].to_string(), "10051:10051/tcp");
+    let dir = d.path().join("shop").display().to_string();
+    assert_eq!(c.settings.env_file, [format!("{dir}/srv.env")]);
+    // A file elsewhere (its relative paths are its directory's) and a file of the
+    // project itself: said, and the service read without its base.
+    let (i, d) = import_with(
+        &[
+            (
+                "compose.yaml",
+                "name: s\nservices:\n  a:\n    image: a\n    extends: {file: ../other/base.yaml, service: b}\n  c:\n    image: c\n    extends: {file: compose.yaml, service: a}\n",
+            ),
+            ("../other/base.yaml", "services:\n  b:\n    user: x\n"),
+        ],
+        |_| {},
+    );
+    assert_eq!(
+        problems(&i, d.path()),
+        [
+            "D/compose.yaml:5:21: services.a.extends.file: not supported: \"../other/base.yaml\" is in another directory: the relative paths of its services are that directory's, which the import does not rebase (copy the file beside this one)",
+            "D/compose.yaml:8:21: services.c.extends.file: not supported: extends from a file of the project itself (-f): name the service without file:",
+        ]
+    );
+    assert_eq!(i.report.dropped("a").len(), 1);
+    assert_eq!(service(&i).components.len(), 2);
 }
 
 #[test]

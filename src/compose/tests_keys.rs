@@ -55,7 +55,7 @@ fn ports_short_and_long() {
 #[test]
 fn volumes_short_and_long() {
     let (i, d) = import_one(
-        "name: s\nservices:\n  app:\n    image: a\n    volumes:\n      - ./data:/data\n      - ../up/x:/x:ro,z\n      - ~/cfg:/cfg:cached\n      - db:/var/lib/db\n      - type: bind\n        source: ./conf\n        target: /conf\n        read_only: true\n        bind: {propagation: rshared, create_host_path: true}\n      - type: volume\n        source: db\n        target: /db2\n        volume: {nocopy: true}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m, mode: 1777}\n      - bindvol:/b\nvolumes:\n  db:\n  bindvol:\n    driver_opts: {type: none, o: bind, device: ./host}\n",
+        "name: s\nservices:\n  app:\n    image: a\n    volumes:\n      - ./data:/data\n      - ../up/x:/x:ro,z\n      - ~/cfg:/cfg:cached\n      - db:/var/lib/db\n      - db:/suid:suid,ro\n      - type: bind\n        source: ./conf\n        target: /conf\n        read_only: true\n        bind: {propagation: rshared, create_host_path: true}\n      - type: volume\n        source: db\n        target: /db2\n        volume: {nocopy: true}\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 64m, mode: 1777}\n      - bindvol:/b\nvolumes:\n  db:\n  bindvol:\n    driver_opts: {type: none, o: bind, device: ./host}\n",
     );
     assert!(
         problems(&i, d.path()).is_empty(),
@@ -82,9 +82,11 @@ fn volumes_short_and_long() {
             "D/data:/data +create".to_string(),
             format!("{up}/x:/x:ro,z +create"),
             "/home/u/cfg:/cfg +create".to_string(),
-            "db:/var/lib/db".to_string(),
+            // Named volumes as podman mounts its own: nodev,nosuid unless asked otherwise.
+            "db:/var/lib/db:nodev,nosuid".to_string(),
+            "db:/suid:suid,ro,nodev".to_string(),
             "D/conf:/conf:ro,rshared +create".to_string(),
-            "db:/db2:nocopy".to_string(),
+            "db:/db2:nocopy,nodev,nosuid".to_string(),
             "D/host:/b".to_string(),
         ]
     );
@@ -183,6 +185,24 @@ fn healthchecks_in_every_form() {
             .health
             .is_none()
     );
+    // `disable: false` alone (immich's): the image's HEALTHCHECK, as without the key.
+    let (i, d) = import_one("name: s\nservices:\n  app:\n    image: a\n    healthcheck:\n      disable: false\n  b:\n    image: b\n    healthcheck: {}\n");
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    assert!(service(&i)
+        .components
+        .iter()
+        .all(|c| c.settings.health.is_none()));
+    let notes = lines_of(&i, d.path(), &[Kind::Note]);
+    for at in ["6:7: services.app", "9:18: services.b"] {
+        assert!(
+            notes.contains(&format!("D/compose.yaml:{at}.healthcheck: note: no test, no setting: the image's own HEALTHCHECK, which the agent does not run (as without healthcheck:)")),
+            "{notes:?}"
+        );
+    }
     assert_eq!(
         refused("    healthcheck:\n      interval: 10s\n  b:\n    image: b\n    healthcheck:\n      test: [WHAT]\n      interval: 1us\n      retries: 500\n      bogus: 1\n"),
         [
@@ -267,6 +287,9 @@ fn process_resource_and_metadata_keys() {
     assert_eq!(s.working_dir.as_deref(), Some("/srv"));
     assert!(s.init && s.tty && s.read_only);
     assert_eq!(s.stop_timeout.unwrap().0, 60);
+    // Without stop_grace_period, compose's 10 s (podman-compose gives podman's default,
+    // StopTimeout 10; the agent's own default lets podman kill a replaced one at once).
+    assert_eq!(app("").settings.stop_timeout.unwrap().0, 10);
     assert_eq!(s.devices, ["/dev/fuse", "/dev/null:/dev/n:r"]);
     assert_eq!(s.sysctls["net.core.somaxconn"], "1024");
     assert_eq!(
@@ -451,6 +474,15 @@ fn every_key_the_agent_cannot_express_is_refused_with_its_reason() {
             "16:13: services.b.links: not supported: the alias \"alias\": a link's alias is seen by one container, the agent's aliases by all",
         ]
     );
+    // An empty platform (sentry's `${DOCKER_PLATFORM:-}` unset) is no platform.
+    let (i, d) = import_one("name: s\nservices:\n  app:\n    image: a\n    platform: ''\n  b:\n    image: b\n    platform: linux/arm64\n");
+    assert_eq!(
+        problems(&i, d.path()),
+        ["D/compose.yaml:8:5: services.b.platform: not supported: the agent runs the image as the local store has it: pull the platform's image first"]
+    );
+    assert!(lines_of(&i, d.path(), &[Kind::Note]).contains(
+        &"D/compose.yaml:5:15: services.app.platform: note: empty: no platform, as compose takes it".to_string()
+    ));
     assert_eq!(
         refused("    build: .\n    image: again\n"),
         ["6:5: yaml: mapping key \"image\" already defined at line 4"]
