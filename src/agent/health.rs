@@ -195,6 +195,12 @@ impl<R: Runtime + 'static> Agent<R> {
         // podman restarted in place may have a new one).
         t.address = if r.ok { r.address } else { None };
         let before = t.state;
+        // What `status` shows, before this probe: written again only when it changes
+        // (a steady check costs no registry write).
+        let shown = (
+            t.failures,
+            t.last.as_ref().map(|(ok, out, _)| (*ok, out.clone())),
+        );
         t.last = Some((r.ok, r.output.clone(), SystemTime::now()));
         if r.ok {
             t.failures = 0;
@@ -210,6 +216,7 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         let after = t.state;
         let failures = t.failures;
+        let changed = before != after || shown != (failures, Some((r.ok, r.output.clone())));
         let next = t.next_after(&check, now);
         t.due = next;
         if before != after {
@@ -244,7 +251,9 @@ impl<R: Runtime + 'static> Agent<R> {
             // Dependents may wait for it; an unhealthy one is restarted by the plan.
             self.want_progress("health");
         }
-        self.write_health(key);
+        if changed {
+            self.write_health(key);
+        }
         // In `--once` a check stops once it has decided (healthy, or unhealthy).
         let decided = matches!(after, HealthState::Healthy | HealthState::Unhealthy);
         if self.mode == Mode::Daemon || !decided {
