@@ -58,6 +58,27 @@ fn health_state(agent: &Agent, name: &str) -> String {
         .to_string()
 }
 
+/// Runs a shell line in a container with `podman exec`, again if podman itself fails
+/// (exit 125/255: on a loaded machine podman 4.3's CLI can lose its own exec's exit event,
+/// "exec died event … not found"). The lines used are idempotent.
+fn exec_in(podman: &PrivatePodman, name: &str, line: &str) {
+    let mut last = None;
+    for _ in 0..5 {
+        let o = podman.podman(&["exec", name, "sh", "-c", line]);
+        if o.status.success() {
+            return;
+        }
+        last = Some(o);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = last.unwrap();
+    panic!(
+        "podman exec {name} {line:?}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn starts(podman: &PrivatePodman, name: &str, since: SystemTime) -> Vec<PodmanEvent> {
     events(podman, since, &["start"])
         .into_iter()
@@ -87,7 +108,7 @@ fn a_failing_check_restarts_the_component_after_retries_times_interval_then_it_i
     });
     let broken_at = SystemTime::now();
     let t = Instant::now();
-    podman.podman_ok(&["exec", "s-app", "sh", "-c", "rm /tmp/ok"]);
+    exec_in(&podman, "s-app", "rm -f /tmp/ok");
     // 3 failures, 500 ms apart (± 10 % jitter), the first up to one interval after the
     // removal: the restart comes 1.0–1.65 s after it, plus the stop and start (and the
     // probes' own ≈ 0.1 s each). Slack: 1.5 s on a loaded 2-core machine.
@@ -243,7 +264,7 @@ fn an_l7_route_is_withdrawn_while_its_component_is_unhealthy_and_back_when_healt
         Duration::from_secs(30),
         || page() == (200, "backend\n".to_string()),
     );
-    podman.podman_ok(&["exec", "web", "sh", "-c", "rm /www/ok.html"]);
+    exec_in(&podman, "web", "rm -f /www/ok.html");
     wait_for("web/web unhealthy", Duration::from_secs(15), || {
         health_state(&agent, "web/web") == "unhealthy"
     });
@@ -263,7 +284,7 @@ fn an_l7_route_is_withdrawn_while_its_component_is_unhealthy_and_back_when_healt
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    podman.podman_ok(&["exec", "web", "sh", "-c", "touch /www/ok.html"]);
+    exec_in(&podman, "web", "touch /www/ok.html");
     wait_for(
         "the route back when healthy",
         Duration::from_secs(15),
