@@ -241,7 +241,7 @@ pub fn run(out: &Path, o: &Opts) {
     assert_eq!(kit::running_names(&podman).len(), o.n, "initial pass");
 
     let mut rows = Vec::new();
-    for case in &cases {
+    for (i, case) in cases.iter().enumerate() {
         set_exit_delay(&mut podman, case.exit_delay);
         agent.apply(&services(o.n, &net.name, case, o.probe_interval));
         let daemon = agent.start_daemon(LOG);
@@ -327,7 +327,7 @@ pub fn run(out: &Path, o: &Opts) {
             o.n,
             "every container still runs"
         );
-        daemon.save_log(out, &format!("health-idle-{}-daemon.log", case.name));
+        daemon.save_log(out, &format!("health-idle-{i}-{}-daemon.log", case.name));
         drop(daemon);
         if case.is_exec() {
             // Sessions of a short delay end by themselves; the default's would take 5 min.
