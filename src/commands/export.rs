@@ -2,10 +2,7 @@
 //! are printed here, to stdout or the files asked for, and nowhere else.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-
-use anyhow::anyhow;
 
 use crate::config::Config;
 use crate::error::{exit, Failure};
@@ -23,15 +20,7 @@ pub fn run(config: &Config, service: Option<&str>, dir: Option<&Path>) -> Result
         Some(dir) => {
             for s in &services {
                 let path = dir.join(format!("{}.toml", s.name));
-                // 0600: the files hold env values, which may be secrets.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .and_then(|mut f| f.write_all(s.to_toml().as_bytes()))
-                    .map_err(|e| Failure::new(exit::FAILED, anyhow!("{}: {e}", path.display())))?;
+                super::write_private(&path, &s.to_toml())?;
                 println!("{}", path.display());
             }
         }

@@ -6,7 +6,6 @@
 //! comment at its component. Reads no config and no registry.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
@@ -71,14 +70,7 @@ pub fn compose(args: Args) -> Result<u8, Failure> {
         Some(dir) => {
             let path = dir.join(format!("{}.toml", report.project));
             // 0600, as `export -o` writes: the file may hold env values.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| Failure::new(exit::FAILED, anyhow!("{}: {e}", path.display())))?;
+            super::write_private(&path, text)?;
             println!("{}", path.display());
         }
         None => {

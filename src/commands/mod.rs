@@ -137,3 +137,23 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::unavailable(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
+
+/// Writes `text` to `path`, created or truncated, mode 0600 (a service file may hold env
+/// values, which may be secrets); an error names the path.
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| {
+            Failure::new(
+                crate::error::exit::FAILED,
+                anyhow::anyhow!("{}: {e}", path.display()),
+            )
+        })
+}
