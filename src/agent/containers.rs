@@ -217,52 +217,15 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             self.note(&key, status, None, id, false, false);
         }
-        let names = self.storage_names.clone();
         let mut pending = HashMap::with_capacity(p.actions.len());
         for a in p.actions {
             let key = a.key().clone();
-            let work = Work::Component(key.clone());
-            if self.sched.is_running(&work) || pending.contains_key(&key) {
+            if self.sched.is_running(&Work::Component(key.clone())) || pending.contains_key(&key) {
                 // Planned again once the operation under way is done.
                 self.deferred.insert(key);
                 continue;
             }
-            if let Action::Start { id, .. } = &a {
-                if !self.confirm_start(id, now) {
-                    continue;
-                }
-            }
-            // `--once` runs a one-shot component once: exited non-zero, it has failed.
-            if self.mode == Mode::Once && a.brings_up() && self.ran_once.contains(&key) {
-                let code = listed
-                    .actual
-                    .iter()
-                    .find(|x| x.name == key.container_name())
-                    .and_then(|x| x.exit_code);
-                self.report.pass.components.push(ComponentReport {
-                    error: Some(ActionError::Unmet(match code {
-                        Some(c) => format!("one-shot component exited with code {c}"),
-                        None => "one-shot component did not complete".to_string(),
-                    })),
-                    ..ComponentReport::in_sync(key.clone(), Status::Failed, None)
-                });
-                continue;
-            }
-            if self.mode == Mode::Once && a.brings_up() && self.oneshots.contains(&key) {
-                self.ran_once.insert(key.clone());
-            }
-            if let Action::Wait { until, .. } = &a {
-                let until = *until;
-                self.sched.schedule(Work::List, URGENT, until);
-                self.note_waiting(&key, until);
-                continue;
-            }
-            if let (Action::Create { .. }, Some(spec)) = (&a, self.specs.get(&key)) {
-                names.add(&spec.name);
-            }
-            let priority = if a.brings_up() { NORMAL } else { SOON };
-            self.sched.schedule(work, priority, now);
-            pending.insert(key, (a, names.clone()));
+            self.admit(a, &listed.actual, now, &mut pending);
         }
         // What the last plan wanted and this one does not is no longer to be done.
         for key in self.pending.keys() {
@@ -285,6 +248,97 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         // Events, the registry, timers and the resync ask for the next pass.
         Requeue::OnChange
+    }
+
+    /// A planned action becomes the component's work (queued in `pending`), a wait, or —
+    /// in `--once`, for a one-shot component that already ran — a failure reported.
+    fn admit(
+        &mut self,
+        a: Action,
+        actual: &[crate::runtime::Actual],
+        now: Instant,
+        pending: &mut HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
+    ) {
+        let key = a.key().clone();
+        let work = Work::Component(key.clone());
+        let names = self.storage_names.clone();
+        if let Action::Start { id, .. } = &a {
+            if !self.confirm_start(id, now) {
+                return;
+            }
+        }
+        // `--once` runs a one-shot component once: exited non-zero, it has failed.
+        if self.mode == Mode::Once && a.brings_up() && self.ran_once.contains(&key) {
+            let code = actual
+                .iter()
+                .find(|x| x.name == key.container_name())
+                .and_then(|x| x.exit_code);
+            self.report.pass.components.push(ComponentReport {
+                error: Some(ActionError::Unmet(match code {
+                    Some(c) => format!("one-shot component exited with code {c}"),
+                    None => "one-shot component did not complete".to_string(),
+                })),
+                ..ComponentReport::in_sync(key.clone(), Status::Failed, None)
+            });
+            return;
+        }
+        if self.mode == Mode::Once && a.brings_up() && self.oneshots.contains(&key) {
+            self.ran_once.insert(key.clone());
+        }
+        if let Action::Wait { until, .. } = &a {
+            let until = *until;
+            self.sched.schedule(Work::List, URGENT, until);
+            self.note_waiting(&key, until);
+            return;
+        }
+        if let (Action::Create { .. }, Some(spec)) = (&a, self.specs.get(&key)) {
+            names.add(&spec.name);
+        }
+        let priority = if a.brings_up() { NORMAL } else { SOON };
+        self.sched.schedule(work, priority, now);
+        pending.insert(key, (a, names));
+    }
+
+    /// Progress that others may wait on (a check passed, a component brought up, a
+    /// one-shot component done): the components the last pass held back are planned at
+    /// once from the last list, which the agent's own operations keep up to date
+    /// ([`Agent::remember`]), besides the fresh pass asked for. Under load a list takes up
+    /// to half a second, and every link of a dependency chain would wait for one. Only
+    /// bring-ups of components shown waiting, with nothing under way or queued for them:
+    /// a container someone else made or removed since makes that operation fail as a
+    /// conflict or as gone, and the fresh pass mends it.
+    pub(super) fn advance_blocked(&mut self) {
+        if self.podman.up != Some(true) {
+            return;
+        }
+        let blocked: HashSet<ComponentKey> = self
+            .status
+            .iter()
+            .filter(|(_, (s, ..))| *s == Status::Blocked)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if blocked.is_empty() {
+            return;
+        }
+        let Some(actual) = self.last_actual.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let p = plan::plan(&self.desired, &actual, &self.us, &self.book, now);
+        let mut pending = std::mem::take(&mut self.pending);
+        for a in p.actions {
+            let key = a.key();
+            if a.brings_up()
+                && blocked.contains(key)
+                && !pending.contains_key(key)
+                && !self.sched.is_running(&Work::Component(key.clone()))
+            {
+                tracing::debug!(component = %key, "no longer held back: planned from the last list");
+                self.admit(a, &actual, now, &mut pending);
+            }
+        }
+        self.pending = pending;
+        self.last_actual = Some(actual);
     }
 
     /// A change of the desired state is acted on at once for what it takes away — stops

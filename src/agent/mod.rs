@@ -676,6 +676,7 @@ impl<R: Runtime + 'static> Agent<R> {
     /// A pass because a component made progress others may wait on (a check decided, a
     /// one-shot component exited): in `--once` too, which waits for dependencies.
     fn want_progress(&mut self, trigger: &'static str) {
+        self.advance_blocked();
         if self.mode == Mode::Once {
             self.sched
                 .schedule(Work::List, work::URGENT, Instant::now());

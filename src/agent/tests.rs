@@ -395,3 +395,74 @@ async fn the_daemon_brings_up_a_chain_of_started_dependencies_without_waiting_fo
     );
     h.stop().await;
 }
+
+/// Waits (paused clock) until `name` is created, up to 60 s; the time it took.
+async fn created_after(h: &Harness, name: &str) -> Duration {
+    let t0 = Instant::now();
+    let created = || {
+        h.rt.state
+            .lock()
+            .unwrap()
+            .ops
+            .iter()
+            .any(|(op, n)| *op == "create" && n == name)
+    };
+    while !created() && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t0.elapsed()
+}
+
+/// Each link of a chain is planned from the last list as soon as the one before is up, not
+/// from a fresh list per link: with lists taking 2 s (podman under load), the worker is
+/// created right after the first pass's list, not after three of them.
+#[tokio::test(start_paused = true)]
+async fn a_chain_of_started_dependencies_waits_for_no_list_per_link() {
+    let rt = FakeRuntime::with_images(&["img"]);
+    rt.state.lock().unwrap().list_delay = Duration::from_secs(2);
+    let h = start(CHAIN, rt).await;
+    let took = created_after(&h, "s-worker").await;
+    assert!(
+        took < Duration::from_millis(2500),
+        "s-worker created after {took:?}: {:?}",
+        h.rt.state.lock().unwrap().ops
+    );
+    h.stop().await;
+}
+
+/// The same for `"healthy"`: the app is created when the db's first probe passes, not
+/// after the list that transition asks for.
+#[tokio::test(start_paused = true)]
+async fn a_dependent_is_created_when_its_dependency_turns_healthy_without_a_list() {
+    const STACK: &str = r#"
+name = "s"
+[[components]]
+name = "db"
+image = "img"
+[components.health]
+test = ["CMD", "check"]
+interval = "10s"
+start_interval = "1s"
+[[components]]
+name = "app"
+image = "img"
+depends_on = { db = "healthy" }
+"#;
+    let rt = FakeRuntime::with_images(&["img"]);
+    {
+        let mut st = rt.state.lock().unwrap();
+        st.list_delay = Duration::from_secs(2);
+        st.exec_script
+            .push_back(crate::runtime::fake::FakeExec::exits(0, ""));
+    }
+    let h = start(STACK, rt).await;
+    let took = created_after(&h, "s-app").await;
+    // The first list (2 s), the db's first probe (1 s ± 10 %): the app follows at once
+    // (a list after the transition would make it 5 s).
+    assert!(
+        took < Duration::from_millis(3500),
+        "s-app created after {took:?}: {:?}",
+        h.rt.state.lock().unwrap().ops
+    );
+    h.stop().await;
+}
