@@ -66,7 +66,8 @@ pub enum Command {
     /// Delete a service from the registry; the daemon then removes its containers.
     Remove {
         service: String,
-        /// Delete its named volumes too (their data is gone for good).
+        /// Delete its named volumes too (their data is gone for good); its external
+        /// volumes are podman's and never removed.
         #[arg(long)]
         volumes: bool,
     },

@@ -125,6 +125,10 @@ pub struct ContainerSpec {
     /// moved root is a new mount. Empty, it is not hashed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_dirs: BTreeMap<String, String>,
+    /// The podman volume of each external volume (`[volumes.NAME]`), by name: mounted as
+    /// podman's named volume, checked to exist before a create. Empty, it is not hashed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_volumes: BTreeMap<String, String>,
     /// The networks joined with DNS names (the first is `network`); empty for the
     /// single-network form without aliases, and then not hashed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -205,11 +209,16 @@ impl ContainerSpec {
             volume_dirs: component
                 .volumes
                 .iter()
-                .filter_map(model::Volume::name)
+                .filter_map(model::Volume::owned_name)
                 .map(|n| {
                     let dir = volume_dir(volumes_root, service, n);
                     (n.to_string(), dir.to_string_lossy().into_owned())
                 })
+                .collect(),
+            external_volumes: component
+                .volumes
+                .iter()
+                .filter_map(|v| Some((v.source.clone(), v.external.clone()?)))
                 .collect(),
             endpoints,
             pull: component.settings.pull.unwrap_or(host.pull),
@@ -253,17 +262,22 @@ impl ContainerSpec {
     }
 
     /// The binds podman is given: the volumes, a named one's source replaced by its
-    /// directory, then the secrets, read-only.
+    /// directory (an external one's by its podman volume, which podman mounts as a
+    /// volume), then the secrets, read-only.
     pub fn binds(&self) -> Vec<String> {
         let mut binds: Vec<String> = self
             .volumes
             .iter()
-            .map(
-                |v| match model::volume_name(v).and_then(|n| self.volume_dirs.get(n)) {
-                    Some(dir) => format!("{dir}{}", &v[v.find(':').unwrap_or(v.len())..]),
+            .map(|v| {
+                let name = model::volume_name(v);
+                match name
+                    .and_then(|n| self.external_volumes.get(n))
+                    .or_else(|| name.and_then(|n| self.volume_dirs.get(n)))
+                {
+                    Some(src) => format!("{src}{}", &v[v.find(':').unwrap_or(v.len())..]),
                     None => v.clone(),
-                },
-            )
+                }
+            })
             .collect();
         binds.extend(
             self.settings

@@ -89,6 +89,9 @@ pub enum ActionError {
     VolumeMissing(String),
     #[error("volume host path {0}: {1}")]
     HostPath(String, String),
+    /// An external volume (`[volumes.NAME]`, podman's) that podman does not have.
+    #[error("external volume {0} does not exist in podman (podman would create it empty); create it: podman volume create {0}")]
+    ExternalVolumeMissing(String),
     #[error("a container of that name without our labels exists (id {}); left alone", short(.0))]
     Conflict(String),
     /// Names the file and why, never what it holds.
@@ -788,7 +791,9 @@ async fn bring_up_report<R: Runtime>(
                 ActionError::ImageMissing(_) | ActionError::PullFailed { .. } => {
                     (Status::ImageMissing, old)
                 }
-                ActionError::VolumeMissing(_) => (Status::VolumeMissing, old),
+                ActionError::VolumeMissing(_) | ActionError::ExternalVolumeMissing(_) => {
+                    (Status::VolumeMissing, old)
+                }
                 ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
                 _ => (Status::Failed, None),
             };
@@ -841,6 +846,7 @@ async fn bring_up<R: Runtime>(
         return Err(ActionError::ImageMissing(spec.image.clone()));
     }
     host_paths(spec)?;
+    external_volumes(rt, spec).await?;
     if let Some(old) = old {
         // A component with a `stop_timeout` gets its stop before the old container goes
         // (a forced removal would wait the old container's own timeout instead).
@@ -960,6 +966,17 @@ fn host_paths(spec: &ContainerSpec) -> Result<(), ActionError> {
         crate::hostpath::create(std::path::Path::new(source), spec.user.as_deref())
             .map_err(|e| ActionError::HostPath(source.to_string(), e))?;
         tracing::info!(container = %spec.name, path = source, "created volume host path");
+    }
+    Ok(())
+}
+
+/// Every external volume is podman's before the container is made: podman would create a
+/// missing one, empty, and the service would run on no data. The agent never creates one.
+async fn external_volumes<R: Runtime>(rt: &R, spec: &ContainerSpec) -> Result<(), ActionError> {
+    for podman in spec.external_volumes.values() {
+        if !rt.volume_exists(podman).await? {
+            return Err(ActionError::ExternalVolumeMissing(podman.clone()));
+        }
     }
     Ok(())
 }

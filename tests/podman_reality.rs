@@ -32,6 +32,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         settings: Default::default(),
         secret_digests: vec![],
         volume_dirs: Default::default(),
+        external_volumes: Default::default(),
         endpoints: vec![],
         pull: Default::default(),
         labels: Default::default(),

@@ -27,8 +27,27 @@ pub fn set(config: &Config, target: &str, state: DesiredState) -> Result<u8, Fai
 
 pub fn remove(config: &Config, service: &str, volumes: bool) -> Result<u8, Failure> {
     let mut reg = super::open_registry(config)?;
+    // Its external volumes, to say they stay (a service the registry cannot read is still
+    // removed).
+    let mut external: Vec<String> = reg
+        .service(service)
+        .ok()
+        .flatten()
+        .into_iter()
+        .flat_map(|s| s.components)
+        .flat_map(|c| c.volumes)
+        .filter_map(|v| v.external)
+        .collect();
+    external.sort();
+    external.dedup();
     reg.remove(service)?;
     println!("{service}: removed from the registry; its containers go at the next pass");
+    if !external.is_empty() {
+        println!(
+            "{service}: external volumes kept, podman's (the agent never removes them, --volumes or not; podman volume rm deletes them): {}",
+            external.join(", ")
+        );
+    }
     let root = config.volumes_root();
     if volumes {
         match crate::volumes::remove_service(&root, service) {

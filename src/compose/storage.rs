@@ -186,13 +186,25 @@ fn is_path(source: &str) -> bool {
     source.starts_with(['.', '/', '~'])
 }
 
-/// A named volume's directory, or a bind's absolute host path: the volume's source as
-/// the agent takes it, and whether a missing one may be created (a path given in the
-/// service; not a named volume, nor a volume's `device`, which must be there). `None`
-/// (reported) when it cannot be one.
-fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)> {
+/// A volume's source as the agent takes it: a named volume (the agent's directory, or
+/// with `external` podman's volume of that name), or a bind's absolute host path.
+struct Source {
+    source: String,
+    /// Whether a missing one may be created (a path given in the service; not a named
+    /// volume, nor a volume's `device`, which must be there).
+    creatable: bool,
+    /// An external volume: podman's volume of this name.
+    external: Option<String>,
+}
+
+/// The source of a service's volume; `None` (reported) when it cannot be one.
+fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<Source> {
     if is_path(source) {
-        return Some((svc.p.absolute(source).to_string_lossy().into_owned(), true));
+        return Some(Source {
+            source: svc.p.absolute(source).to_string_lossy().into_owned(),
+            creatable: true,
+            external: None,
+        });
     }
     let Some(def) = svc.p.volumes.get(source).cloned() else {
         svc.invalid(
@@ -203,16 +215,40 @@ fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)
         return None;
     };
     let key = format!("volumes.{source}");
+    if let Some(ext) = def.get("external") {
+        if ext.bool() == Some(true) || ext.map().is_some() {
+            return external(svc, item, source, &def, ext);
+        }
+    }
     let mut bind: Option<String> = None;
     for (k, v) in def.map().unwrap_or(&[]) {
         let vk = format!("{key}.{}", k.name);
         match k.name.as_str() {
             "driver" if matches!(v.text(), Some("local") | None) => {}
-            "driver" => svc.p.findings.unsupported(v.at, &vk, "the agent's named volumes are directories of its own (driver local)"),
+            "driver" => svc.p.findings.unsupported(
+                v.at,
+                &vk,
+                "the agent's named volumes are directories of its own (driver local)",
+            ),
             "external" if v.bool() == Some(false) => {}
-            "external" => svc.p.findings.unsupported(v.at, &vk, "an external volume is podman's, kept in its database, which the agent outlives: make it a bind of a host path"),
-            "name" => svc.p.findings.note(v.at, &vk, format!("no effect: the agent's volume is the directory [volumes] root/{}/{source}", svc.p.name)),
-            "labels" => svc.p.findings.note(v.at, &vk, "no effect: the agent's volumes are directories, without labels"),
+            "external" => {
+                svc.p
+                    .findings
+                    .invalid(v.at, &vk, "external is true, false or { name: NAME }")
+            }
+            "name" => svc.p.findings.note(
+                v.at,
+                &vk,
+                format!(
+                    "no effect: the agent's volume is the directory [volumes] root/{}/{source}",
+                    svc.p.name
+                ),
+            ),
+            "labels" => svc.p.findings.note(
+                v.at,
+                &vk,
+                "no effect: the agent's volumes are directories, without labels",
+            ),
             "driver_opts" => {
                 let opt = |o: &str| v.get(o).and_then(Node::text).map(str::to_string);
                 match (opt("type").as_deref(), opt("o").as_deref(), opt("device")) {
@@ -223,17 +259,93 @@ fn source(svc: &mut Svc<'_>, item: &Node, source: &str) -> Option<(String, bool)
                 }
             }
             other if other.starts_with("x-") => {}
-            _ => svc.p.findings.invalid(v.at, &vk, "unknown key (not in the compose specification)"),
+            _ => {
+                svc.p
+                    .findings
+                    .invalid(v.at, &vk, "unknown key (not in the compose specification)")
+            }
         }
     }
     match bind {
-        Some(path) => Some((path, false)),
-        None if crate::model::is_volume_name(source) => Some((source.to_string(), false)),
+        Some(path) => Some(Source {
+            source: path,
+            creatable: false,
+            external: None,
+        }),
+        None if crate::model::is_volume_name(source) => Some(Source {
+            source: source.to_string(),
+            creatable: false,
+            external: None,
+        }),
         None => {
             svc.invalid(item, "volumes", format!("volume name {source:?} cannot be the agent's ([A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})"));
             None
         }
     }
+}
+
+/// An external volume (`external: true`, with `name:`; or the legacy `external: { name }`):
+/// podman's volume, which the agent mounts and never creates nor removes. Compose refuses
+/// any other key beside `external` and `name`, and so does the import.
+fn external(
+    svc: &mut Svc<'_>,
+    item: &Node,
+    source: &str,
+    def: &Node,
+    ext: &Node,
+) -> Option<Source> {
+    let key = format!("volumes.{source}");
+    let mut ok = true;
+    // The podman name, and where it is said.
+    let mut name = def
+        .get("name")
+        .and_then(|n| Some((n.text()?.to_string(), n.at, format!("{key}.name"))));
+    for (k, v) in def.map().unwrap_or(&[]) {
+        let vk = format!("{key}.{}", k.name);
+        match k.name.as_str() {
+            "external" | "name" => {}
+            other if other.starts_with("x-") => {}
+            other => {
+                ok = false;
+                svc.p.findings.invalid(v.at, &vk, format!("conflicting parameters \"external\" and {other:?} specified for volume {source:?}"));
+            }
+        }
+    }
+    if let Some(m) = ext.map() {
+        for (k, v) in m {
+            let vk = format!("{key}.external.{}", k.name);
+            match (k.name.as_str(), v.text()) {
+                ("name", Some(legacy)) => match &name {
+                    Some((n, ..)) if n != legacy => {
+                        ok = false;
+                        svc.p.findings.invalid(v.at, &vk, format!("volume.external.name and volume.name conflict ({legacy:?}, {n:?}); only use volume.name"));
+                    }
+                    _ => name = Some((legacy.to_string(), v.at, vk)),
+                },
+                (other, _) if other.starts_with("x-") => {}
+                _ => {
+                    ok = false;
+                    svc.p
+                        .findings
+                        .invalid(v.at, &vk, "external is true, false or { name: NAME }");
+                }
+            }
+        }
+    }
+    let (podman, at, nk) = name.unwrap_or_else(|| (source.to_string(), def.at, key.clone()));
+    if !crate::model::is_podman_volume_name(&podman) {
+        svc.p.findings.invalid(at, &nk, format!("{podman:?} is not a podman volume name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 255 bytes)"));
+        ok = false;
+    }
+    if !crate::model::is_volume_name(source) {
+        svc.invalid(item, "volumes", format!("volume name {source:?} cannot be a service file's ([A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}); give it name: and a shorter key"));
+        ok = false;
+    }
+    ok.then(|| Source {
+        source: source.to_string(),
+        creatable: false,
+        external: Some(podman),
+    })
 }
 
 /// A named volume (the agent's, `source` a name) is mounted as podman mounts its own
@@ -269,7 +381,12 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                 [s, t, m] => (*s, *t, Some(*m)),
                 _ => return svc.invalid(item, "volumes", "a volume is [SOURCE:]TARGET[:MODE]"),
             };
-            let Some((source, creatable)) = source(svc, item, src) else {
+            let Some(Source {
+                source,
+                creatable,
+                external,
+            }) = source(svc, item, src)
+            else {
                 return;
             };
             let mut opts = Vec::new();
@@ -295,6 +412,7 @@ fn volume(svc: &mut Svc<'_>, item: &Node) {
                 options: (!opts.is_empty()).then(|| opts.join(",")),
                 // The short syntax creates a missing host path, as compose does.
                 create_host_path: creatable,
+                external,
             });
         }
         Value::Map(_) => long_volume(svc, item),
@@ -373,7 +491,12 @@ fn long_volume(svc: &mut Svc<'_>, item: &Node) {
                     format!("a volume of type volume names a volume, not the path {src:?}"),
                 );
             }
-            let Some((source, creatable)) = source(svc, item, &src) else {
+            let Some(Source {
+                source,
+                creatable,
+                external,
+            }) = source(svc, item, &src)
+            else {
                 return;
             };
             as_podman_volume(&source, &mut opts);
@@ -382,6 +505,7 @@ fn long_volume(svc: &mut Svc<'_>, item: &Node) {
                 target,
                 options: (!opts.is_empty()).then(|| opts.join(",")),
                 create_host_path: create && creatable,
+                external,
             });
         }
         "tmpfs" => {
@@ -520,6 +644,7 @@ fn configs(svc: &mut Svc<'_>, v: &Node) {
             target,
             options: Some("ro".into()),
             create_host_path: false,
+            external: None,
         });
     }
 }

@@ -92,7 +92,7 @@ fn volumes_short_and_long() {
     );
     assert_eq!(c.settings.tmpfs, ["/scratch:size=64m,mode=1777"]);
     assert_eq!(
-        refused("    volumes:\n      - /anon\n      - nope:/x\n      - ./a:/a:weird\n      - {type: volume, target: /t}\n      - {type: volume, source: v, target: /s, volume: {subpath: sub}}\n      - {type: npipe, source: x, target: /p}\n      - ext:/e\nvolumes:\n  v:\n  ext: {external: true}\n"),
+        refused("    volumes:\n      - /anon\n      - nope:/x\n      - ./a:/a:weird\n      - {type: volume, target: /t}\n      - {type: volume, source: v, target: /s, volume: {subpath: sub}}\n      - {type: npipe, source: x, target: /p}\nvolumes:\n  v:\n"),
         [
             "6:9: services.app.volumes: not supported: \"/anon\" is an anonymous volume, podman's and kept in its database: name it (NAME:/anon) to make it the agent's",
             "7:9: services.app.volumes: volume \"nope\" is not defined in the top-level volumes:",
@@ -100,7 +100,62 @@ fn volumes_short_and_long() {
             "9:9: services.app.volumes: not supported: a volume without source is anonymous, podman's and kept in its database: name it to make it the agent's (/t)",
             "10:65: services.app.volumes.volume.subpath: not supported: a named volume's subpath: the agent mounts the volume's whole directory",
             "11:9: services.app.volumes: not supported: volumes of type \"npipe\": the agent mounts binds, its named volumes and tmpfs",
-            "15:19: volumes.ext.external: not supported: an external volume is podman's, kept in its database, which the agent outlives: make it a bind of a host path",
+        ]
+    );
+}
+
+/// Compose's external volumes (`external: true`, with `name:`; the legacy
+/// `external: { name }`) are the service file's `[volumes.NAME]`: podman's volume,
+/// mounted, never created by the agent.
+#[test]
+fn external_volumes_become_the_service_files_external_volumes() {
+    let (i, d) = import_one(
+        "name: s\nservices:\n  app:\n    image: a\n    volumes:\n      - data:/data\n      - pg:/pg:ro\n      - {type: volume, source: old, target: /old, read_only: true}\n      - own:/own\n  b:\n    image: a\n    volumes: [data:/data]\nvolumes:\n  data: {external: true}\n  pg:\n    external: true\n    name: sentry-postgres\n  old:\n    external: {name: legacy-vol}\n  own:\n",
+    );
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let text = i.text.clone().unwrap();
+    assert!(
+        text.contains("[volumes.data]\nexternal = true\n\n[volumes.old]\nexternal = true\nname = \"legacy-vol\"\n\n[volumes.pg]\nexternal = true\nname = \"sentry-postgres\"\n\n[[components]]"),
+        "{text}"
+    );
+    let s = service(&i);
+    let v: Vec<String> = component(&s, "app")
+        .volumes
+        .iter()
+        .map(|v| format!("{} {:?}", v.bind(), v.external))
+        .collect();
+    assert_eq!(
+        v,
+        [
+            "data:/data:nodev,nosuid Some(\"data\")",
+            "pg:/pg:ro,nodev,nosuid Some(\"sentry-postgres\")",
+            "old:/old:ro,nodev,nosuid Some(\"legacy-vol\")",
+            "own:/own:nodev,nosuid None",
+        ]
+    );
+    assert_eq!(
+        component(&s, "b").volumes[0].external.as_deref(),
+        Some("data")
+    );
+    assert!(i.report.whole().contains(&"app"), "{:?}", i.report.findings);
+}
+
+#[test]
+fn an_external_volume_takes_no_other_key_as_compose_refuses_them() {
+    assert_eq!(
+        refused("    volumes: [a:/a, b:/b, c:/c, d:/d, e:/e]\nvolumes:\n  a:\n    external: true\n    driver: local\n    driver_opts: {type: tmpfs}\n    labels: [x=y]\n    x-note: fine\n  b:\n    external: {name: one}\n    name: two\n  c:\n    external: {name: c1, other: 2}\n  d:\n    external: true\n    name: -bad\n  e:\n    external: maybe\n"),
+        [
+            "9:13: volumes.a.driver: conflicting parameters \"external\" and \"driver\" specified for volume \"a\"",
+            "10:18: volumes.a.driver_opts: conflicting parameters \"external\" and \"driver_opts\" specified for volume \"a\"",
+            "11:13: volumes.a.labels: conflicting parameters \"external\" and \"labels\" specified for volume \"a\"",
+            "14:22: volumes.b.external.name: volume.external.name and volume.name conflict (\"one\", \"two\"); only use volume.name",
+            "17:33: volumes.c.external.other: external is true, false or { name: NAME }",
+            "20:11: volumes.d.name: \"-bad\" is not a podman volume name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 255 bytes)",
+            "22:15: volumes.e.external: external is true, false or { name: NAME }",
         ]
     );
 }

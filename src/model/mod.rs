@@ -181,6 +181,17 @@ pub fn is_volume_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// A podman volume's name, as podman takes it (an external volume's, `[volumes.NAME]
+/// name`): `[A-Za-z0-9][A-Za-z0-9_.-]*`, here at most 255 bytes.
+pub fn is_podman_volume_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// The named volume of a bind string `SOURCE:TARGET[:OPTIONS]` (as a
 /// [`crate::container::ContainerSpec`] holds its volumes), if its source is one. For a
 /// [`Volume`], string or table form, see [`Volume::name`].

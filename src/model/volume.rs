@@ -1,7 +1,7 @@
-//! A volume of a component: a host path (or a named volume, a directory of the agent's)
-//! mounted into the container, in the string form `SOURCE:CONTAINER[:OPTIONS]` or, to opt
-//! into creating a missing host path, the table form
-//! `{ source, target, options, create_host_path = true }`.
+//! A volume of a component: a host path (or a named volume, a directory of the agent's, or
+//! an external volume, podman's) mounted into the container, in the string form
+//! `SOURCE:CONTAINER[:OPTIONS]` or, to opt into creating a missing host path, the table
+//! form `{ source, target, options, create_host_path = true }`.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,11 @@ pub struct Volume {
     /// Whether a missing `source` is created (a directory owned by the component's user);
     /// without it a missing source is an error naming the path.
     pub create_host_path: bool,
+    /// Set when `source` names an external volume of the service (`[volumes.NAME]` with
+    /// `external = true`): podman's volume of this name, mounted, never created nor
+    /// removed by the agent. The service file says it once per service; the registry keeps
+    /// it on each volume that mounts it.
+    pub external: Option<String>,
 }
 
 impl Volume {
@@ -33,14 +38,21 @@ impl Volume {
             target,
             options,
             create_host_path: false,
+            external: None,
         })
     }
 
     /// The named volume, if the source is one (no leading slash: a directory of the
-    /// agent's under `[volumes] root`), in either form.
+    /// agent's under `[volumes] root`, or an external volume), in either form.
     pub fn name(&self) -> Option<&str> {
         let s = self.source.as_str();
         (!s.starts_with('/') && super::is_volume_name(s)).then_some(s)
+    }
+
+    /// The agent's own named volume (a directory under `[volumes] root`), if the source is
+    /// one: a named volume that is not external.
+    pub fn owned_name(&self) -> Option<&str> {
+        self.name().filter(|_| self.external.is_none())
     }
 
     /// What podman is given: `HOST:CONTAINER[:OPTIONS]`.
@@ -58,8 +70,10 @@ struct Table {
     target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     options: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     create_host_path: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -69,16 +83,19 @@ enum Either {
     Table(Table),
 }
 
-/// The string form unless `create_host_path` is set (so registries and exports of volumes
-/// without it read exactly as before); the table form otherwise.
+/// The string form unless `create_host_path` or `external` is set (so registries and
+/// exports of volumes without them read exactly as before); the table form otherwise. The
+/// registry keeps `external` so; a service file says it in `[volumes.NAME]` instead
+/// (`export` writes it there, `crate::spec`).
 impl Serialize for Volume {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.create_host_path {
+        if self.create_host_path || self.external.is_some() {
             Table {
                 source: self.source.clone(),
                 target: self.target.clone(),
                 options: self.options.clone(),
-                create_host_path: true,
+                create_host_path: self.create_host_path,
+                external: self.external.clone(),
             }
             .serialize(s)
         } else {
@@ -97,6 +114,7 @@ impl<'de> Deserialize<'de> for Volume {
                 target: t.target,
                 options: t.options,
                 create_host_path: t.create_host_path,
+                external: t.external,
             }),
         }
     }

@@ -437,3 +437,49 @@ async fn a_named_volume_is_made_by_the_agent_never_checked_as_a_missing_host_pat
         "{r:?}"
     );
 }
+
+/// An external volume is podman's: checked before the create, never made by the agent (no
+/// directory, no podman volume); missing, the component is `volume-missing` with the way
+/// to make it, and its container is not created. Once podman has it, the create goes on.
+#[tokio::test]
+async fn an_external_volume_podman_lacks_is_volume_missing_and_nothing_is_created() {
+    let root = tempfile::tempdir().unwrap();
+    let host = crate::container::Host {
+        volumes_root: root.path().into(),
+        ..Default::default()
+    };
+    let mut c = comp("db", "img:1");
+    let mut v = crate::model::Volume::parse_bind("pgdata:/var/lib/data").unwrap();
+    v.external = Some("shop-pg".into());
+    c.volumes = vec![v];
+    let spec = ContainerSpec::build_with(&us(), "shop", &c, None, &host);
+    let create = || Action::Create {
+        key: ComponentKey::new("shop", "db"),
+        strays: vec![],
+    };
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let names = StorageNames::default();
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::VolumeMissing, "{r:?}");
+    let e = r.error.as_ref().unwrap().to_string();
+    assert_eq!(
+        e,
+        "external volume shop-pg does not exist in podman (podman would create it empty); create it: podman volume create shop-pg"
+    );
+    assert!(rt.by_name("shop-db").is_none());
+    assert_eq!(rt.calls("create"), 0);
+    assert!(!root.path().join("shop").exists());
+
+    rt.state.lock().unwrap().volumes.insert("shop-pg".into());
+    let r = run_action(&rt, create(), Some(&spec), &us(), &names)
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Running, "{r:?}");
+    assert_eq!(
+        rt.by_name("shop-db").unwrap().spec.unwrap().binds(),
+        ["shop-pg:/var/lib/data"]
+    );
+    assert!(!root.path().join("shop").exists());
+}

@@ -21,6 +21,8 @@ pub struct FakeState {
     /// Images a pull finds (in a registry); others fail to pull.
     pub pullable: BTreeSet<String>,
     pub networks: BTreeSet<String>,
+    /// Podman's volumes (external volumes are checked against them).
+    pub volumes: BTreeSet<String>,
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
@@ -306,6 +308,11 @@ impl Runtime for FakeRuntime {
     async fn image_exists(&self, image: &str) -> Result<bool> {
         self.gate().await;
         Ok(self.enter("image_exists")?.images.contains(image))
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool> {
+        self.gate().await;
+        Ok(self.enter("volume_exists")?.volumes.contains(name))
     }
 
     async fn pull(&self, image: &str) -> Result<()> {

@@ -177,6 +177,8 @@ pub trait Runtime: Send + Sync {
     fn list(&self) -> impl Future<Output = Result<Vec<Actual>>> + Send;
     /// Whether the image is in the local store (never pulls).
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether podman has a volume of exactly this name (never creates one).
+    fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Pulls `image` into the local store; the error carries the registry's reason.
     fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates a bridge network with default settings if none of that name exists.

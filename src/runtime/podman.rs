@@ -356,6 +356,21 @@ impl Runtime for Podman {
         .await
     }
 
+    async fn volume_exists(&self, name: &str) -> Result<bool> {
+        super::timed("volume_exists", async move {
+            match self.docker()?.inspect_volume(name).await {
+                // Podman resolves a volume by a unique prefix of its name too: only the
+                // exact name counts.
+                Ok(v) => Ok(v.name == name),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(self.map_err(e)),
+            }
+        })
+        .await
+    }
+
     async fn pull(&self, image: &str) -> Result<()> {
         use futures_util::StreamExt;
         // The whole reference as fromImage (podman pulls exactly it: a tag or a digest);

@@ -12,7 +12,19 @@ use crate::model::{Component, Condition, HealthCheck, Millis, OnFailure, Probe, 
 struct FileService<'a> {
     name: &'a str,
     active: bool,
+    /// `[volumes.NAME]`: the external volumes its components mount (the registry keeps
+    /// them on each volume; a declaration no component used is not kept).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    volumes: BTreeMap<&'a str, FileVolume<'a>>,
     components: Vec<FileComponent<'a>>,
+}
+
+/// `external = true`, with `name` when podman's volume is not called as the source.
+#[derive(Serialize)]
+struct FileVolume<'a> {
+    external: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -96,9 +108,19 @@ fn health(h: &HealthCheck) -> FileHealth<'_> {
 impl Service {
     /// The service as a service file; `apply` of this text gives the same service back.
     pub fn to_toml(&self) -> String {
+        let mut volumes = BTreeMap::new();
+        for v in self.components.iter().flat_map(|c| &c.volumes) {
+            if let Some(podman) = &v.external {
+                volumes.entry(v.source.as_str()).or_insert(FileVolume {
+                    external: true,
+                    name: (*podman != v.source).then_some(podman.as_str()),
+                });
+            }
+        }
         let file = FileService {
             name: &self.name,
             active: self.active,
+            volumes,
             components: self
                 .components
                 .iter()
@@ -107,6 +129,15 @@ impl Service {
                     FileComponent {
                         component: Component {
                             settings: s.for_container(),
+                            // External in `[volumes.NAME]`, not on each volume.
+                            volumes: c
+                                .volumes
+                                .iter()
+                                .map(|v| crate::model::Volume {
+                                    external: None,
+                                    ..v.clone()
+                                })
+                                .collect(),
                             ..c.clone()
                         },
                         oneshot: s.oneshot,

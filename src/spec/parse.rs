@@ -1,16 +1,21 @@
 //! One service file's text to a validated service: the TOML read with spans, the
 //! service-level fields checked, each component handed to `component`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use toml::Spanned;
 
 use super::component::parse_component;
-use super::raw::RawService;
-use super::{Issue, Issues, ServiceFile, SourceMap, MAX_COMPONENTS, MAX_FILE_BYTES, MAX_VALUE_LEN};
+use super::raw::{RawService, RawServiceVolume};
+use super::{
+    Issue, Issues, ServiceFile, SourceMap, MAX_COMPONENTS, MAX_ENTRIES, MAX_FILE_BYTES,
+    MAX_VALUE_LEN,
+};
 use crate::error::Location;
-use crate::model::{is_name, Service, RESERVED_SERVICE_NAMES};
+use crate::model::{
+    is_name, is_podman_volume_name, is_volume_name, Service, RESERVED_SERVICE_NAMES,
+};
 
 /// Collects the issues of one file, each at the location of a span of its text.
 pub(super) struct Checker<'a> {
@@ -59,6 +64,60 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// The service's `[volumes.NAME]` tables, checked: NAME (the source its components'
+/// volumes give) to the podman volume it names. Only external volumes are declared; one
+/// that no component mounts is no error.
+fn external_volumes(
+    c: &mut Checker<'_>,
+    volumes: &Spanned<BTreeMap<Spanned<String>, Spanned<RawServiceVolume>>>,
+) -> BTreeMap<String, String> {
+    c.count(volumes, volumes.get_ref().len(), MAX_ENTRIES, "volumes");
+    let mut out = BTreeMap::new();
+    for (name, v) in volumes.get_ref() {
+        let n = name.get_ref();
+        if !is_volume_name(n) {
+            c.bad(
+                name.span(),
+                format!("volume name {n:?} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,62}} (the source components' volumes give as NAME:/path)"),
+            );
+            continue;
+        }
+        let v = v.get_ref();
+        match &v.external {
+            Some(e) if *e.get_ref() => {}
+            Some(e) => {
+                c.bad(e.span(), format!("volumes.{n}: external = false declares nothing: only external volumes (podman's) are declared here; a named volume of the agent's, a directory under [volumes] root, needs no declaration"));
+                continue;
+            }
+            None => {
+                c.bad(name.span(), format!("volumes.{n} needs external = true: only external volumes (podman's, created outside the agent) are declared here; a named volume of the agent's, a directory under [volumes] root, needs no declaration"));
+                continue;
+            }
+        }
+        let podman = match &v.name {
+            Some(p) => {
+                if !c.string(p, "volume name") {
+                    continue;
+                }
+                if !is_podman_volume_name(p.get_ref()) {
+                    c.bad(
+                        p.span(),
+                        format!(
+                            "podman volume name {:?} must match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 255 bytes)",
+                            p.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                p.get_ref().clone()
+            }
+            None => n.clone(),
+        };
+        out.insert(n.clone(), podman);
+    }
+    out
 }
 
 /// Parses and validates one service file's text. Every problem is reported, not just the
@@ -122,10 +181,16 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
         );
         return Err(Issues(c.issues));
     }
+    let external = external_volumes(&mut c, &raw.volumes);
     let mut components = Vec::new();
     let mut seen: HashMap<String, Location> = HashMap::new();
     for rc in raw.components {
-        let (cs, component) = parse_component(&mut c, rc.into_inner(), &mut seen);
+        let (cs, mut component) = parse_component(&mut c, rc.into_inner(), &mut seen);
+        for v in &mut component.volumes {
+            if let Some(podman) = v.name().and_then(|n| external.get(n)) {
+                v.external = Some(podman.clone());
+            }
+        }
         source.components.push(cs);
         components.push(component);
     }

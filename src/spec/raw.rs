@@ -21,8 +21,21 @@ pub(super) struct RawService {
     pub(super) name: Spanned<String>,
     #[serde(default = "yes")]
     pub(super) active: bool,
+    /// `[volumes.NAME]`: the service's external volumes, by the name its components'
+    /// volumes give as their source.
+    #[serde(default = "empty")]
+    pub(super) volumes: Spanned<BTreeMap<Spanned<String>, Spanned<RawServiceVolume>>>,
     #[serde(default)]
     pub(super) components: Vec<Spanned<RawComponent>>,
+}
+
+/// `[volumes.NAME]`: `external = true` (podman's volume, created outside the agent), and
+/// its podman name when it is not NAME.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceVolume {
+    pub(super) external: Option<Spanned<bool>>,
+    pub(super) name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -84,6 +84,7 @@ pub(super) fn parse_volume(v: &toml::Value) -> Result<Volume, String> {
                 target: field("target", true)?.unwrap_or_default(),
                 options: field("options", false)?,
                 create_host_path,
+                external: None,
             }
         }
         _ => {

@@ -633,3 +633,146 @@ fn a_named_volume_in_the_table_form_is_one() {
     assert_eq!(v[1].name(), None);
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
 }
+
+/// External volumes (`[volumes.NAME]`, issue 15): a component's `NAME:/path` then mounts
+/// podman's volume; export writes the declarations back (those a component mounts).
+#[test]
+fn external_volumes_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/4d251b17a74dc636eee2e461594f96dc4bf7042c"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let web = &s.components[0].volumes;
+    assert_eq!(web[0].external.as_deref(), Some("sentry-data"));
+    assert_eq!(web[0].owned_name(), None);
+    assert_eq!(web[1].external.as_deref(), Some("sentry-postgres"));
+    assert_eq!(web[1].bind(), "pg:/var/lib/postgresql/data:ro");
+    // Not declared: the agent's own directory.
+    assert_eq!(web[2].external, None);
+    assert_eq!(web[2].owned_name(), Some("own"));
+    let worker = &s.components[1].volumes;
+    assert_eq!(worker[0].external.as_deref(), Some("sentry-data"));
+    assert_eq!(worker[0].options.as_deref(), Some("nocopy"));
+
+    let exported = s.to_toml();
+    assert!(
+        exported.contains("[volumes.pg]\nexternal = true\nname = \"sentry-postgres\"\n"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("[volumes.sentry-data]\nexternal = true\n\n"),
+        "{exported}"
+    );
+    // Declared before the components that mount them; one that none mounts is not kept.
+    assert!(
+        exported.find("[volumes.").unwrap() < exported.find("[[components]]").unwrap(),
+        "{exported}"
+    );
+    assert!(!exported.contains("unused"), "{exported}");
+    assert!(!exported.contains("external = \""), "{exported}");
+    assert_eq!(parse(&exported).unwrap(), s, "{exported}");
+
+    // The registry keeps the podman volume on each volume that mounts it.
+    let json = serde_json::to_string(web).unwrap();
+    assert_eq!(
+        json,
+        r#"[{"source":"sentry-data","target":"/data","external":"sentry-data"},{"source":"pg","target":"/var/lib/postgresql/data","options":"ro","external":"sentry-postgres"},"own:/cache"]"#
+    );
+    assert_eq!(
+        &serde_json::from_str::<Vec<crate::model::Volume>>(&json).unwrap(),
+        web
+    );
+}
+
+#[test]
+fn external_volume_declarations_are_checked_with_file_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[volumes.data]\nexternal = true\ndriver = \"local\"\n",
+            "svc.toml:4:1",
+            "unknown field `driver`, expected `external` or `name`",
+        ),
+        (
+            "[volumes.data]\nname = \"x\"\n",
+            "svc.toml:2:10",
+            "volumes.data needs external = true",
+        ),
+        (
+            "[volumes.data]\nexternal = false\n",
+            "svc.toml:3:12",
+            "external = false declares nothing",
+        ),
+        (
+            "[volumes.data]\nexternal = \"yes\"\n",
+            "svc.toml:3:12",
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[volumes.data]\nexternal = true\nname = \"-bad\"\n",
+            "svc.toml:4:8",
+            "podman volume name \"-bad\" must match [A-Za-z0-9][A-Za-z0-9_.-]*",
+        ),
+        (
+            "[volumes.data]\nexternal = true\nname = \"a/b\"\n",
+            "svc.toml:4:8",
+            "podman volume name \"a/b\"",
+        ),
+        (
+            "[volumes.\"-data\"]\nexternal = true\n",
+            "svc.toml:2:10",
+            "volume name \"-data\" must match",
+        ),
+        (
+            "volumes = 3\n",
+            "svc.toml:2:11",
+            "invalid type: integer `3`, expected a map",
+        ),
+    ];
+    for (decl, at, reason) in cases {
+        let text = format!(
+            "name = \"w\"\n{decl}\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data\"]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with(at) && e.contains(reason), "{decl}: {e}");
+    }
+    // An external volume no component mounts is no error, and an agent's named volume
+    // needs no declaration.
+    let s = parse(
+        "name = \"w\"\n[volumes.spare]\nexternal = true\n\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data\"]\n",
+    )
+    .unwrap();
+    assert_eq!(s.components[0].volumes[0].owned_name(), Some("data"));
+}
+
+/// The podman volume an external volume names is in the spec hash: a new source is a new
+/// container. A component without external volumes keeps the hash it had.
+#[test]
+fn an_external_volume_is_mounted_by_its_podman_name_and_hashed() {
+    use crate::container::{ContainerSpec, Host, Us};
+    let us = Us::new("n", "r");
+    let text = |decl: &str| {
+        format!("name = \"w\"\n{decl}\n[[components]]\nname = \"a\"\nimage = \"i\"\nvolumes = [\"data:/data:ro\"]\n")
+    };
+    let spec = |decl: &str| {
+        let s = parse(&text(decl)).unwrap();
+        ContainerSpec::build_with(&us, "w", &s.components[0], None, &Host::default())
+    };
+    let owned = spec("");
+    let ext = spec("[volumes.data]\nexternal = true\n");
+    let renamed = spec("[volumes.data]\nexternal = true\nname = \"other\"\n");
+    assert_eq!(
+        owned.binds(),
+        ["/var/lib/mcp-agent/volumes/w/data:/data:ro"]
+    );
+    assert!(owned.external_volumes.is_empty());
+    assert_eq!(ext.binds(), ["data:/data:ro"]);
+    assert!(ext.volume_dirs.is_empty(), "{:?}", ext.volume_dirs);
+    assert_eq!(renamed.binds(), ["other:/data:ro"]);
+    let hashes = [owned.spec_hash(), ext.spec_hash(), renamed.spec_hash()];
+    assert!(
+        hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2],
+        "{hashes:?}"
+    );
+}
