@@ -33,6 +33,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         secret_digests: vec![],
         volume_dirs: Default::default(),
         endpoints: vec![],
+        network_options: Default::default(),
         pull: Default::default(),
         labels: Default::default(),
         unallocated: vec![],

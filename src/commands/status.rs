@@ -160,12 +160,13 @@ fn gather(
                 .settings
                 .reads_files()
                 .then(|| crate::files::load(&c.settings));
-            let spec = ContainerSpec::build_with(
+            let spec = ContainerSpec::build_in(
                 &us,
                 &s.name,
                 c,
                 files.as_ref().and_then(|f| f.as_ref().ok()),
                 &crate::container::Host::from_config(config),
+                &s.network_options(),
             );
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),

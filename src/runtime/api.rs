@@ -167,6 +167,47 @@ pub async fn get(
     }
 }
 
+/// A network's options as podman's compat inspect (`GET /networks/NAME`) shows them: its
+/// subnets with their gateways, `internal`, IPv6 and the driver's options (podman 4.3
+/// shows neither a range nor the bridge's name there).
+pub fn network_options(inspect: &serde_json::Value) -> crate::model::NetworkOptions {
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    crate::model::NetworkOptions {
+        subnets: inspect["IPAM"]["Config"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|s| {
+                        Some(crate::model::Subnet {
+                            subnet: text(&s["Subnet"])?,
+                            gateway: text(&s["Gateway"]),
+                            ip_range: text(&s["IPRange"]),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        internal: inspect["Internal"].as_bool().unwrap_or(false),
+        enable_ipv6: inspect["EnableIPv6"].as_bool().unwrap_or(false),
+        driver_opts: inspect["Options"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        labels: inspect["Labels"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// The address the host reaches a container at, from its inspect: `127.0.0.1` for network
 /// mode `host`; none for `none` and for rootless user-mode networks (`slirp4netns`,
 /// `pasta`: the host cannot reach their addresses); else the first IPv4 address of its

@@ -98,6 +98,10 @@ pub enum RuntimeError {
     Api(String),
     #[error("{0}")]
     Cli(String),
+    /// A network of that name exists with other options than the service file's: the
+    /// agent neither uses it as it is nor removes it.
+    #[error("network {network} exists with other options: {difference}")]
+    NetworkMismatch { network: String, difference: String },
 }
 
 impl RuntimeError {
@@ -159,6 +163,7 @@ pub async fn timed<T>(call: &'static str, f: impl Future<Output = Result<T>>) ->
         RuntimeError::NotFound(_) => "not_found",
         RuntimeError::Api(_) => "api",
         RuntimeError::Cli(_) => "cli",
+        RuntimeError::NetworkMismatch { .. } => "network_mismatch",
     });
     crate::metrics::podman_request(call, t.elapsed(), kind);
     r
@@ -179,8 +184,14 @@ pub trait Runtime: Send + Sync {
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Pulls `image` into the local store; the error carries the registry's reason.
     fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
-    /// Creates a bridge network with default settings if none of that name exists.
-    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates a bridge network if none of that name exists: with podman's default
+    /// settings, or with `options`. With `options`, a network of that name that exists
+    /// with other subnets, gateways, `internal`, IPv6 or MTU is `NetworkMismatch`.
+    fn ensure_network(
+        &self,
+        name: &str,
+        options: Option<&crate::model::NetworkOptions>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
@@ -218,4 +229,71 @@ pub trait Runtime: Send + Sync {
     /// has one (by network name), `127.0.0.1` for network mode `host`, `None` when it has
     /// none (network `none`, not running, or a rootless network the host cannot reach).
     fn address(&self, id: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
+}
+
+/// What differs between the options a service file declares for a network (`want`) and
+/// those of the network found (`have`), as far as podman's compat API shows them: the
+/// subnets (and each gateway the file names), `internal`, IPv6, the MTU. `None`: none of
+/// those. A range (`ip_range`), the bridge's name and labels are not compared: podman
+/// 4.3's compat inspect does not show the first two, and labels change nothing.
+pub fn network_difference(
+    want: &crate::model::NetworkOptions,
+    have: &crate::model::NetworkOptions,
+) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    let list = |o: &crate::model::NetworkOptions| {
+        let mut v: Vec<String> = o.subnets.iter().map(|s| s.subnet.clone()).collect();
+        v.sort();
+        v
+    };
+    if !want.subnets.is_empty() {
+        let (w, h) = (list(want), list(have));
+        if w != h {
+            out.push(format!(
+                "subnets {} (the file: {})",
+                if h.is_empty() {
+                    "none".into()
+                } else {
+                    h.join(", ")
+                },
+                w.join(", ")
+            ));
+        } else {
+            for ws in &want.subnets {
+                let Some(g) = &ws.gateway else { continue };
+                let found = have
+                    .subnets
+                    .iter()
+                    .find(|s| s.subnet == ws.subnet)
+                    .and_then(|s| s.gateway.clone());
+                if found.as_deref() != Some(g.as_str()) {
+                    out.push(format!(
+                        "gateway of {} {} (the file: {g})",
+                        ws.subnet,
+                        found.as_deref().unwrap_or("none")
+                    ));
+                }
+            }
+        }
+    }
+    if want.internal != have.internal {
+        out.push(format!(
+            "internal {} (the file: {})",
+            have.internal, want.internal
+        ));
+    }
+    if want.enable_ipv6 != have.enable_ipv6 {
+        out.push(format!(
+            "enable_ipv6 {} (the file: {})",
+            have.enable_ipv6, want.enable_ipv6
+        ));
+    }
+    if want.mtu() != have.mtu() {
+        out.push(format!(
+            "mtu {} (the file: {})",
+            have.mtu().unwrap_or("podman's default"),
+            want.mtu().unwrap_or("podman's default")
+        ));
+    }
+    (!out.is_empty()).then(|| out.join(", "))
 }

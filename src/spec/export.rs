@@ -12,6 +12,8 @@ use crate::model::{Component, Condition, HealthCheck, Millis, OnFailure, Probe, 
 struct FileService<'a> {
     name: &'a str,
     active: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    networks: &'a BTreeMap<String, crate::model::NetworkOptions>,
     components: Vec<FileComponent<'a>>,
 }
 
@@ -99,6 +101,7 @@ impl Service {
         let file = FileService {
             name: &self.name,
             active: self.active,
+            networks: &self.networks,
             components: self
                 .components
                 .iter()
