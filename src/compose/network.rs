@@ -148,11 +148,10 @@ fn ipam(svc: &mut Svc<'_>, v: &Node, key: &str, o: &mut NetworkOptions) {
                     let (mut gateway, mut ip_range) = (None, None);
                     for (ck, cv) in c.map().unwrap_or(&[]) {
                         let ckey = format!("{xk}.{}", ck.name);
-                        let t = svc.p.findings.text(cv, &ckey);
                         match ck.name.as_str() {
-                            "subnet" => subnet = t,
-                            "gateway" => gateway = t,
-                            "ip_range" => ip_range = t,
+                            "subnet" => subnet = svc.p.findings.text(cv, &ckey),
+                            "gateway" => gateway = svc.p.findings.text(cv, &ckey),
+                            "ip_range" => ip_range = svc.p.findings.text(cv, &ckey),
                             "aux_addresses" => svc.p.findings.unsupported(
                                 cv.at,
                                 &ckey,
