@@ -364,11 +364,13 @@ pub fn desired_with(
     files: &Files,
     host: &crate::container::Host,
 ) -> Vec<(Desired, ContainerSpec)> {
+    // Every service's networks, the inactive ones' too: a network is the machine's.
+    let nets = crate::model::network_options_of(services);
+    let nets = &nets;
     services
         .iter()
         .filter(|s| s.active)
         .flat_map(|s| {
-            let nets = s.network_options();
             s.components.iter().map(move |c| {
                 let key = ComponentKey::new(s.name.clone(), c.name.clone());
                 let (loaded, blocked) = if c.settings.reads_files() {
@@ -380,7 +382,7 @@ pub fn desired_with(
                 } else {
                     (None, None)
                 };
-                let spec = ContainerSpec::build_in(us, &s.name, c, loaded, host, &nets);
+                let spec = ContainerSpec::build_in(us, &s.name, c, loaded, host, nets);
                 (
                     Desired {
                         key,

@@ -176,6 +176,20 @@ impl Service {
     }
 }
 
+/// The options of every network a service of `services` declares, by podman's name.
+/// Networks are machine-wide: a component of a service that declares nothing for a
+/// network another declares still gets it made with those options (`apply` keeps two
+/// declarations of one network equal).
+pub fn network_options_of(services: &[Service]) -> BTreeMap<String, NetworkOptions> {
+    let mut out = BTreeMap::new();
+    for s in services {
+        for (k, v) in s.network_options() {
+            out.entry(k).or_insert(v);
+        }
+    }
+    out
+}
+
 /// The network of a service (`networks = ["default"]`, and the default with
 /// `[networks] service_default = true`): `mcp-<service>`.
 pub fn service_network(service: &str) -> String {

@@ -508,3 +508,25 @@ async fn a_network_of_other_options_fails_the_component_and_keeps_its_old_contai
     );
     assert!(spec.network_options["edge"].internal);
 }
+
+/// Networks are the machine's: a component of a service that declares nothing for a
+/// network gets it made with the options another service declares (an inactive one's
+/// too), so which comes up first does not decide what the network is.
+#[test]
+fn a_network_declared_by_another_service_is_made_with_its_options() {
+    use crate::model::{NetworkOptions, NetworkRef};
+    let mut c = comp("web", "img:1");
+    c.settings.networks = vec![NetworkRef::named("shared")];
+    let joins = svc("b", vec![c]);
+    let mut declares = svc("a", vec![]);
+    declares.active = false;
+    let opts = NetworkOptions {
+        internal: true,
+        ..Default::default()
+    };
+    declares.networks.insert("shared".into(), opts.clone());
+    let host = crate::container::Host::default();
+    let out = desired_with(&[declares, joins], &us(), &Files::default(), &host);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.network_options.get("shared"), Some(&opts));
+}
