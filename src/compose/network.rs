@@ -245,7 +245,15 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
         }
     } else {
         match nets.map(|n| &n.value) {
-            None | Some(Value::Null) => svc.c.settings.networks = vec!["default".into()],
+            None | Some(Value::Null) => {
+                // The project's default network, as the top level may define it.
+                let at = nets
+                    .cloned()
+                    .unwrap_or_else(|| Node::new(Value::Null, node.at));
+                if let Some(n) = network_name(svc, &at, "default") {
+                    svc.c.settings.networks = vec![NetworkRef::named(n)];
+                }
+            }
             Some(Value::Seq(items)) => {
                 svc.from("networks", nets.unwrap(), "networks");
                 for i in items.clone() {

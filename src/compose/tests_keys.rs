@@ -463,6 +463,27 @@ fn network_options_and_static_addresses() {
     );
 }
 
+/// A service without `networks:` is on the project's default network, with the options
+/// and the name the top level gives it.
+#[test]
+fn the_default_network_takes_its_top_level_options() {
+    let (i, d) = import_one(
+        "name: shop\nservices:\n  app:\n    image: a\nnetworks:\n  default:\n    ipam: {config: [{subnet: 10.30.0.0/24}]}\n",
+    );
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let s = service(&i);
+    assert_eq!(component(&s, "app").settings.networks, ["default"]);
+    assert_eq!(s.networks["default"].subnets[0].subnet, "10.30.0.0/24");
+    let (i, _d) = import_one(
+        "name: shop\nservices:\n  app:\n    image: a\nnetworks:\n  default:\n    name: edge\n",
+    );
+    assert_eq!(component(&service(&i), "app").settings.networks, ["edge"]);
+}
+
 #[test]
 fn secrets_and_configs() {
     let (i, d) = import_with(
