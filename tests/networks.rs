@@ -417,6 +417,17 @@ networks = ["default", "{inner}"]
         "{r}"
     );
 
+    // Podman's database lost (the networks are files of the machine and stay): each
+    // container again at its address on them.
+    podman.lose_database();
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 2, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    check(&podman);
+
     // Podman's database lost, and the networks with it (as `podman system reset`
     // would): made again with the same options, each container at its address.
     podman.lose_database();
