@@ -549,6 +549,33 @@ mod tests {
     }
 
     #[test]
+    fn a_networks_options_are_read_from_podmans_compat_inspect() {
+        // As podman 4.3 answered GET /v1.41/networks/NAME here (a range and the bridge's
+        // name are not in it; `isolate` is podman's own).
+        let v: serde_json::Value = serde_json::from_str(r#"{"Name":"xt1","Driver":"bridge","EnableIPv6":true,"IPAM":{"Driver":"default","Options":{"driver":"host-local"},"Config":[{"Subnet":"10.213.250.0/24","Gateway":"10.213.250.1"},{"Subnet":"fd00:213:250::/64","Gateway":"fd00:213:250::1"}]},"Internal":true,"Attachable":false,"Containers":{},"Options":{"mtu":"1400"},"Labels":{"a":"b"}}"#).unwrap();
+        let o = network_options(&v);
+        assert!(o.internal && o.enable_ipv6);
+        assert_eq!(o.mtu(), Some("1400"));
+        assert_eq!(o.labels["a"], "b");
+        let s: Vec<(&str, Option<&str>)> = o
+            .subnets
+            .iter()
+            .map(|s| (s.subnet.as_str(), s.gateway.as_deref()))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                ("10.213.250.0/24", Some("10.213.250.1")),
+                ("fd00:213:250::/64", Some("fd00:213:250::1"))
+            ]
+        );
+        assert_eq!(
+            network_options(&serde_json::json!({})),
+            crate::model::NetworkOptions::default()
+        );
+    }
+
+    #[test]
     fn the_address_is_the_first_network_s_or_loopback_for_host() {
         use serde_json::json;
         let at = |v: serde_json::Value| address_of(&v).map(|ip| ip.to_string());
