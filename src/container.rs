@@ -54,6 +54,12 @@ impl Host {
 pub struct Endpoint {
     pub network: String,
     pub aliases: Vec<String>,
+    /// Static addresses (`networks = [{ name, ipv4_address, ipv6_address }]`); hashed
+    /// only when set, so endpoints without stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
 }
 
 /// `[volumes] root` of an agent whose registry is at the default path.
@@ -133,6 +139,15 @@ pub struct ContainerSpec {
     /// single-network form without aliases, and then not hashed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// The options of the networks it joins that its service declares (`[networks.NAME]`),
+    /// by podman's name: the agent creates them so, and a network found with others fails
+    /// the component. Hashed without labels (they change nothing podman runs); empty, not
+    /// hashed.
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "hashed_network_options"
+    )]
+    pub network_options: BTreeMap<String, model::NetworkOptions>,
     /// When its image is pulled: the component's `pull`, else `[podman] pull` (which is
     /// not hashed: changing the agent's default recreates nothing).
     #[serde(skip)]
@@ -164,8 +179,26 @@ impl ContainerSpec {
         files: Option<&crate::files::Loaded>,
         host: &Host,
     ) -> ContainerSpec {
+        ContainerSpec::build_in(us, service, component, files, host, &BTreeMap::new())
+    }
+
+    /// As [`ContainerSpec::build_with`], with the options of its service's networks
+    /// (`Service::network_options`, by podman's name).
+    pub fn build_in(
+        us: &Us,
+        service: &str,
+        component: &Component,
+        files: Option<&crate::files::Loaded>,
+        host: &Host,
+        nets: &BTreeMap<String, model::NetworkOptions>,
+    ) -> ContainerSpec {
         let volumes_root = host.volumes_root.as_path();
         let (network, endpoints) = networks(host, service, component);
+        let network_options = nets
+            .iter()
+            .filter(|(n, _)| **n == network || endpoints.iter().any(|e| e.network == **n))
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect();
         let mut env = files.map(|f| f.env.clone()).unwrap_or_default();
         env.extend(component.env.clone());
         let mut ports = component.ports.clone();
@@ -221,6 +254,7 @@ impl ContainerSpec {
                 .filter_map(|v| Some((v.source.clone(), v.external.clone()?)))
                 .collect(),
             endpoints,
+            network_options,
             pull: component.settings.pull.unwrap_or(host.pull),
             labels: BTreeMap::new(),
             unallocated: routes
@@ -309,12 +343,22 @@ fn networks(host: &Host, service: &str, component: &Component) -> (String, Vec<E
             .networks
             .iter()
             .map(|n| Endpoint {
-                network: if n == "default" {
+                network: if n.name == "default" {
                     model::service_network(service)
                 } else {
-                    n.clone()
+                    n.name.clone()
                 },
-                aliases: named(&x.aliases),
+                aliases: {
+                    let mut a = named(&x.aliases);
+                    for e in &n.aliases {
+                        if !a.contains(e) {
+                            a.push(e.clone());
+                        }
+                    }
+                    a
+                },
+                ipv4_address: n.ipv4_address.clone(),
+                ipv6_address: n.ipv6_address.clone(),
             })
             .collect();
         return (eps[0].network.clone(), eps);
@@ -327,6 +371,8 @@ fn networks(host: &Host, service: &str, component: &Component) -> (String, Vec<E
                 vec![Endpoint {
                     network: n,
                     aliases: named(&x.aliases),
+                    ipv4_address: None,
+                    ipv6_address: None,
                 }],
             )
         }
@@ -339,9 +385,23 @@ fn networks(host: &Host, service: &str, component: &Component) -> (String, Vec<E
             vec![Endpoint {
                 network: n.to_string(),
                 aliases: named(&x.aliases),
+                ipv4_address: None,
+                ipv6_address: None,
             }],
         ),
     }
+}
+
+/// The network options as hashed: without their labels.
+fn hashed_network_options<S: serde::Serializer>(
+    nets: &BTreeMap<String, model::NetworkOptions>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let plain: BTreeMap<&str, model::NetworkOptions> = nets
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.without_labels()))
+        .collect();
+    plain.serialize(s)
 }
 
 /// What the labels of a container say about who owns it; borrowed from the labels, so
@@ -811,6 +871,8 @@ mod tests {
         let ep = |n: &str, a: &[&str]| Endpoint {
             network: n.into(),
             aliases: a.iter().map(|s| s.to_string()).collect(),
+            ipv4_address: None,
+            ipv6_address: None,
         };
         // Not set: podman's bridge, as before (the same hash), unless the service's
         // network is the default.
@@ -878,5 +940,76 @@ mod tests {
         assert!(!s.env.contains_key("PORT"));
         assert_eq!(s.env["PORT_RAW"], "9000");
         assert_eq!(s.ports[1].to_string(), "20003:9000/tcp");
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+    use crate::model::{DesiredState, NetworkOptions, NetworkRef, Subnet};
+
+    /// A static address and a network's options are in the hash (a change recreates);
+    /// a network's labels are not; a component without either hashes as before.
+    #[test]
+    fn addresses_and_network_options_enter_the_hash_labels_do_not() {
+        let mut c = Component {
+            name: "web".into(),
+            image: "i".into(),
+            desired_state: DesiredState::Running,
+            network: String::new(),
+            user: None,
+            restart: RestartPolicy::No,
+            cmd: vec![],
+            env: BTreeMap::new(),
+            volumes: vec![],
+            ports: vec![],
+            settings: Default::default(),
+            routes: vec![],
+        };
+        c.settings.networks = vec![NetworkRef::named("edge")];
+        let us = Us::new("n1", "r1");
+        let host = Host::default();
+        let plain = ContainerSpec::build_in(&us, "shop", &c, None, &host, &BTreeMap::new());
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("ipv4_address") && !json.contains("network_options"),
+            "{json}"
+        );
+        let mut opts = NetworkOptions {
+            subnets: vec![Subnet {
+                subnet: "10.1.0.0/24".into(),
+                gateway: None,
+                ip_range: None,
+            }],
+            ..Default::default()
+        };
+        let nets = |o: &NetworkOptions| {
+            BTreeMap::from([
+                ("edge".to_string(), o.clone()),
+                ("other".to_string(), o.clone()),
+            ])
+        };
+        let with = ContainerSpec::build_in(&us, "shop", &c, None, &host, &nets(&opts));
+        assert_ne!(with.spec_hash(), plain.spec_hash());
+        assert_eq!(
+            with.network_options.keys().collect::<Vec<_>>(),
+            ["edge"],
+            "only the networks it joins"
+        );
+        opts.labels.insert("team".into(), "x".into());
+        let labelled = ContainerSpec::build_in(&us, "shop", &c, None, &host, &nets(&opts));
+        assert_eq!(labelled.spec_hash(), with.spec_hash());
+        c.settings.networks[0].ipv4_address = Some("10.1.0.5".into());
+        let at5 = ContainerSpec::build_in(&us, "shop", &c, None, &host, &nets(&opts));
+        c.settings.networks[0].ipv4_address = Some("10.1.0.6".into());
+        let at6 = ContainerSpec::build_in(&us, "shop", &c, None, &host, &nets(&opts));
+        assert_ne!(at5.spec_hash(), with.spec_hash());
+        assert_ne!(at5.spec_hash(), at6.spec_hash());
+        assert_eq!(at6.endpoints[0].ipv4_address.as_deref(), Some("10.1.0.6"));
+        // Per-network aliases come after the component's name and its own aliases.
+        c.settings.aliases = vec!["www".into()];
+        c.settings.networks[0].aliases = vec!["edge-web".into(), "www".into()];
+        let s = ContainerSpec::build_in(&us, "shop", &c, None, &host, &nets(&opts));
+        assert_eq!(s.endpoints[0].aliases, ["web", "www", "edge-web"]);
     }
 }

@@ -27,6 +27,8 @@ pub enum Status {
     VolumeMissing,
     /// Its name is held by a container that is not ours.
     Conflict,
+    /// A network it joins exists with other options than its service file's.
+    NetworkConflict,
     /// An env file or secret of it is missing or unreadable.
     ConfigMissing,
     Failed,
@@ -58,6 +60,7 @@ impl Status {
             Status::ImageMissing => "image-missing",
             Status::VolumeMissing => "volume-missing",
             Status::Conflict => "conflict",
+            Status::NetworkConflict => "network-conflict",
             Status::ConfigMissing => "config-missing",
             Status::Failed => "failed",
             Status::Waiting => "backing-off",
@@ -73,6 +76,7 @@ impl Status {
             Status::ImageMissing
                 | Status::VolumeMissing
                 | Status::Conflict
+                | Status::NetworkConflict
                 | Status::ConfigMissing
                 | Status::Failed
         )
@@ -99,6 +103,10 @@ pub enum ActionError {
     ConfigMissing(String),
     #[error("{0}")]
     Volume(String),
+    /// A network of the component exists with other options than the file's: never
+    /// used as it is, never removed; retried at every pass.
+    #[error("network {0} exists with other options than its service file's: {1}; the agent never removes a network: remove it (podman network rm {0}) or declare its options as they are; retried at every pass")]
+    NetworkConflict(String, String),
     /// The pull of a missing image failed: `image-missing`, retried with backoff.
     #[error("image {image} is not in the local image store and its pull failed: {reason}")]
     PullFailed { image: String, reason: String },
@@ -259,6 +267,7 @@ impl PassReport {
                 Status::ImageMissing => s.skipped += 1,
                 Status::VolumeMissing
                 | Status::Conflict
+                | Status::NetworkConflict
                 | Status::ConfigMissing
                 | Status::Failed => s.failed += 1,
                 _ => {}
@@ -358,6 +367,9 @@ pub fn desired_with(
     files: &Files,
     host: &crate::container::Host,
 ) -> Vec<(Desired, ContainerSpec)> {
+    // Every service's networks, the inactive ones' too: a network is the machine's.
+    let nets = crate::model::network_options_of(services);
+    let nets = &nets;
     services
         .iter()
         .filter(|s| s.active)
@@ -373,7 +385,7 @@ pub fn desired_with(
                 } else {
                     (None, None)
                 };
-                let spec = ContainerSpec::build_with(us, &s.name, c, loaded, host);
+                let spec = ContainerSpec::build_in(us, &s.name, c, loaded, host, nets);
                 (
                     Desired {
                         key,
@@ -795,6 +807,7 @@ async fn bring_up_report<R: Runtime>(
                     (Status::VolumeMissing, old)
                 }
                 ActionError::Conflict(_) | ActionError::Orphan { .. } => (Status::Conflict, None),
+                ActionError::NetworkConflict(..) => (Status::NetworkConflict, old),
                 _ => (Status::Failed, None),
             };
             ComponentReport {
@@ -847,6 +860,19 @@ async fn bring_up<R: Runtime>(
     }
     host_paths(spec)?;
     external_volumes(rt, spec).await?;
+    // Before the old container goes: a network found with other options than the file's
+    // fails the component with the old container left as it is.
+    for n in std::iter::once(&spec.network).chain(spec.endpoints.iter().skip(1).map(|e| &e.network))
+    {
+        match rt.ensure_network(n, spec.network_options.get(n)).await {
+            Ok(()) => {}
+            Err(RuntimeError::NetworkMismatch {
+                network,
+                difference,
+            }) => return Err(ActionError::NetworkConflict(network, difference)),
+            Err(e) => return Err(e.into()),
+        }
+    }
     if let Some(old) = old {
         // A component with a `stop_timeout` gets its stop before the old container goes
         // (a forced removal would wait the old container's own timeout instead).
@@ -860,10 +886,6 @@ async fn bring_up<R: Runtime>(
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-    }
-    rt.ensure_network(&spec.network).await?;
-    for e in spec.endpoints.iter().skip(1) {
-        rt.ensure_network(&e.network).await?;
     }
     if !spec.volume_dirs.is_empty() {
         crate::volumes::ensure(&spec.volume_dirs, spec.user.as_deref())

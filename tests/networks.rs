@@ -256,3 +256,271 @@ cmd = ["sleep", "1000"]
     let nets = plain["NetworkSettings"]["Networks"].as_object().unwrap();
     assert!(nets.contains_key("podman"), "{nets:?}");
 }
+
+/// As [`Networks`], for a test that needs its podman mutably meanwhile (to lose its
+/// database): the CLI's argv and environment instead of the podman.
+struct OwnedNetworks {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    names: Vec<String>,
+}
+
+impl OwnedNetworks {
+    fn new(podman: &PrivatePodman, names: &[&str]) -> OwnedNetworks {
+        OwnedNetworks {
+            argv: podman.cli_argv(),
+            env: podman.env(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
+
+impl Drop for OwnedNetworks {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = std::process::Command::new(&self.argv[0])
+                .args(&self.argv[1..])
+                .args(["network", "rm", "-f", n])
+                .envs(self.env.clone())
+                .stdin(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// This test process's own slice of addresses and bridge name: networks are
+/// machine-wide (ENVIRONMENT.md), so concurrent tests and benchmarks (10.213.0.0/16)
+/// must not pick the same subnets or `podmanN`-style interface names.
+fn slice() -> (u32, String) {
+    let pid = std::process::id();
+    (pid % 250 + 1, format!("mcpb{pid}"))
+}
+
+fn network_inspect(podman: &PrivatePodman, name: &str) -> serde_json::Value {
+    let out = podman.podman_ok(&["network", "inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// `[networks.NAME]` as desired state: the networks made with their subnets, gateway,
+/// range, `internal`, IPv6, bridge name, MTU and labels; each container at its static
+/// addresses, reachable by its per-network alias; `export | apply` a no-op; after
+/// podman's database and the networks are lost, `--once` makes both again the same way.
+#[test]
+fn network_options_and_static_addresses_survive_a_lost_database() {
+    let mut podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let (n, bridge) = slice();
+    let svc = format!("o{}", std::process::id());
+    let (net, inner) = (format!("mcp-{svc}"), format!("{svc}-inner"));
+    let _nets = OwnedNetworks::new(&podman, &[&net, &inner]);
+    let agent = Agent::new(&podman, "");
+    agent.apply(
+        "svc.toml",
+        &format!(
+            r#"
+name = "{svc}"
+
+[networks.default]
+subnets = [{{ subnet = "10.215.{n}.0/24" }}, {{ subnet = "fd00:215:{n}::/64" }}]
+enable_ipv6 = true
+
+[networks.{inner}]
+subnets = [{{ subnet = "10.214.{n}.0/24", gateway = "10.214.{n}.254", ip_range = "10.214.{n}.128/25" }}]
+internal = true
+driver_opts = {{ "com.docker.network.bridge.name" = "{bridge}", "com.docker.network.driver.mtu" = "1400" }}
+labels = {{ "org.example.test" = "{svc}" }}
+
+[[components]]
+name = "db"
+image = "{IMAGE}"
+cmd = ["sh", "-c", "{SERVER}"]
+networks = [
+  {{ name = "default", aliases = ["database"], ipv4_address = "10.215.{n}.10", ipv6_address = "fd00:215:{n}::10" }},
+  {{ name = "{inner}", ipv4_address = "10.214.{n}.20" }},
+]
+
+[[components]]
+name = "web"
+image = "{IMAGE}"
+cmd = ["sleep", "1000"]
+networks = ["default", "{inner}"]
+"#
+        ),
+    );
+    let check = |podman: &PrivatePodman| {
+        let i = network_inspect(podman, &inner);
+        assert_eq!(i["internal"], true, "{i}");
+        assert_eq!(i["network_interface"], bridge.as_str(), "{i}");
+        assert_eq!(i["options"]["mtu"], "1400", "{i}");
+        assert_eq!(i["labels"]["org.example.test"], svc.as_str(), "{i}");
+        let s = &i["subnets"][0];
+        assert_eq!(s["subnet"], format!("10.214.{n}.0/24"), "{i}");
+        assert_eq!(s["gateway"], format!("10.214.{n}.254"), "{i}");
+        assert_eq!(
+            s["lease_range"]["start_ip"],
+            format!("10.214.{n}.129"),
+            "{i}"
+        );
+        let d = network_inspect(podman, &net);
+        assert_eq!(d["ipv6_enabled"], true, "{d}");
+        assert_eq!(d["internal"], false, "{d}");
+        let subnets: Vec<&str> = d["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subnet"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            subnets,
+            [format!("10.215.{n}.0/24"), format!("fd00:215:{n}::/64")],
+            "{d}"
+        );
+        let db = podman.inspect(&format!("{svc}-db")).unwrap();
+        let nets = &db["NetworkSettings"]["Networks"];
+        assert_eq!(nets[&net]["IPAddress"], format!("10.215.{n}.10"), "{nets}");
+        assert_eq!(
+            nets[&net]["GlobalIPv6Address"],
+            format!("fd00:215:{n}::10"),
+            "{nets}"
+        );
+        assert_eq!(
+            nets[&inner]["IPAddress"],
+            format!("10.214.{n}.20"),
+            "{nets}"
+        );
+        let web = format!("{svc}-web");
+        assert_eq!(reach(podman, &web, "database"), "pong");
+        assert_eq!(reach(podman, &web, &format!("10.214.{n}.20")), "pong");
+    };
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 2, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    check(&podman);
+
+    // export | apply: nothing changes, and a pass touches nothing.
+    let exported = agent.ok(&["export", &svc]).stdout;
+    assert!(
+        exported.contains(&format!("[networks.{inner}]")),
+        "{exported}"
+    );
+    let back = agent.service_file("back.toml", &exported);
+    let r = agent.ok(&["apply", back.to_str().unwrap()]);
+    assert_eq!(r.stdout.trim(), format!("unchanged {svc}"), "{r}");
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 0, already running 2, failed 0, skipped 0",
+        "{r}"
+    );
+
+    // Podman's database lost (the networks are files of the machine and stay): each
+    // container again at its address on them.
+    podman.lose_database();
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 2, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    check(&podman);
+
+    // Podman's database lost, and the networks with it (as `podman system reset`
+    // would): made again with the same options, each container at its address.
+    podman.lose_database();
+    podman.podman_ok(&["network", "rm", "-f", &net, &inner]);
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 2, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    check(&podman);
+}
+
+/// A network of the file's name that exists with other options is neither used nor
+/// removed: its components are `network-conflict`, naming the difference, at every
+/// pass, until the network is as the file says or gone.
+#[test]
+fn a_network_found_with_other_options_is_a_named_failure() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let (n, _) = slice();
+    let svc = format!("x{}", std::process::id());
+    let net = format!("{svc}-net");
+    let _nets = Networks {
+        podman: &podman,
+        names: vec![net.clone()],
+    };
+    // Someone else's network of that name: another subnet, not internal.
+    podman.podman_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.216.{n}.0/24"),
+        &net,
+    ]);
+    let agent = Agent::new(&podman, "");
+    agent.apply(
+        "svc.toml",
+        &format!(
+            r#"
+name = "{svc}"
+
+[networks.{net}]
+subnets = [{{ subnet = "10.217.{n}.0/24" }}]
+internal = true
+
+[[components]]
+name = "app"
+image = "{IMAGE}"
+cmd = ["sleep", "1000"]
+networks = [{{ name = "{net}", ipv4_address = "10.217.{n}.7" }}]
+"#
+        ),
+    );
+    let why = format!(
+        "network-conflict: network {net} exists with other options than its service file's: subnets 10.216.{n}.0/24 (the file: 10.217.{n}.0/24), internal false (the file: true)"
+    );
+    for _ in 0..2 {
+        let r = agent.run(&["--once"]);
+        assert_eq!(r.code, 1, "{r}");
+        assert!(r.stdout.contains(&why), "{r}");
+        assert_eq!(
+            summary(&r),
+            "recovered 0, already running 0, failed 1, skipped 0",
+            "{r}"
+        );
+        assert!(podman.inspect(&format!("{svc}-app")).is_none());
+        // Never removed, never changed.
+        let i = network_inspect(&podman, &net);
+        assert_eq!(i["subnets"][0]["subnet"], format!("10.216.{n}.0/24"), "{i}");
+    }
+    let status = agent.ok(&["status", &svc, "--json"]).stdout;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let c = &v["components"][0];
+    assert_eq!(c["last_pass_state"], "network-conflict", "{status}");
+    assert!(
+        c["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("the agent never removes a network"),
+        "{status}"
+    );
+    // The network gone: made as the file says.
+    podman.podman_ok(&["network", "rm", &net]);
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 1, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    let app = podman.inspect(&format!("{svc}-app")).unwrap();
+    assert_eq!(
+        app["NetworkSettings"]["Networks"][&net]["IPAddress"],
+        format!("10.217.{n}.7")
+    );
+}

@@ -34,6 +34,7 @@ fn spec(name: &str, ports: Vec<PortPublish>) -> ContainerSpec {
         volume_dirs: Default::default(),
         external_volumes: Default::default(),
         endpoints: vec![],
+        network_options: Default::default(),
         pull: Default::default(),
         labels: Default::default(),
         unallocated: vec![],

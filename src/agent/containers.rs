@@ -504,7 +504,10 @@ impl<R: Runtime + 'static> Agent<R> {
                     // pass and event, not backed off.
                     && (!matches!(
                         r.status,
-                        Status::ImageMissing | Status::VolumeMissing | Status::Conflict
+                        Status::ImageMissing
+                            | Status::VolumeMissing
+                            | Status::Conflict
+                            | Status::NetworkConflict
                     )
                         // A failed pull asked a registry: backed off like any attempt.
                         || matches!(r.error, Some(ActionError::PullFailed { .. })))

@@ -554,6 +554,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     | Status::ImageMissing
                     | Status::VolumeMissing
                     | Status::Conflict
+                    | Status::NetworkConflict
                     | Status::ConfigMissing,
                     ..,
                 )) => None,

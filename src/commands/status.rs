@@ -133,11 +133,15 @@ fn gather(
 ) -> Result<Snapshot, Failure> {
     let identity = reg.identity()?;
     let us = identity.us(&config.agent.node);
+    let all = reg.services()?;
+    // The networks' options as a pass sees them: every service's (§3.1).
+    let nets = crate::model::network_options_of(&all);
     let services = match only {
-        Some(name) => vec![reg
-            .service(name)?
+        Some(name) => vec![all
+            .into_iter()
+            .find(|s| s.name == name)
             .ok_or_else(|| ChangeError::NoService(name.into()))?],
-        None => reg.services()?,
+        None => all,
     };
     let statuses = reg.statuses()?;
     let route_states = reg.route_proxy_states()?;
@@ -160,12 +164,13 @@ fn gather(
                 .settings
                 .reads_files()
                 .then(|| crate::files::load(&c.settings));
-            let spec = ContainerSpec::build_with(
+            let spec = ContainerSpec::build_in(
                 &us,
                 &s.name,
                 c,
                 files.as_ref().and_then(|f| f.as_ref().ok()),
                 &crate::container::Host::from_config(config),
+                &nets,
             );
             let actual = match (&listed, by_name.get(spec.name.as_str())) {
                 (Err(_), _) => "unknown".to_string(),

@@ -7,11 +7,13 @@
 use std::collections::BTreeSet;
 
 use super::service::Svc;
-use super::yaml::{Node, Value};
-use crate::model::{Condition, Dependency};
+use super::yaml::{Node, Pos, Value};
+use crate::model::{Cidr, Condition, Dependency, NetworkOptions, NetworkRef, Subnet};
 
 /// The agent's name of compose network `name`, or `None` (reported) when the agent
-/// cannot join it as defined.
+/// cannot join it as defined. Its options (`driver_opts`, `ipam`, `internal`,
+/// `enable_ipv6`, `labels`) go to the project's `[networks.NAME]`, each the agent cannot
+/// give podman reported.
 fn network_name(svc: &mut Svc<'_>, at: &Node, name: &str) -> Option<String> {
     let defs = svc.p.networks.clone();
     let def = match defs.get(name) {
@@ -29,11 +31,17 @@ fn network_name(svc: &mut Svc<'_>, at: &Node, name: &str) -> Option<String> {
     let key = format!("networks.{name}");
     let mut external = false;
     let mut given: Option<String> = None;
+    let mut o = NetworkOptions::default();
+    let mut optioned: Option<Pos> = None;
     for (k, v) in def.map().unwrap_or(&[]) {
         let vk = format!("{key}.{}", k.name);
         match k.name.as_str() {
             "driver" if matches!(v.text(), Some("bridge") | None) => {}
-            "driver" => svc.p.findings.unsupported(v.at, &vk, "the agent creates bridge networks (podman's default driver)"),
+            "driver" => svc.p.findings.unsupported(
+                v.at,
+                &vk,
+                "the agent creates bridge networks (podman's default driver)",
+            ),
             "external" => match (&v.value, v.get("name")) {
                 (Value::Map(_), Some(n)) => {
                     external = true;
@@ -42,15 +50,65 @@ fn network_name(svc: &mut Svc<'_>, at: &Node, name: &str) -> Option<String> {
                 _ => external = v.bool() == Some(true),
             },
             "name" => given = v.text().map(str::to_string),
-            "internal" | "enable_ipv6" if v.bool() != Some(true) => {}
-            "internal" => svc.p.findings.unsupported(v.at, &vk, "the agent creates networks with a way out (podman's default)"),
-            "enable_ipv6" => svc.p.findings.unsupported(v.at, &vk, "the agent creates networks with podman's defaults (IPv4)"),
+            "internal" | "enable_ipv6" => match v.bool() {
+                Some(b) => {
+                    if k.name == "internal" {
+                        o.internal = b;
+                    } else {
+                        o.enable_ipv6 = o.enable_ipv6 || b;
+                    }
+                    optioned = optioned.or(Some(v.at));
+                }
+                None => svc.p.findings.invalid(v.at, &vk, "must be true or false"),
+            },
             "attachable" => {}
-            "driver_opts" | "ipam" => svc.p.findings.unsupported(v.at, &vk, "the agent creates networks with podman's defaults: create this one by hand and mark it external"),
-            "labels" => svc.p.findings.unsupported(v.at, &vk, "the agent creates networks without labels"),
+            "driver_opts" => {
+                optioned = optioned.or(Some(v.at));
+                for (ok, ov) in svc.p.findings.key_values(v, &vk) {
+                    let okey = format!("{vk}.{ok}");
+                    let value = ov.unwrap_or_default();
+                    let at = v.get(&ok).map_or(v.at, |n| n.at);
+                    if ok == "com.docker.network.enable_ipv6" {
+                        match value.to_ascii_lowercase().as_str() {
+                            "true" => o.enable_ipv6 = true,
+                            "false" | "" => {}
+                            _ => svc.p.findings.invalid(at, &okey, "must be true or false"),
+                        }
+                        continue;
+                    }
+                    match crate::spec::networks::check_driver_opt(&ok, &value) {
+                        Ok(()) => {
+                            o.driver_opts.insert(ok, value);
+                        }
+                        Err(why) => svc.p.findings.unsupported(at, &okey, why),
+                    }
+                }
+            }
+            "ipam" => {
+                optioned = optioned.or(Some(v.at));
+                ipam(svc, v, &vk, &mut o);
+            }
+            "labels" => {
+                optioned = optioned.or(Some(v.at));
+                for (lk, lv) in svc.p.findings.key_values(v, &vk) {
+                    o.labels.insert(lk, lv.unwrap_or_default());
+                }
+            }
             other if other.starts_with("x-") => {}
-            _ => svc.p.findings.invalid(v.at, &vk, "unknown key (not in the compose specification)"),
+            _ => {
+                svc.p
+                    .findings
+                    .invalid(v.at, &vk, "unknown key (not in the compose specification)")
+            }
         }
+    }
+    let problems = crate::spec::networks::check_subnets(&o);
+    if let Some((_, why)) = problems.first() {
+        let at = def.get("ipam").map_or(def.at, |n| n.at);
+        svc.p
+            .findings
+            .unsupported(at, &format!("{key}.ipam"), why.clone());
+        o.subnets.clear();
     }
     let agent = match (name, external, given) {
         ("default", false, None) => "default".to_string(),
@@ -65,7 +123,99 @@ fn network_name(svc: &mut Svc<'_>, at: &Node, name: &str) -> Option<String> {
             format!("external: the agent joins {agent:?}, and creates it if it is not there"),
         );
     }
+    if let Some(at) = optioned.filter(|_| external) {
+        svc.p.findings.unsupported(at, &key, "an external network is made outside the project: its options are not the project's to declare");
+    } else if !o.is_default() {
+        svc.p.network_options.insert(agent.clone(), o);
+    }
     Some(agent)
+}
+
+/// A network's `ipam`: the default driver's `config` (subnets, gateways, ranges).
+fn ipam(svc: &mut Svc<'_>, v: &Node, key: &str, o: &mut NetworkOptions) {
+    for (k, x) in v.map().unwrap_or(&[]) {
+        let xk = format!("{key}.{}", k.name);
+        match k.name.as_str() {
+            "driver" if matches!(x.text(), Some("default") | None) => {}
+            "driver" => svc.p.findings.unsupported(
+                x.at,
+                &xk,
+                "podman's compat API takes the default IPAM driver only",
+            ),
+            "config" => {
+                for c in x.seq().unwrap_or(&[]) {
+                    let mut subnet = None;
+                    let (mut gateway, mut ip_range) = (None, None);
+                    for (ck, cv) in c.map().unwrap_or(&[]) {
+                        let ckey = format!("{xk}.{}", ck.name);
+                        match ck.name.as_str() {
+                            "subnet" => subnet = svc.p.findings.text(cv, &ckey),
+                            "gateway" => gateway = svc.p.findings.text(cv, &ckey),
+                            "ip_range" => ip_range = svc.p.findings.text(cv, &ckey),
+                            "aux_addresses" => svc.p.findings.unsupported(
+                                cv.at,
+                                &ckey,
+                                "podman's compat API takes no auxiliary addresses",
+                            ),
+                            other if other.starts_with("x-") => {}
+                            _ => svc.p.findings.invalid(
+                                cv.at,
+                                &ckey,
+                                "unknown key (not in the compose specification)",
+                            ),
+                        }
+                    }
+                    match subnet {
+                        Some(subnet) => o.subnets.push(Subnet {
+                            subnet,
+                            gateway,
+                            ip_range,
+                        }),
+                        None => svc.p.findings.unsupported(c.at, &xk, "a config entry without a subnet (podman picks a network's subnet whole)"),
+                    }
+                }
+            }
+            "options" => svc.p.findings.unsupported(
+                x.at,
+                &xk,
+                "podman's compat API takes no IPAM driver options",
+            ),
+            other if other.starts_with("x-") => {}
+            _ => {
+                svc.p
+                    .findings
+                    .invalid(x.at, &xk, "unknown key (not in the compose specification)")
+            }
+        }
+    }
+}
+
+/// A service's address on network `agent` (compose's `ipv4_address`/`ipv6_address`):
+/// `None` (reported) when it is not an address of that family in one of the network's
+/// subnets.
+fn address(svc: &mut Svc<'_>, v: &Node, key: &str, agent: &str, v6: bool) -> Option<String> {
+    let t = svc.text(v, key)?;
+    let a: std::net::IpAddr = match t.parse() {
+        Ok(a) if (a as std::net::IpAddr).is_ipv6() == v6 => a,
+        _ => {
+            svc.invalid(
+                v,
+                key,
+                format!("{t:?} is not an IPv{} address", if v6 { 6 } else { 4 }),
+            );
+            return None;
+        }
+    };
+    let inside = svc.p.network_options.get(agent).is_some_and(|o| {
+        o.subnets
+            .iter()
+            .any(|s| Cidr::parse(&s.subnet).is_ok_and(|b| b.contains(a)))
+    });
+    if !inside {
+        svc.unsupported(v, key, format!("{t}: the agent sets an address only inside a subnet the network's ipam.config declares"));
+        return None;
+    }
+    Some(t)
 }
 
 pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
@@ -95,13 +245,21 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
         }
     } else {
         match nets.map(|n| &n.value) {
-            None | Some(Value::Null) => svc.c.settings.networks = vec!["default".into()],
+            None | Some(Value::Null) => {
+                // The project's default network, as the top level may define it.
+                let at = nets
+                    .cloned()
+                    .unwrap_or_else(|| Node::new(Value::Null, node.at));
+                if let Some(n) = network_name(svc, &at, "default") {
+                    svc.c.settings.networks = vec![NetworkRef::named(n)];
+                }
+            }
             Some(Value::Seq(items)) => {
                 svc.from("networks", nets.unwrap(), "networks");
                 for i in items.clone() {
                     if let Some(name) = svc.text(&i, "networks") {
                         if let Some(n) = network_name(svc, &i, &name) {
-                            svc.c.settings.networks.push(n);
+                            svc.c.settings.networks.push(NetworkRef::named(n));
                             aliases.push(Vec::new());
                         }
                     }
@@ -113,18 +271,25 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
                     let Some(n) = network_name(svc, &Node::new(Value::Null, k.at), &k.name) else {
                         continue;
                     };
+                    let mut entry = NetworkRef::named(n.clone());
                     let mut a = Vec::new();
                     for (ek, ev) in v.map().unwrap_or(&[]) {
                         let ekey = format!("networks.{}.{}", k.name, ek.name);
                         match ek.name.as_str() {
                             "aliases" => a = svc.texts(ev, &ekey),
-                            "ipv4_address" | "ipv6_address" | "link_local_ips" | "mac_address" => {
-                                svc.unsupported(
-                                    ev,
-                                    &ekey,
-                                    "the agent sets no addresses on its networks",
-                                )
+                            "ipv4_address" => {
+                                entry.ipv4_address = address(svc, ev, &ekey, &n, false);
+                                svc.from("networks", ev, &ekey);
                             }
+                            "ipv6_address" => {
+                                entry.ipv6_address = address(svc, ev, &ekey, &n, true);
+                                svc.from("networks", ev, &ekey);
+                            }
+                            "link_local_ips" | "mac_address" => svc.unsupported(
+                                ev,
+                                &ekey,
+                                "the agent sets no link-local or MAC addresses",
+                            ),
                             "priority" | "gw_priority" | "interface_name" | "driver_opts" => svc
                                 .unsupported(
                                     ev,
@@ -139,7 +304,7 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
                             ),
                         }
                     }
-                    svc.c.settings.networks.push(n);
+                    svc.c.settings.networks.push(entry);
                     aliases.push(a);
                 }
             }
@@ -167,8 +332,10 @@ pub(super) fn map(svc: &mut Svc<'_>, node: &Node) {
             s != t
         })
     {
-        let n = nets.expect("aliases come from networks");
-        svc.unsupported(n, "networks", "aliases that differ between networks: the agent gives a component its aliases on every network it joins");
+        // Aliases that differ between networks: each network's own, on its entry.
+        for (e, a) in svc.c.settings.networks.iter_mut().zip(&aliases) {
+            e.aliases = a.clone();
+        }
         all.clear();
     }
     if let Some(cn) = node.get("container_name") {

@@ -3,6 +3,7 @@
 //! refuse reported at its compose key, and each dropped key written as a comment at the
 //! component it belongs to.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::project::Project;
@@ -124,11 +125,26 @@ pub(super) fn service_file(
     let live: Vec<usize> = (0..mapped.len()).filter(|&i| !mapped[i].skip).collect();
     let components =
         |mapped: &[Mapped]| live.iter().map(|&i| mapped[i].component.clone()).collect();
+    // The options of the networks a component joins (one that lost its networks to a
+    // refused value joins none).
+    let networks = |components: &[Component], p: &Project| -> BTreeMap<_, _> {
+        p.network_options
+            .iter()
+            .filter(|(n, _)| {
+                components
+                    .iter()
+                    .any(|c| c.settings.networks.iter().any(|e| e.name == **n))
+            })
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect()
+    };
     let mut service = Service {
         name: p.name.clone(),
         active: true,
         components: components(&mapped),
+        networks: BTreeMap::new(),
     };
+    service.networks = networks(&service.components, p);
     for _round in 0..8 {
         let text = service.to_toml();
         let issues = apply_issues(&path, &text);
@@ -179,6 +195,7 @@ pub(super) fn service_file(
             return (None, None);
         }
         service.components = components(&mapped);
+        service.networks = networks(&service.components, p);
     }
     p.findings.add(
         Kind::Invalid,

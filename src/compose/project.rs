@@ -51,6 +51,9 @@ pub(super) struct Project {
     pub project_files: usize,
     /// The services of each file `extends.file` names, by its index among the files.
     pub extended: BTreeMap<usize, Vec<(Key, Node)>>,
+    /// The options of the project's networks its services join, by the agent's name of
+    /// each: the service file's `[networks.NAME]`.
+    pub network_options: BTreeMap<String, crate::model::NetworkOptions>,
 }
 
 /// Where a service name is looked up: the project's services, or another file's.
@@ -272,6 +275,7 @@ pub(super) fn load(opts: &Options) -> Result<Project, Report> {
         components: BTreeMap::new(),
         project_files: files.len(),
         extended: BTreeMap::new(),
+        network_options: BTreeMap::new(),
         findings: f,
     };
     let services = match root.get("services") {

@@ -398,17 +398,37 @@ fn networks_aliases_and_names() {
     let (i, d) = import_one(
         "name: shop\nservices:\n  app:\n    image: a\n    networks:\n      default:\n      back: {aliases: [api]}\n      front: {aliases: [api]}\n    container_name: shop-api\n    hostname: app1\n    dns: 1.1.1.1\n    extra_hosts: ['gw:10.0.0.1', 'v6=::1']\n  db:\n    image: a\n    networks: [back]\n  host:\n    image: a\n    network_mode: host\nnetworks:\n  back:\n  front:\n    external: true\n    name: edge\n",
     );
-    assert_eq!(
-        problems(&i, d.path()),
-        ["D/compose.yaml:6:7: services.app.networks: not supported: aliases that differ between networks: the agent gives a component its aliases on every network it joins"]
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
     );
     let s = service(&i);
     let a = component(&s, "app");
-    assert_eq!(a.settings.networks, ["default", "shop_back", "edge"]);
+    // Aliases that differ between networks: each network's own on its entry.
+    let names: Vec<&str> = a
+        .settings
+        .networks
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["default", "shop_back", "edge"]);
+    let per: Vec<&[String]> = a
+        .settings
+        .networks
+        .iter()
+        .map(|e| e.aliases.as_slice())
+        .collect();
     assert_eq!(
-        a.settings.aliases,
-        ["shop-api"],
-        "the per-network aliases left out"
+        per,
+        [&[][..], &["api".to_string()][..], &["api".to_string()][..]]
+    );
+    assert_eq!(a.settings.aliases, ["shop-api"]);
+    assert!(
+        s.to_toml()
+            .contains(r#"{ name = "shop_back", aliases = ["api"] }"#),
+        "{}",
+        s.to_toml()
     );
     let (i, d) = import_one(
         "name: shop\nservices:\n  app:\n    image: a\n    networks:\n      back: {aliases: [api]}\n    container_name: shop-api\n    hostname: app1\n    dns: 1.1.1.1\n    extra_hosts: ['gw:10.0.0.1', 'v6=::1']\n  db:\n    image: a\n    networks: [back]\n  host:\n    image: a\n    network_mode: host\nnetworks:\n  back:\n",
@@ -434,12 +454,89 @@ fn networks_aliases_and_names() {
         [
             "5:19: services.app.network_mode: not supported: \"service:db\": the agent gives each container its own network namespace (join a network both are on instead)",
             "9:15: services.b.networks: network_mode and networks cannot be combined",
-            "12:15: services.c.networks: not supported: aliases that differ between networks: the agent gives a component its aliases on every network it joins",
-            "12:34: services.c.networks.n.ipv4_address: not supported: the agent sets no addresses on its networks",
-            "15:11: networks.n.ipam: not supported: the agent creates networks with podman's defaults: create this one by hand and mark it external",
             "16:13: networks.n.driver: not supported: the agent creates bridge networks (podman's default driver)",
         ]
     );
+}
+
+/// A network's `ipam` (default driver), `driver_opts`, `internal`, `enable_ipv6` and
+/// `labels` become its `[networks.NAME]`; `ipv4_address`/`ipv6_address` the entry's
+/// addresses; what podman 4.3 would ignore is reported.
+#[test]
+fn network_options_and_static_addresses() {
+    let (i, d) = import_one(
+        "name: shop\nservices:\n  dns:\n    image: a\n    networks:\n      net:\n        ipv4_address: 172.22.1.254\n        ipv6_address: fd4d::5\n        aliases: [resolver]\n  app:\n    image: a\n    networks: [net, back]\nnetworks:\n  net:\n    driver: bridge\n    driver_opts:\n      com.docker.network.bridge.name: br-shop\n      com.docker.network.driver.mtu: 1400\n    enable_ipv6: true\n    labels: [team=shop]\n    ipam:\n      driver: default\n      config:\n        - subnet: 172.22.1.0/24\n          gateway: 172.22.1.1\n          ip_range: 172.22.1.128/25\n        - subnet: fd4d::/64\n  back:\n    internal: true\n    driver_opts: {com.docker.network.enable_ipv6: 'false'}\n",
+    );
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let s = service(&i);
+    let net = &s.networks["shop_net"];
+    assert!(net.enable_ipv6 && !net.internal);
+    assert_eq!(net.driver_opts["com.docker.network.bridge.name"], "br-shop");
+    assert_eq!(net.driver_opts["com.docker.network.driver.mtu"], "1400");
+    assert_eq!(net.labels["team"], "shop");
+    let subnets: Vec<String> = net
+        .subnets
+        .iter()
+        .map(|s| format!("{} {:?} {:?}", s.subnet, s.gateway, s.ip_range))
+        .collect();
+    assert_eq!(
+        subnets,
+        [
+            "172.22.1.0/24 Some(\"172.22.1.1\") Some(\"172.22.1.128/25\")",
+            "fd4d::/64 None None"
+        ]
+    );
+    let back = &s.networks["shop_back"];
+    assert!(back.internal && !back.enable_ipv6 && back.driver_opts.is_empty());
+    let e = &component(&s, "dns").settings.networks[0];
+    assert_eq!(e.name, "shop_net");
+    assert_eq!(e.ipv4_address.as_deref(), Some("172.22.1.254"));
+    assert_eq!(e.ipv6_address.as_deref(), Some("fd4d::5"));
+    assert_eq!(component(&s, "dns").settings.aliases, ["resolver"]);
+    assert_eq!(
+        component(&s, "app").settings.networks,
+        ["shop_net", "shop_back"]
+    );
+    assert_eq!(
+        refused("    networks:\n      n: {ipv4_address: 10.9.0.5}\n      m: {ipv4_address: 10.0.0.300}\n      x: {ipv4_address: 10.0.0.5}\n      y: {}\nnetworks:\n  n:\n    ipam: {config: [{subnet: 10.0.0.0/24, aux_addresses: {a: 10.0.0.9}}, {gateway: 10.0.0.1}], options: {o: '1'}}\n    driver_opts: {com.docker.network.bridge.enable_icc: 'true'}\n  m:\n    ipam: {driver: dhcp}\n  x:\n    external: true\n    internal: true\n  y:\n    ipam: {config: [{subnet: fd00::/64}]}\n"),
+        [
+            "6:25: services.app.networks.n.ipv4_address: not supported: 10.9.0.5: the agent sets an address only inside a subnet the network's ipam.config declares",
+            "7:25: services.app.networks.m.ipv4_address: \"10.0.0.300\" is not an IPv4 address",
+            "8:25: services.app.networks.x.ipv4_address: not supported: 10.0.0.5: the agent sets an address only inside a subnet the network's ipam.config declares",
+            "12:58: networks.n.ipam.config.aux_addresses: not supported: podman's compat API takes no auxiliary addresses",
+            "12:74: networks.n.ipam.config: not supported: a config entry without a subnet (podman picks a network's subnet whole)",
+            "12:105: networks.n.ipam.options: not supported: podman's compat API takes no IPAM driver options",
+            "13:57: networks.n.driver_opts.com.docker.network.bridge.enable_icc: not supported: driver option \"com.docker.network.bridge.enable_icc\": podman 4.3's API ignores it (it honours com.docker.network.bridge.name, com.docker.network.driver.mtu and mtu)",
+            "15:20: networks.m.ipam.driver: not supported: podman's compat API takes the default IPAM driver only",
+            "18:15: networks.x: not supported: an external network is made outside the project: its options are not the project's to declare",
+            "20:11: networks.y.ipam: not supported: subnet \"fd00::/64\" is IPv6, and the network has no enable_ipv6 = true",
+        ]
+    );
+}
+
+/// A service without `networks:` is on the project's default network, with the options
+/// and the name the top level gives it.
+#[test]
+fn the_default_network_takes_its_top_level_options() {
+    let (i, d) = import_one(
+        "name: shop\nservices:\n  app:\n    image: a\nnetworks:\n  default:\n    ipam: {config: [{subnet: 10.30.0.0/24}]}\n",
+    );
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let s = service(&i);
+    assert_eq!(component(&s, "app").settings.networks, ["default"]);
+    assert_eq!(s.networks["default"].subnets[0].subnet, "10.30.0.0/24");
+    let (i, _d) = import_one(
+        "name: shop\nservices:\n  app:\n    image: a\nnetworks:\n  default:\n    name: edge\n",
+    );
+    assert_eq!(component(&service(&i), "app").settings.networks, ["edge"]);
 }
 
 #[test]

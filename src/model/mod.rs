@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 mod health;
 mod names;
+mod network;
 mod publish;
 mod settings;
 mod volume;
@@ -16,6 +17,9 @@ pub use health::{
     OnFailure, Probe,
 };
 pub use names::{is_hostname, is_label_value, is_name, RESERVED_SERVICE_NAMES};
+pub use network::{
+    Cidr, NetworkOptions, NetworkRef, Subnet, OPT_BRIDGE_NAME, OPT_DOCKER_MTU, OPT_MTU,
+};
 pub use publish::{PortPublish, Proto};
 pub use settings::{
     parse_bytes, parse_seconds, Bytes, NanoCpus, Seconds, Secret, Settings, Ulimit,
@@ -146,6 +150,44 @@ pub struct Service {
     pub name: String,
     pub active: bool,
     pub components: Vec<Component>,
+    /// `[networks.NAME]`: the options of the networks its components join, by the name
+    /// they use (`"default"`: the service's own); a network not listed is podman's
+    /// default bridge network.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, NetworkOptions>,
+}
+
+impl Service {
+    /// The agent's (podman's) name of a network a component of this service names.
+    pub fn network_name(&self, name: &str) -> String {
+        if name == "default" {
+            service_network(&self.name)
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// The options of each network a component of this service joins, by podman's name.
+    pub fn network_options(&self) -> BTreeMap<String, NetworkOptions> {
+        self.networks
+            .iter()
+            .map(|(k, v)| (self.network_name(k), v.clone()))
+            .collect()
+    }
+}
+
+/// The options of every network a service of `services` declares, by podman's name.
+/// Networks are machine-wide: a component of a service that declares nothing for a
+/// network another declares still gets it made with those options (`apply` keeps two
+/// declarations of one network equal).
+pub fn network_options_of(services: &[Service]) -> BTreeMap<String, NetworkOptions> {
+    let mut out = BTreeMap::new();
+    for s in services {
+        for (k, v) in s.network_options() {
+            out.entry(k).or_insert(v);
+        }
+    }
+    out
 }
 
 /// The network of a service (`networks = ["default"]`, and the default with

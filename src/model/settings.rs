@@ -78,7 +78,7 @@ pub struct Settings {
     // Networks and names (issue 13 §1; the single-network form is the component's
     // `network`). "default" in `networks` is the service's own network.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub networks: Vec<String>,
+    pub networks: Vec<super::NetworkRef>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

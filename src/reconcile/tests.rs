@@ -33,6 +33,7 @@ fn svc(name: &str, comps: Vec<Component>) -> Service {
         name: name.into(),
         active: true,
         components: comps,
+        networks: Default::default(),
     }
 }
 
@@ -482,4 +483,96 @@ async fn an_external_volume_podman_lacks_is_volume_missing_and_nothing_is_create
         ["shop-pg:/var/lib/data"]
     );
     assert!(!root.path().join("shop").exists());
+}
+
+/// A network found with other options than the file's fails the component as
+/// `network-conflict`, naming the difference, and leaves the old container and the
+/// network alone; one of the same options is used.
+#[tokio::test]
+async fn a_network_of_other_options_fails_the_component_and_keeps_its_old_container() {
+    use crate::model::{NetworkOptions, NetworkRef, Subnet};
+    let mut c = comp("web", "img:1");
+    c.network = String::new();
+    c.settings.networks = vec![NetworkRef {
+        ipv4_address: Some("10.213.9.5".into()),
+        ..NetworkRef::named("edge")
+    }];
+    let want = NetworkOptions {
+        subnets: vec![Subnet {
+            subnet: "10.213.9.0/24".into(),
+            gateway: None,
+            ip_range: None,
+        }],
+        internal: true,
+        ..Default::default()
+    };
+    let mut s = svc("shop", vec![c]);
+    s.networks.insert("edge".into(), want.clone());
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let found = NetworkOptions {
+        subnets: vec![Subnet {
+            subnet: "10.89.4.0/24".into(),
+            gateway: Some("10.89.4.1".into()),
+            ip_range: None,
+        }],
+        ..Default::default()
+    };
+    {
+        let mut st = rt.state.lock().unwrap();
+        st.networks.insert("edge".into());
+        st.network_options.insert("edge".into(), found.clone());
+    }
+    let r = once(&rt, std::slice::from_ref(&s)).await;
+    let c = &r.components[0];
+    assert_eq!(c.status, Status::NetworkConflict, "{r:?}");
+    assert_eq!(c.status.as_str(), "network-conflict");
+    let why = c.error.as_ref().unwrap().to_string();
+    assert_eq!(
+        why,
+        "network edge exists with other options than its service file's: subnets 10.89.4.0/24 (the file: 10.213.9.0/24), internal false (the file: true); the agent never removes a network: remove it (podman network rm edge) or declare its options as they are; retried at every pass"
+    );
+    assert!(rt.by_name("shop-web").is_none());
+    assert_eq!(rt.state.lock().unwrap().network_options["edge"], found);
+    // A recreate of a running container stops short of removing it.
+    let old = ContainerSpec::build(&us(), "shop", &comp("web", "img:1"));
+    let id = rt.insert("shop-web", State::Running, old.labels.clone());
+    let r = once(&rt, std::slice::from_ref(&s)).await;
+    assert_eq!(r.components[0].status, Status::NetworkConflict, "{r:?}");
+    assert_eq!(rt.by_name("shop-web").unwrap().actual.id, id);
+    // The network as the file has it: joined, at the address.
+    rt.state
+        .lock()
+        .unwrap()
+        .network_options
+        .insert("edge".into(), want);
+    let r = once(&rt, std::slice::from_ref(&s)).await;
+    assert_eq!(r.components[0].status, Status::Running, "{r:?}");
+    let spec = rt.by_name("shop-web").unwrap().spec.unwrap();
+    assert_eq!(
+        spec.endpoints[0].ipv4_address.as_deref(),
+        Some("10.213.9.5")
+    );
+    assert!(spec.network_options["edge"].internal);
+}
+
+/// Networks are the machine's: a component of a service that declares nothing for a
+/// network gets it made with the options another service declares (an inactive one's
+/// too), so which comes up first does not decide what the network is.
+#[test]
+fn a_network_declared_by_another_service_is_made_with_its_options() {
+    use crate::model::{NetworkOptions, NetworkRef};
+    let mut c = comp("web", "img:1");
+    c.settings.networks = vec![NetworkRef::named("shared")];
+    let joins = svc("b", vec![c]);
+    let mut declares = svc("a", vec![]);
+    declares.active = false;
+    let opts = NetworkOptions {
+        internal: true,
+        ..Default::default()
+    };
+    declares.networks.insert("shared".into(), opts.clone());
+    let host = crate::container::Host::default();
+    let out = desired_with(&[declares, joins], &us(), &Files::default(), &host);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.network_options.get("shared"), Some(&opts));
 }

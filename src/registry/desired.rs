@@ -83,9 +83,15 @@ impl Registry {
             tx.execute("DELETE FROM components WHERE service = ?1", [&s.name])
                 .map_err(|e| self_sql(&path, "delete old components", e))?;
             tx.execute(
-                "INSERT INTO services (name, active, updated_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET active = excluded.active, updated_ms = excluded.updated_ms",
-                params![s.name, s.active, now],
+                "INSERT INTO services (name, active, updated_ms, networks) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET active = excluded.active,
+                     updated_ms = excluded.updated_ms, networks = excluded.networks",
+                params![
+                    s.name,
+                    s.active,
+                    now,
+                    serde_json::to_string(&s.networks).expect("network options serialize")
+                ],
             )
             .map_err(|e| self_sql(&path, "write service", e))?;
             for (pos, c) in incoming.components.iter().enumerate() {
@@ -228,15 +234,24 @@ pub(super) fn read_services(
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, active FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                "SELECT name, active, networks FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(sql("read services"))?;
         let rows = stmt
             .query_map([only], |r| {
+                let networks: String = r.get(2)?;
+                let networks = serde_json::from_str(&networks).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
                 Ok(Service {
                     name: r.get(0)?,
                     active: r.get(1)?,
                     components: Vec::new(),
+                    networks,
                 })
             })
             .map_err(sql("read services"))?;

@@ -137,6 +137,11 @@ ALTER TABLE components ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE component_status ADD COLUMN health TEXT;
 ALTER TABLE component_status ADD COLUMN completed_hash TEXT;
 "#,
+    // 7 -> 8: a service's network options (`[networks.NAME]`, docs/design.md §3.1): a JSON
+    // object by the name its components use; '{}' (none) for the services of before.
+    r#"
+ALTER TABLE services ADD COLUMN networks TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// `PRAGMA application_id` of a registry ("mcpa"): tells our file from any other SQLite

@@ -167,6 +167,47 @@ pub async fn get(
     }
 }
 
+/// A network's options as podman's compat inspect (`GET /networks/NAME`) shows them: its
+/// subnets with their gateways, `internal`, IPv6 and the driver's options (podman 4.3
+/// shows neither a range nor the bridge's name there).
+pub fn network_options(inspect: &serde_json::Value) -> crate::model::NetworkOptions {
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    crate::model::NetworkOptions {
+        subnets: inspect["IPAM"]["Config"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|s| {
+                        Some(crate::model::Subnet {
+                            subnet: text(&s["Subnet"])?,
+                            gateway: text(&s["Gateway"]),
+                            ip_range: text(&s["IPRange"]),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        internal: inspect["Internal"].as_bool().unwrap_or(false),
+        enable_ipv6: inspect["EnableIPv6"].as_bool().unwrap_or(false),
+        driver_opts: inspect["Options"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        labels: inspect["Labels"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// The address the host reaches a container at, from its inspect: `127.0.0.1` for network
 /// mode `host`; none for `none` and for rootless user-mode networks (`slirp4netns`,
 /// `pasta`: the host cannot reach their addresses); else the first IPv4 address of its
@@ -505,6 +546,33 @@ mod tests {
             Some("true")
         );
         assert!(parse_list(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_networks_options_are_read_from_podmans_compat_inspect() {
+        // As podman 4.3 answered GET /v1.41/networks/NAME here (a range and the bridge's
+        // name are not in it; `isolate` is podman's own).
+        let v: serde_json::Value = serde_json::from_str(r#"{"Name":"xt1","Driver":"bridge","EnableIPv6":true,"IPAM":{"Driver":"default","Options":{"driver":"host-local"},"Config":[{"Subnet":"10.213.250.0/24","Gateway":"10.213.250.1"},{"Subnet":"fd00:213:250::/64","Gateway":"fd00:213:250::1"}]},"Internal":true,"Attachable":false,"Containers":{},"Options":{"mtu":"1400"},"Labels":{"a":"b"}}"#).unwrap();
+        let o = network_options(&v);
+        assert!(o.internal && o.enable_ipv6);
+        assert_eq!(o.mtu(), Some("1400"));
+        assert_eq!(o.labels["a"], "b");
+        let s: Vec<(&str, Option<&str>)> = o
+            .subnets
+            .iter()
+            .map(|s| (s.subnet.as_str(), s.gateway.as_deref()))
+            .collect();
+        assert_eq!(
+            s,
+            [
+                ("10.213.250.0/24", Some("10.213.250.1")),
+                ("fd00:213:250::/64", Some("fd00:213:250::1"))
+            ]
+        );
+        assert_eq!(
+            network_options(&serde_json::json!({})),
+            crate::model::NetworkOptions::default()
+        );
     }
 
     #[test]

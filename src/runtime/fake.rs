@@ -23,6 +23,8 @@ pub struct FakeState {
     pub networks: BTreeSet<String>,
     /// Podman's volumes (external volumes are checked against them).
     pub volumes: BTreeSet<String>,
+    /// The options each network was made with (or a test put there).
+    pub network_options: BTreeMap<String, crate::model::NetworkOptions>,
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
@@ -328,11 +330,25 @@ impl Runtime for FakeRuntime {
         }
     }
 
-    async fn ensure_network(&self, name: &str) -> Result<()> {
+    async fn ensure_network(
+        &self,
+        name: &str,
+        options: Option<&crate::model::NetworkOptions>,
+    ) -> Result<()> {
         self.gate().await;
-        self.enter("ensure_network")?
-            .networks
-            .insert(name.to_string());
+        let mut s = self.enter("ensure_network")?;
+        if let (Some(want), Some(have)) = (options, s.network_options.get(name)) {
+            if let Some(difference) = super::network_difference(want, have) {
+                return Err(RuntimeError::NetworkMismatch {
+                    network: name.to_string(),
+                    difference,
+                });
+            }
+        }
+        if s.networks.insert(name.to_string()) {
+            let made = options.cloned().unwrap_or_default();
+            s.network_options.insert(name.to_string(), made);
+        }
         Ok(())
     }
 

@@ -98,6 +98,10 @@ pub enum RuntimeError {
     Api(String),
     #[error("{0}")]
     Cli(String),
+    /// A network of that name exists with other options than the service file's: the
+    /// agent neither uses it as it is nor removes it.
+    #[error("network {network} exists with other options: {difference}")]
+    NetworkMismatch { network: String, difference: String },
 }
 
 impl RuntimeError {
@@ -159,6 +163,7 @@ pub async fn timed<T>(call: &'static str, f: impl Future<Output = Result<T>>) ->
         RuntimeError::NotFound(_) => "not_found",
         RuntimeError::Api(_) => "api",
         RuntimeError::Cli(_) => "cli",
+        RuntimeError::NetworkMismatch { .. } => "network_mismatch",
     });
     crate::metrics::podman_request(call, t.elapsed(), kind);
     r
@@ -181,8 +186,14 @@ pub trait Runtime: Send + Sync {
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Pulls `image` into the local store; the error carries the registry's reason.
     fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
-    /// Creates a bridge network with default settings if none of that name exists.
-    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates a bridge network if none of that name exists: with podman's default
+    /// settings, or with `options`. With `options`, a network of that name that exists
+    /// with other subnets, gateways, `internal`, IPv6 or MTU is `NetworkMismatch`.
+    fn ensure_network(
+        &self,
+        name: &str,
+        options: Option<&crate::model::NetworkOptions>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
@@ -220,4 +231,153 @@ pub trait Runtime: Send + Sync {
     /// has one (by network name), `127.0.0.1` for network mode `host`, `None` when it has
     /// none (network `none`, not running, or a rootless network the host cannot reach).
     fn address(&self, id: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
+}
+
+/// What differs between the options a service file declares for a network (`want`) and
+/// those of the network found (`have`), as far as podman's compat API shows them: the
+/// subnets of each address family the file declares (and each gateway it names), `internal`, IPv6, the MTU. `None`: none of
+/// those. A range (`ip_range`), the bridge's name and labels are not compared: podman
+/// 4.3's compat inspect does not show the first two, and labels change nothing.
+pub fn network_difference(
+    want: &crate::model::NetworkOptions,
+    have: &crate::model::NetworkOptions,
+) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    // Per address family the file declares subnets of: podman picks the subnet of a
+    // family the file leaves out (an IPv6 one for enable_ipv6 alone), which is no
+    // difference.
+    let v6 = |s: &crate::model::Subnet| s.subnet.contains(':');
+    for family in [false, true] {
+        let list = |o: &crate::model::NetworkOptions| {
+            let mut v: Vec<String> = o
+                .subnets
+                .iter()
+                .filter(|s| v6(s) == family)
+                .map(|s| s.subnet.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let (w, h) = (list(want), list(have));
+        if w.is_empty() {
+            continue;
+        }
+        if w != h {
+            out.push(format!(
+                "subnets {} (the file: {})",
+                if h.is_empty() {
+                    "none".into()
+                } else {
+                    h.join(", ")
+                },
+                w.join(", ")
+            ));
+            continue;
+        }
+        for ws in want.subnets.iter().filter(|s| v6(s) == family) {
+            let Some(g) = &ws.gateway else { continue };
+            let found = have
+                .subnets
+                .iter()
+                .find(|s| s.subnet == ws.subnet)
+                .and_then(|s| s.gateway.clone());
+            if found.as_deref() != Some(g.as_str()) {
+                out.push(format!(
+                    "gateway of {} {} (the file: {g})",
+                    ws.subnet,
+                    found.as_deref().unwrap_or("none")
+                ));
+            }
+        }
+    }
+    if want.internal != have.internal {
+        out.push(format!(
+            "internal {} (the file: {})",
+            have.internal, want.internal
+        ));
+    }
+    if want.enable_ipv6 != have.enable_ipv6 {
+        out.push(format!(
+            "enable_ipv6 {} (the file: {})",
+            have.enable_ipv6, want.enable_ipv6
+        ));
+    }
+    if want.mtu() != have.mtu() {
+        out.push(format!(
+            "mtu {} (the file: {})",
+            have.mtu().unwrap_or("podman's default"),
+            want.mtu().unwrap_or("podman's default")
+        ));
+    }
+    (!out.is_empty()).then(|| out.join(", "))
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::network_difference;
+    use crate::model::{NetworkOptions, Subnet};
+
+    fn net(subnets: &[(&str, Option<&str>)], internal: bool, v6: bool) -> NetworkOptions {
+        NetworkOptions {
+            subnets: subnets
+                .iter()
+                .map(|(s, g)| Subnet {
+                    subnet: s.to_string(),
+                    gateway: g.map(str::to_string),
+                    ip_range: None,
+                })
+                .collect(),
+            internal,
+            enable_ipv6: v6,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_what_the_file_declares_and_podman_shows_is_compared() {
+        let want = net(&[("10.1.0.0/24", None)], false, true);
+        // podman 4.3 adds an IPv6 subnet of its own for enable_ipv6 with an IPv4 subnet
+        // alone (measured here), and gateways the file does not name: no difference.
+        let have = net(
+            &[
+                ("10.1.0.0/24", Some("10.1.0.1")),
+                ("fd00:aa::/64", Some("fd00:aa::1")),
+            ],
+            false,
+            true,
+        );
+        assert_eq!(network_difference(&want, &have), None);
+        let mut labelled = want.clone();
+        labelled.labels.insert("a".into(), "b".into());
+        labelled.subnets[0].ip_range = Some("10.1.0.128/25".into());
+        assert_eq!(network_difference(&labelled, &have), None);
+        // Nothing declared: any network of the name is the one.
+        assert_eq!(
+            network_difference(
+                &NetworkOptions::default(),
+                &net(&[("10.9.0.0/24", None)], false, false)
+            ),
+            None
+        );
+        let gw = net(&[("10.1.0.0/24", Some("10.1.0.254"))], true, false);
+        assert_eq!(
+            network_difference(&gw, &have).as_deref(),
+            Some("gateway of 10.1.0.0/24 10.1.0.1 (the file: 10.1.0.254), internal false (the file: true), enable_ipv6 true (the file: false)")
+        );
+        let mut mtu = net(&[], false, false);
+        mtu.driver_opts
+            .insert("com.docker.network.driver.mtu".into(), "1400".into());
+        let mut found = net(&[], false, false);
+        assert_eq!(
+            network_difference(&mtu, &found).as_deref(),
+            Some("mtu podman's default (the file: 1400)")
+        );
+        found.driver_opts.insert("mtu".into(), "1400".into());
+        assert_eq!(network_difference(&mtu, &found), None);
+        let other = net(&[("fd00:bb::/64", None)], false, true);
+        assert_eq!(
+            network_difference(&other, &have).as_deref(),
+            Some("subnets fd00:aa::/64 (the file: fd00:bb::/64)")
+        );
+    }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HostConfig,
+    HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -223,6 +223,12 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                             e.network.clone(),
                             EndpointSettings {
                                 aliases: Some(e.aliases.clone()),
+                                ipam_config: (e.ipv4_address.is_some() || e.ipv6_address.is_some())
+                                    .then(|| EndpointIpamConfig {
+                                        ipv4_address: e.ipv4_address.clone(),
+                                        ipv6_address: e.ipv6_address.clone(),
+                                        ..Default::default()
+                                    }),
                                 ..Default::default()
                             },
                         )
@@ -281,6 +287,43 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..Default::default()
     }
+}
+
+/// The create of network `name`: a bridge, with podman's defaults or `options` (podman
+/// 4.3's compat API reads `com.docker.network.bridge.name` as the interface's name and
+/// `com.docker.network.driver.mtu` as `mtu`).
+pub fn network_create_request(
+    name: &str,
+    options: Option<&crate::model::NetworkOptions>,
+) -> NetworkCreateRequest {
+    let mut req = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        ..Default::default()
+    };
+    let Some(o) = options else { return req };
+    if !o.subnets.is_empty() {
+        req.ipam = Some(Ipam {
+            driver: Some("default".into()),
+            config: Some(
+                o.subnets
+                    .iter()
+                    .map(|s| IpamConfig {
+                        subnet: Some(s.subnet.clone()),
+                        gateway: s.gateway.clone(),
+                        ip_range: s.ip_range.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            options: None,
+        });
+    }
+    req.internal = o.internal.then_some(true);
+    req.enable_ipv6 = o.enable_ipv6.then_some(true);
+    req.options = (!o.driver_opts.is_empty()).then(|| o.driver_opts.clone().into_iter().collect());
+    req.labels = (!o.labels.is_empty()).then(|| o.labels.clone().into_iter().collect());
+    req
 }
 
 /// `HOST[:CONTAINER[:PERMISSIONS]]` (checked by `apply`) as podman's device mapping.
@@ -404,27 +447,46 @@ impl Runtime for Podman {
         Ok(())
     }
 
-    async fn ensure_network(&self, name: &str) -> Result<()> {
+    async fn ensure_network(
+        &self,
+        name: &str,
+        options: Option<&crate::model::NetworkOptions>,
+    ) -> Result<()> {
         super::timed("ensure_network", async move {
             if matches!(name, "bridge" | "host" | "none" | "podman") {
                 return Ok(());
             }
-            let req = NetworkCreateRequest {
-                name: name.to_string(),
-                driver: Some("bridge".into()),
-                ..Default::default()
-            };
-            match self.docker()?.create_network(req).await {
-                Ok(_) => Ok(()),
+            let req = network_create_request(name, options);
+            let exists = match self.docker()?.create_network(req).await {
+                Ok(_) => false,
                 Err(BollardError::DockerResponseServerError {
                     status_code: 409, ..
-                }) => Ok(()),
+                }) => true,
                 Err(BollardError::DockerResponseServerError { message, .. })
                     if message.contains("already exists") =>
                 {
-                    Ok(())
+                    true
                 }
-                Err(e) => Err(self.map_err(e)),
+                Err(e) => return Err(self.map_err(e)),
+            };
+            let Some(want) = options.filter(|_| exists) else {
+                return Ok(());
+            };
+            // The name is taken: by a network of the same options, or it is not ours to use.
+            let path = format!("{}/networks/{}", api_prefix(), path_segment(name));
+            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
+            if !status.is_success() {
+                return Err(api::answer_error(&path, status, &body));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
+            })?;
+            match super::network_difference(want, &api::network_options(&v)) {
+                None => Ok(()),
+                Some(difference) => Err(RuntimeError::NetworkMismatch {
+                    network: name.to_string(),
+                    difference,
+                }),
             }
         })
         .await

@@ -151,7 +151,10 @@ pub(super) fn parse_component(
             );
         }
     }
-    let mut settings = super::settings::parse_settings(c, &rc, network);
+    if !network.is_empty() {
+        cs.network = Some(c.loc(rc.network.span()));
+    }
+    let mut settings = super::settings::parse_settings(c, &rc, network, &mut cs);
     settings.health = rc
         .health
         .as_ref()

@@ -16,6 +16,8 @@ struct FileService<'a> {
     /// them on each volume; a declaration no component used is not kept).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     volumes: BTreeMap<&'a str, FileVolume<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    networks: &'a BTreeMap<String, crate::model::NetworkOptions>,
     components: Vec<FileComponent<'a>>,
 }
 
@@ -121,6 +123,7 @@ impl Service {
             name: &self.name,
             active: self.active,
             volumes,
+            networks: &self.networks,
             components: self
                 .components
                 .iter()

@@ -11,6 +11,8 @@ use crate::error::Location;
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     pub name: Option<Location>,
+    /// Each `[networks.NAME]` by the name as written.
+    pub networks: BTreeMap<String, Location>,
     /// Per component: its name, each fixed port publish, and each route's (name, hostname).
     pub components: Vec<ComponentSource>,
 }
@@ -22,6 +24,9 @@ pub struct ComponentSource {
     pub routes: Vec<(Location, Option<Location>)>,
     /// Each `depends_on` entry by its key as written: (the key, the condition).
     pub depends_on: BTreeMap<String, (Location, Location)>,
+    /// The single `network`, when set, and each `networks` entry.
+    pub network: Option<Location>,
+    pub networks: Vec<Location>,
 }
 
 /// One problem in an input file, printed as `file:line:col: reason`.

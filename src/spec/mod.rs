@@ -14,6 +14,7 @@ mod export;
 pub mod input;
 mod lifecycle;
 mod location;
+pub mod networks;
 mod parse;
 mod raw;
 mod rules;

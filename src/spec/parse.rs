@@ -152,8 +152,9 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
     };
     let mut source = SourceMap {
         name: Some(c.loc(raw.name.span())),
-        components: Vec::new(),
+        ..SourceMap::default()
     };
+    let networks = super::networks::parse_networks(&mut c, &raw.networks, &mut source.networks);
     if !is_name(raw.name.get_ref()) {
         c.bad(
             raw.name.span(),
@@ -200,6 +201,13 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
         &components,
         &source.components,
     );
+    super::networks::check_service(
+        &mut c,
+        &networks,
+        &source.networks,
+        &components,
+        &source.components,
+    );
     if !c.issues.is_empty() {
         return Err(Issues(c.issues));
     }
@@ -209,6 +217,7 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceFile, Issues> {
             name: raw.name.into_inner(),
             active: raw.active,
             components,
+            networks,
         },
         source,
     })

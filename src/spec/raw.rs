@@ -27,6 +27,44 @@ pub(super) struct RawService {
     pub(super) volumes: Spanned<BTreeMap<Spanned<String>, Spanned<RawServiceVolume>>>,
     #[serde(default)]
     pub(super) components: Vec<Spanned<RawComponent>>,
+    /// `[networks.NAME]`: the options of a network its components join.
+    #[serde(default)]
+    pub(super) networks: BTreeMap<Spanned<String>, Spanned<RawNetwork>>,
+}
+
+/// `[networks.NAME]`, named as compose names a network's keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    #[serde(default = "empty")]
+    pub(super) subnets: Spanned<Vec<Spanned<RawSubnet>>>,
+    pub(super) internal: Option<Spanned<bool>>,
+    pub(super) enable_ipv6: Option<Spanned<bool>>,
+    #[serde(default = "empty")]
+    pub(super) driver_opts: Spanned<BTreeMap<Spanned<String>, Spanned<Word>>>,
+    #[serde(default = "empty")]
+    pub(super) labels: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// `{ subnet = "10.1.0.0/24", gateway = "10.1.0.1", ip_range = "10.1.0.128/25" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubnet {
+    pub(super) subnet: Spanned<String>,
+    pub(super) gateway: Option<Spanned<String>>,
+    pub(super) ip_range: Option<Spanned<String>>,
+}
+
+/// A `networks` entry written as a table: `{ name = "backend", aliases = ["db"],
+/// ipv4_address = "10.1.0.5" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetworkEntry {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) aliases: Vec<String>,
+    pub(super) ipv4_address: Option<String>,
+    pub(super) ipv6_address: Option<String>,
 }
 
 /// `[volumes.NAME]`: `external = true` (podman's volume, created outside the agent), and
@@ -110,8 +148,9 @@ pub(super) struct RawComponent {
     #[serde(default)]
     pub(super) read_only: bool,
     // Networks and names.
+    /// Each entry a network's name or a table ([`RawNetworkEntry`]), checked by hand.
     #[serde(default = "empty")]
-    pub(super) networks: Spanned<Vec<Spanned<String>>>,
+    pub(super) networks: Spanned<Vec<Spanned<toml::Value>>>,
     #[serde(default = "empty")]
     pub(super) aliases: Spanned<Vec<Spanned<String>>>,
     pub(super) hostname: Option<Spanned<String>>,

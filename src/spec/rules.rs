@@ -267,10 +267,81 @@ pub fn check_registry_rules(existing: &[Service], incoming: &[ServiceFile]) -> R
         }
     }
     check_dependencies_across(existing, incoming, &mut issues);
+    check_networks_across(existing, incoming, &mut issues);
     if issues.is_empty() {
         Ok(())
     } else {
         Err(Issues(issues))
+    }
+}
+
+/// Networks are machine-wide: two services that declare options for one network (by
+/// podman's name) declare the same ones, and no two components of different services
+/// have one static address on one network. Against the registry with the services of
+/// `incoming` replacing theirs.
+fn check_networks_across(existing: &[Service], incoming: &[ServiceFile], issues: &mut Vec<Issue>) {
+    let mut services: BTreeMap<&str, (&Service, Option<&ServiceFile>)> = existing
+        .iter()
+        .map(|s| (s.name.as_str(), (s, None)))
+        .collect();
+    for f in incoming {
+        services.insert(&f.service.name, (&f.service, Some(f)));
+    }
+    // Those of the registry first, so that a file is the one told.
+    let mut order: Vec<(&Service, Option<&ServiceFile>)> = services.into_values().collect();
+    order.sort_by_key(|(s, f)| (f.is_some(), s.name.clone()));
+    let mut declared: BTreeMap<String, (&str, &crate::model::NetworkOptions)> = BTreeMap::new();
+    let mut addresses: BTreeMap<(String, String), (&str, &str)> = BTreeMap::new();
+    for (s, f) in order {
+        for (name, o) in &s.networks {
+            let podman = s.network_name(name);
+            match declared.get(&podman) {
+                Some((other, theirs)) if *theirs != o => {
+                    if let Some(f) = f {
+                        issues.push(Issue {
+                            path: f.path.clone(),
+                            at: f.source.networks.get(name).copied(),
+                            reason: format!(
+                                "network {podman:?} is declared with other options by service {other:?}: networks are machine-wide, so every service that declares one declares the same options"
+                            ),
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    declared.insert(podman, (&s.name, o));
+                }
+            }
+        }
+        for (ci, c) in s.components.iter().enumerate() {
+            for (ei, e) in c.settings.networks.iter().enumerate() {
+                for a in [&e.ipv4_address, &e.ipv6_address].into_iter().flatten() {
+                    let key = (s.network_name(&e.name), a.clone());
+                    match addresses.get(&key) {
+                        Some((os, oc)) if *os != s.name => {
+                            if let Some(f) = f {
+                                issues.push(Issue {
+                                    path: f.path.clone(),
+                                    at: f
+                                        .source
+                                        .components
+                                        .get(ci)
+                                        .and_then(|cs| cs.networks.get(ei).copied()),
+                                    reason: format!(
+                                        "address {a} on network {:?} is also component {oc:?}'s of service {os:?}",
+                                        key.0
+                                    ),
+                                });
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            addresses.insert(key, (&s.name, &c.name));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

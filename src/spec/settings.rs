@@ -301,6 +301,105 @@ fn strings(
     v.get_ref().iter().map(|s| s.get_ref().clone()).collect()
 }
 
+/// A component's `networks`: each entry a name, or a table `{ name, aliases,
+/// ipv4_address, ipv6_address }`; each checked on its own here (the addresses against
+/// the service's `[networks.NAME]` in `networks::check_service`).
+fn network_entries(
+    c: &mut Checker<'_>,
+    v: &Spanned<Vec<Spanned<toml::Value>>>,
+    at: &mut Vec<crate::error::Location>,
+) -> Vec<crate::model::NetworkRef> {
+    use crate::model::NetworkRef;
+    c.count(v, v.get_ref().len(), MAX_ENTRIES, "networks");
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for e in v.get_ref() {
+        let entry = match e.get_ref() {
+            toml::Value::String(n) => NetworkRef::named(n.clone()),
+            toml::Value::Table(_) => {
+                match e
+                    .get_ref()
+                    .clone()
+                    .try_into::<super::raw::RawNetworkEntry>()
+                {
+                    Ok(t) => NetworkRef {
+                        name: t.name,
+                        aliases: t.aliases,
+                        ipv4_address: t.ipv4_address,
+                        ipv6_address: t.ipv6_address,
+                    },
+                    Err(err) => {
+                        c.bad(
+                            e.span(),
+                            format!(
+                                "a networks entry as a table is {{ name = \"NETWORK\", aliases = [...], ipv4_address = \"...\", ipv6_address = \"...\" }}: {}",
+                                err.message().trim_end()
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                c.bad(
+                    e.span(),
+                    "a networks entry is a network's name or a table { name = \"NETWORK\", ... }",
+                );
+                continue;
+            }
+        };
+        let n = entry.name.as_str();
+        let named = Spanned::new(e.span(), n.to_string());
+        if c.string(&named, "networks")
+            && !(n == "default"
+                || (super::rules::is_network(n)
+                    && !matches!(n, "bridge" | "host" | "none" | "podman")))
+        {
+            c.bad(
+                e.span(),
+                format!(
+                    "network {n:?} must be \"default\" (the service's own) or a network name of [A-Za-z0-9._-] (\"bridge\", \"host\" and \"none\" take the single form network = ...)"
+                ),
+            );
+        }
+        let line = c.loc(e.span()).line;
+        if let Some(first) = seen.insert(n.to_string(), line) {
+            c.bad(
+                e.span(),
+                format!("network {n:?} is listed twice (first at line {first})"),
+            );
+        }
+        c.count(e, entry.aliases.len(), MAX_ENTRIES, "aliases");
+        for a in &entry.aliases {
+            if !crate::model::is_hostname(a) {
+                c.bad(
+                    e.span(),
+                    format!("alias {a:?} of network {n:?} must be a lowercase DNS name (RFC 1123)"),
+                );
+            }
+        }
+        if let Some(a) = &entry.ipv4_address {
+            if a.parse::<std::net::Ipv4Addr>().is_err() {
+                c.bad(
+                    e.span(),
+                    format!("ipv4_address {a:?} on network {n:?} is not an IPv4 address"),
+                );
+            }
+        }
+        if let Some(a) = &entry.ipv6_address {
+            if a.parse::<std::net::Ipv6Addr>().is_err() {
+                c.bad(
+                    e.span(),
+                    format!("ipv6_address {a:?} on network {n:?} is not an IPv6 address"),
+                );
+            }
+        }
+        at.push(c.loc(e.span()));
+        out.push(entry);
+    }
+    out
+}
+
 fn word_string(c: &mut Checker<'_>, w: &Spanned<Word>, what: &str) -> Option<String> {
     let s = Spanned::new(w.span(), w.get_ref().text());
     c.string(&s, what).then(|| s.into_inner())
@@ -320,7 +419,12 @@ fn size(c: &mut Checker<'_>, w: &Option<Spanned<Word>>, what: &str) -> Option<By
 
 /// The settings of `rc`, every problem recorded at its position; `network` is the
 /// component's network (net.* sysctls need one of the container's own).
-pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &str) -> Settings {
+pub(super) fn parse_settings(
+    c: &mut Checker<'_>,
+    rc: &RawComponent,
+    network: &str,
+    cs: &mut super::ComponentSource,
+) -> Settings {
     let mut out = Settings {
         pull: rc.pull,
         read_only: rc.read_only,
@@ -532,30 +636,7 @@ pub(super) fn parse_settings(c: &mut Checker<'_>, rc: &RawComponent, network: &s
     });
     out.tmpfs = strings(c, &rc.tmpfs, "tmpfs", check_tmpfs);
     // Networks and names.
-    out.networks = strings(c, &rc.networks, "networks", |n| {
-        if n == "default"
-            || (super::rules::is_network(n) && !matches!(n, "bridge" | "host" | "none" | "podman"))
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "network {n:?} must be \"default\" (the service's own) or a network name of [A-Za-z0-9._-] (\"bridge\", \"host\" and \"none\" take the single form network = ...)"
-            ))
-        }
-    });
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for n in rc.networks.get_ref() {
-        let line = c.loc(n.span()).line;
-        if let Some(first) = seen.insert(n.get_ref(), line) {
-            c.bad(
-                n.span(),
-                format!(
-                    "network {:?} is listed twice (first at line {first})",
-                    n.get_ref()
-                ),
-            );
-        }
-    }
+    out.networks = network_entries(c, &rc.networks, &mut cs.networks);
     if !rc.networks.get_ref().is_empty() && !network.is_empty() {
         c.bad(
             rc.network.span(),
