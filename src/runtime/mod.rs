@@ -179,8 +179,14 @@ pub trait Runtime: Send + Sync {
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Whether podman has a volume of exactly this name (never creates one).
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
-    /// Pulls `image` into the local store; the error carries the registry's reason.
-    fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Pulls `image` into the local store; the error carries the registry's reason. The
+    /// latest progress line (`Downloading 0a1b2c3d4e5f 3.1MB/12.0MB`) is kept in
+    /// `progress` as it changes: whoever shows it reads it at its own pace.
+    fn pull(
+        &self,
+        image: &str,
+        progress: &tokio::sync::watch::Sender<String>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Creates a bridge network with default settings if none of that name exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.
