@@ -372,6 +372,7 @@ impl<R: Runtime + 'static> Agent<R> {
             if self.sched.is_running(&work) || self.pending.contains_key(&key) {
                 continue;
             }
+            self.forget_pull_wait(&key);
             self.sched.schedule(work, SOON, now);
             self.pending
                 .insert(key, (a, Arc::new(StorageNames::default())));

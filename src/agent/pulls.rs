@@ -132,6 +132,18 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
+    /// The pull of `image` was dropped (at shutdown, or when `--once` ran out of time):
+    /// nothing waits for it any more; the components keep the status it gave them.
+    pub(super) fn drop_pull(&mut self, image: &str) {
+        if let Some(p) = self.pulls.remove(image) {
+            for key in p.waiters.keys() {
+                if self.awaiting_pull.get(key).is_some_and(|i| i == image) {
+                    self.awaiting_pull.remove(key);
+                }
+            }
+        }
+    }
+
     /// The pull of `image` says how far it is: the waiting components' status shows it
     /// (written when the text changes; the pull's task sends at most one a second).
     pub(super) fn on_pull_progress(&mut self, image: &str, line: String) {
@@ -293,6 +305,7 @@ pub(super) async fn pull_reporting<R: Runtime>(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             r = &mut pull => return r,
             _ = tick.tick() => {
                 if seen.has_changed().unwrap_or(false) {

@@ -379,6 +379,8 @@ impl<R: Runtime + 'static> Agent<R> {
                 // waiting show it; nothing is tried again.
                 if cancelled {
                     tracing::debug!(image = %image, "pull cancelled");
+                    let image = image.clone();
+                    self.drop_pull(&image);
                 } else {
                     tracing::error!(work = %w, "a task of the agent ended without a result");
                     let image = image.clone();

@@ -22,8 +22,8 @@ use crate::spec;
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The longest a pull may take: within the 300 s an operation may run before the
-/// watchdog counts the agent as stuck. A pull cut short is retried with backoff, and
+/// The longest a pull may take: within the 300 s a pull may run before the watchdog
+/// counts the agent as stuck. A pull cut short is retried with backoff, and
 /// podman keeps the layers already fetched.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(240);
 /// One line of a pull's progress as podman's compat API streams it: its step, the layer
