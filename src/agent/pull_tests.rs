@@ -377,3 +377,71 @@ async fn once_reports_a_failed_pull_as_image_missing_with_the_reason() {
     assert_eq!(p0.status, Status::ImageMissing);
     assert!(p0.detail().unwrap().contains("its pull failed"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_image_is_pulled_while_the_old_container_keeps_running() {
+    let rt = slow_registry(["reg/app:2".to_string()], Duration::from_secs(10));
+    rt.state.lock().unwrap().images.insert("reg/app:1".into());
+    let one =
+        "name = \"s\"\n[[components]]\nname = \"a\"\nimage = \"reg/app:1\"\npull = \"missing\"\n";
+    let h = start_with(one, rt, |_| {}).await;
+    within("up on the first image", Duration::from_secs(2), || {
+        running(&h, "s-a")
+    })
+    .await;
+    let old = h.rt.by_name("s-a").unwrap().actual.id;
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other
+        .apply(&[parse_service(
+            std::path::Path::new("s.toml"),
+            &one.replace("reg/app:1", "reg/app:2"),
+        )
+        .unwrap()])
+        .unwrap();
+    within("pulling the new image", Duration::from_secs(3), || {
+        status_of(&h, "a").is_some_and(|s| s.state == "pulling")
+    })
+    .await;
+    // The pull takes 10 s; meanwhile the old container serves.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = h.rt.by_name("s-a").unwrap();
+    assert_eq!(c.actual.id, old);
+    assert_eq!(c.actual.state, State::Running);
+    within(
+        "recreated on the new image",
+        Duration::from_secs(10),
+        || {
+            h.rt.by_name("s-a").is_some_and(|c| {
+                c.actual.id != old
+                    && c.actual.state == State::Running
+                    && c.spec.is_some_and(|s| s.image == "reg/app:2")
+            })
+        },
+    )
+    .await;
+    assert_eq!(h.rt.calls("pull"), 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_component_stopped_while_its_image_is_pulled_is_not_brought_up_by_the_pull() {
+    let rt = slow_registry(["reg/app:1".to_string()], Duration::from_secs(10));
+    let h = start_with(SHARED, rt, |_| {}).await;
+    within("pulling", Duration::from_secs(2), || {
+        status_of(&h, "a").is_some_and(|s| s.state == "pulling")
+    })
+    .await;
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other
+        .set_desired("s", Some("a"), crate::spec::DesiredState::Stopped)
+        .unwrap();
+    within("b and c up after the pull", Duration::from_secs(20), || {
+        running(&h, "s-b") && running(&h, "s-c")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.rt.by_name("s-a").is_none(), "brought up though stopped");
+    assert_ne!(status_of(&h, "a").unwrap().state, "pulling");
+    assert_eq!(h.rt.calls("pull"), 1);
+    h.stop().await;
+}
