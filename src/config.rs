@@ -131,6 +131,8 @@ pub struct PodmanSection {
     pub cli: Argv,
     /// When images are pulled, for components without `pull` of their own.
     pub pull: crate::model::PullPolicy,
+    /// Pulls under way at once (one per image), apart from the bring-ups' slots.
+    pub pull_concurrency: Positive,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -276,6 +278,7 @@ impl Default for PodmanSection {
             socket: SocketUri(format!("unix://{}", socket.display())),
             cli: Argv(vec!["podman".into()]),
             pull: crate::model::PullPolicy::Never,
+            pull_concurrency: Positive(2),
         }
     }
 }
@@ -728,6 +731,15 @@ mod tests {
         );
         assert_eq!(c.proxy.kind, ProxyKind::None);
         assert_eq!(c.podman.cli.0, vec!["podman".to_string()]);
+        assert_eq!(c.podman.pull_concurrency.0, 2);
+        assert_eq!(
+            parse("[podman]\npull_concurrency = 1\n")
+                .unwrap()
+                .podman
+                .pull_concurrency
+                .0,
+            1
+        );
     }
 
     #[test]
@@ -841,6 +853,11 @@ mod tests {
                 "unix:///",
             ),
             ("[podman]\ncli = []\n", "agent.toml:2:7", "non-empty"),
+            (
+                "[podman]\npull_concurrency = 0\n",
+                "agent.toml:2:20",
+                "out of range",
+            ),
             (
                 "[proxy]\nkind = \"nginx\"\n",
                 "agent.toml:2:8",

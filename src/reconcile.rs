@@ -38,6 +38,9 @@ pub enum Status {
     Completed,
     /// Not brought up until a dependency meets its condition.
     Blocked,
+    /// Its image is being pulled (the agent's pull, work of its own): brought up once it
+    /// is local.
+    Pulling,
 }
 
 impl From<InSync> for Status {
@@ -66,6 +69,7 @@ impl Status {
             Status::Waiting => "backing-off",
             Status::Completed => "completed",
             Status::Blocked => "waiting",
+            Status::Pulling => "pulling",
         }
     }
 
@@ -107,6 +111,11 @@ pub enum ActionError {
     /// used as it is, never removed; retried at every pass.
     #[error("network {0} exists with other options than its service file's: {1}; the agent never removes a network: remove it (podman network rm {0}) or declare its options as they are; retried at every pass")]
     NetworkConflict(String, String),
+    /// The bring-up needs a pull, which the agent makes as work of its own: the
+    /// component is `pulling` meanwhile. `local`: the image is in the store (`always`),
+    /// so a failed pull falls back to it.
+    #[error("pulling {image}")]
+    NeedsPull { image: String, local: bool },
     /// The pull of a missing image failed: `image-missing`, retried with backoff.
     #[error("image {image} is not in the local image store and its pull failed: {reason}")]
     PullFailed { image: String, reason: String },
@@ -619,15 +628,44 @@ impl StorageNames {
     }
 }
 
+/// How a bring-up goes about the pull its component's `pull` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PullStep {
+    /// Pulled inside the bring-up (a pass of its own, [`execute`]).
+    #[default]
+    Inline,
+    /// Not pulled here: a bring-up that needs a pull ends `pulling`
+    /// ([`ActionError::NeedsPull`]) before it touches anything, and the agent pulls as
+    /// work of its own (docs/design.md §5.1).
+    Deferred,
+    /// The agent's pull for this bring-up succeeded: not pulled again.
+    Pulled,
+    /// The agent's pull for this bring-up failed with this reason: the local image
+    /// serves (`always`, with a warning), else `image-missing`.
+    Failed(String),
+}
+
 /// Carries out one action; `spec` is the desired container of the action's component
 /// (needed by create and recreate), `names` the pass's creates (see [`StorageNames`]).
-/// A removal reports as `Err`.
+/// A removal reports as `Err`. Pulls are made inside a bring-up ([`PullStep::Inline`]).
 pub async fn run_action<R: Runtime>(
     rt: &R,
     a: Action,
     spec: Option<&ContainerSpec>,
     us: &Us,
     names: &StorageNames,
+) -> Result<ComponentReport, RemovalReport> {
+    run_action_with(rt, a, spec, us, names, PullStep::Inline).await
+}
+
+/// [`run_action`], with the bring-up's pull as `pull` says.
+pub async fn run_action_with<R: Runtime>(
+    rt: &R,
+    a: Action,
+    spec: Option<&ContainerSpec>,
+    us: &Us,
+    names: &StorageNames,
+    pull: PullStep,
 ) -> Result<ComponentReport, RemovalReport> {
     let verb = a.verb();
     let done = |key: ComponentKey, status: Status, id: Option<String>| ComponentReport {
@@ -732,13 +770,13 @@ pub async fn run_action<R: Runtime>(
                 // Removed by someone else between the list and the start (an outside
                 // `rm -f` races its own `die` event): bring up a new one instead.
                 Err(RuntimeError::NotFound(_)) => {
-                    bring_up_report(rt, key, None, spec, us, Verb::Create, names).await
+                    bring_up_report(rt, key, None, spec, us, Verb::Create, names, pull).await
                 }
                 Err(e) => failed(key, e.into(), Some(id)),
             })
         }
         Action::Create { key, strays } => Ok(match remove_strays(rt, &key, &strays).await {
-            Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names).await,
+            Ok(()) => bring_up_report(rt, key, None, spec, us, verb, names, pull).await,
             Err(e) => failed(key, e.into(), None),
         }),
         Action::Recreate {
@@ -747,7 +785,7 @@ pub async fn run_action<R: Runtime>(
             strays,
             ..
         } => Ok(match remove_strays(rt, &key, &strays).await {
-            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names).await,
+            Ok(()) => bring_up_report(rt, key, Some(old_id), spec, us, verb, names, pull).await,
             Err(e) => failed(key, e.into(), Some(old_id)),
         }),
     }
@@ -773,6 +811,7 @@ async fn remove_strays<R: Runtime>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn bring_up_report<R: Runtime>(
     rt: &R,
     key: ComponentKey,
@@ -781,6 +820,7 @@ async fn bring_up_report<R: Runtime>(
     us: &Us,
     verb: Verb,
     names: &StorageNames,
+    pull: PullStep,
 ) -> ComponentReport {
     let report = |key: ComponentKey, status: Status, id: Option<String>| ComponentReport {
         verb: Some(verb),
@@ -792,7 +832,7 @@ async fn bring_up_report<R: Runtime>(
             ..report(key, Status::Failed, old)
         };
     };
-    let mut r = match bring_up(rt, spec, old.as_deref(), us, names).await {
+    let mut r = match bring_up(rt, spec, old.as_deref(), us, names, pull).await {
         Ok((id, storage_freed)) => ComponentReport {
             recovered: true,
             storage_freed,
@@ -803,6 +843,7 @@ async fn bring_up_report<R: Runtime>(
                 ActionError::ImageMissing(_) | ActionError::PullFailed { .. } => {
                     (Status::ImageMissing, old)
                 }
+                ActionError::NeedsPull { .. } => (Status::Pulling, old),
                 ActionError::VolumeMissing(_) | ActionError::ExternalVolumeMissing(_) => {
                     (Status::VolumeMissing, old)
                 }
@@ -828,6 +869,7 @@ async fn bring_up<R: Runtime>(
     old: Option<&str>,
     us: &Us,
     names: &StorageNames,
+    step: PullStep,
 ) -> Result<(String, bool), ActionError> {
     if !spec.unallocated.is_empty() {
         return Err(ActionError::NoHostPort(spec.unallocated.clone()));
@@ -838,22 +880,33 @@ async fn bring_up<R: Runtime>(
         crate::model::PullPolicy::Missing => !local,
         crate::model::PullPolicy::Always => true,
     };
-    if pull {
-        tracing::info!(image = %spec.image, container = %spec.name, "pulling the image");
-        match rt.pull(&spec.image).await {
-            Ok(()) => local = true,
-            Err(e) if e.is_unavailable() => return Err(e.into()),
-            // `always` with the image in the store: the pull failed, the local one serves.
-            Err(e) if local => {
-                tracing::warn!(image = %spec.image, error = %e, "pull failed; using the local image")
-            }
-            Err(e) => {
-                return Err(ActionError::PullFailed {
-                    image: spec.image.clone(),
-                    reason: e.to_string(),
-                })
-            }
+    match (pull, step) {
+        (false, _) => {}
+        // Before anything is touched: the old container keeps running meanwhile.
+        (true, PullStep::Deferred) => {
+            return Err(ActionError::NeedsPull {
+                image: spec.image.clone(),
+                local,
+            })
         }
+        // Pulled for this bring-up just now: the store says whether it is there.
+        (true, PullStep::Pulled) if !local => {
+            return Err(ActionError::PullFailed {
+                image: spec.image.clone(),
+                reason: "pulled, yet not in the local image store".to_string(),
+            })
+        }
+        (true, PullStep::Pulled) => {}
+        (true, PullStep::Failed(reason)) if local => {
+            tracing::warn!(image = %spec.image, error = %reason, "pull failed; using the local image")
+        }
+        (true, PullStep::Failed(reason)) => {
+            return Err(ActionError::PullFailed {
+                image: spec.image.clone(),
+                reason,
+            })
+        }
+        (true, PullStep::Inline) => pull_inline(rt, spec, &mut local).await?,
     }
     if !local {
         return Err(ActionError::ImageMissing(spec.image.clone()));
@@ -947,6 +1000,32 @@ async fn bring_up<R: Runtime>(
     };
     rt.start(&id).await?;
     Ok((id, storage_freed))
+}
+
+/// The pull inside a bring-up ([`PullStep::Inline`]); `local` becomes true once the
+/// image is there.
+async fn pull_inline<R: Runtime>(
+    rt: &R,
+    spec: &ContainerSpec,
+    local: &mut bool,
+) -> Result<(), ActionError> {
+    tracing::info!(image = %spec.image, container = %spec.name, "pulling the image");
+    let progress = tokio::sync::watch::Sender::new(String::new());
+    match rt.pull(&spec.image, &progress).await {
+        Ok(()) => *local = true,
+        Err(e) if e.is_unavailable() => return Err(e.into()),
+        // `always` with the image in the store: the pull failed, the local one serves.
+        Err(e) if *local => {
+            tracing::warn!(image = %spec.image, error = %e, "pull failed; using the local image")
+        }
+        Err(e) => {
+            return Err(ActionError::PullFailed {
+                image: spec.image.clone(),
+                reason: e.to_string(),
+            })
+        }
+    }
+    Ok(())
 }
 
 /// The create again after 5 ms, doubling, while the name is in use and no container the

@@ -206,6 +206,8 @@ impl<R: Runtime + 'static> Agent<R> {
             if self.sched.is_running(&Work::Component(key.clone())) {
                 continue;
             }
+            // In sync: a pull it waited for is no longer its business.
+            self.forget_pull_wait(&key);
             let status = Status::from(sync);
             let id = (!id.is_empty()).then_some(id);
             if self.mode == Mode::Once {
@@ -234,6 +236,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 self.storage_names.forget(&key.container_name());
             }
         }
+        self.pull_steps.retain(|k, _| pending.contains_key(k));
         self.pending = pending;
         self.watch_deaths(&listed.actual);
         self.track_health(&running, &listed.actual);
@@ -252,7 +255,7 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// A planned action becomes the component's work (queued in `pending`), a wait, or —
     /// in `--once`, for a one-shot component that already ran — a failure reported.
-    fn admit(
+    pub(super) fn admit(
         &mut self,
         a: Action,
         actual: &[crate::runtime::Actual],
@@ -262,6 +265,11 @@ impl<R: Runtime + 'static> Agent<R> {
         let key = a.key().clone();
         let work = Work::Component(key.clone());
         let names = self.storage_names.clone();
+        // Its bring-up waits for the pull under way; anything else ends that wait.
+        if self.waits_for_pull(&a) {
+            return;
+        }
+        self.forget_pull_wait(&key);
         if let Action::Start { id, .. } = &a {
             if !self.confirm_start(id, now) {
                 return;
@@ -364,6 +372,7 @@ impl<R: Runtime + 'static> Agent<R> {
             if self.sched.is_running(&work) || self.pending.contains_key(&key) {
                 continue;
             }
+            self.forget_pull_wait(&key);
             self.sched.schedule(work, SOON, now);
             self.pending
                 .insert(key, (a, Arc::new(StorageNames::default())));
@@ -444,6 +453,15 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.deferred.remove(&key) {
             self.want_pass("deferred");
         }
+        // Its image must be pulled first: it waits for the pull (no attempt, no backoff).
+        if let Ok(r) = &result {
+            if r.status == Status::Pulling {
+                if let Ok(r) = result {
+                    self.await_pull(r);
+                }
+                return Requeue::OnChange;
+            }
+        }
         let mut requeue = Requeue::OnChange;
         match result {
             Err(r) => {
@@ -522,7 +540,10 @@ impl<R: Runtime + 'static> Agent<R> {
                             self.brought_up.remove(&r.key);
                         }
                     }
-                    if r.status == Status::Failed {
+                    // A failed pull too: its retry is due then, whatever else happens.
+                    if r.status == Status::Failed
+                        || matches!(r.error, Some(ActionError::PullFailed { .. }))
+                    {
                         requeue = Requeue::After(next - now);
                     }
                 }

@@ -39,12 +39,14 @@ mod edge;
 mod health;
 mod metrics;
 pub mod notify;
+mod pulls;
 mod status;
 mod watch;
 mod work;
 mod writer;
 
 pub use edge::CertsOutcome;
+pub use pulls::PullReport;
 pub use work::OnceReport;
 
 use notify::Notifier;
@@ -263,6 +265,19 @@ pub struct Agent<R: Runtime + 'static> {
     oneshots: HashSet<ComponentKey>,
     /// One-shot components `--once` has brought up (it runs each once).
     ran_once: HashSet<ComponentKey>,
+    /// Pulls waiting or under way, by image, with the components waiting for each.
+    pulls: HashMap<String, pulls::PullWait>,
+    /// The image each component waiting for a pull waits for.
+    awaiting_pull: HashMap<ComponentKey, String>,
+    /// A pull's outcome for the bring-up of each component it was for, until it starts.
+    pull_steps: HashMap<ComponentKey, reconcile::PullStep>,
+    /// When each image's last pull that ended well did.
+    pulled_at: HashMap<String, Instant>,
+    /// Pulls under way.
+    pulling: usize,
+    /// The pulls' progress lines, (image, line), to the loop.
+    progress_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    progress_rx: Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>,
 }
 
 impl<R: Runtime + 'static> Agent<R> {
@@ -285,7 +300,15 @@ impl<R: Runtime + 'static> Agent<R> {
             .into_iter()
             .filter_map(|(k, s)| Some((k, s.completed_hash?)))
             .collect();
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut a = Agent {
+            pulls: HashMap::new(),
+            awaiting_pull: HashMap::new(),
+            pull_steps: HashMap::new(),
+            pulled_at: HashMap::new(),
+            pulling: 0,
+            progress_tx,
+            progress_rx: Some(progress_rx),
             wanted_routes: Vec::new(),
             route_states: Vec::new(),
             proxy_error: None,
@@ -387,6 +410,7 @@ impl<R: Runtime + 'static> Agent<R> {
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut events_open = true;
+        let mut progress = self.progress_rx.take().expect("the loop runs once");
         let ready_by = crate::control::after(now, self.config.reconcile.ready_timeout);
         loop {
             self.start_due_work();
@@ -410,6 +434,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 }
                 Some(polled) = watch.rx.recv() => self.on_polled(polled),
+                Some((image, line)) = progress.recv() => self.on_pull_progress(&image, line),
                 Some(id) = died.recv() => {
                     self.on_death(&id);
                     while let Ok(id) = died.try_recv() {
@@ -466,6 +491,7 @@ impl<R: Runtime + 'static> Agent<R> {
             .map_err(unavailable)?;
         self.podman.up = Some(true);
         let deadline = crate::control::after(Instant::now(), timeout);
+        let mut progress = self.progress_rx.take().expect("the loop runs once");
         self.sched
             .schedule(Work::List, work::URGENT, Instant::now());
         let mut timed_out = false;
@@ -484,12 +510,13 @@ impl<R: Runtime + 'static> Agent<R> {
                     }
                 }
                 () = sleep_until(wake), if wake.is_some() && self.tasks.is_empty() => {}
+                Some((image, line)) = progress.recv() => self.on_pull_progress(&image, line),
                 () = tokio::time::sleep_until(deadline), if !timed_out => {
-                    // Nothing new starts; probes under way are dropped, operations on
-                    // containers finish.
+                    // Nothing new starts; probes and pulls under way are dropped,
+                    // operations on containers finish.
                     timed_out = true;
                     for (w, _, handle) in self.running.values() {
-                        if matches!(w, Work::Probe(_)) {
+                        if matches!(w, Work::Probe(_) | Work::Pull(_)) {
                             handle.abort();
                         }
                     }
@@ -542,7 +569,19 @@ impl<R: Runtime + 'static> Agent<R> {
         by_key
             .into_values()
             .map(|mut r| {
-                if r.status == Status::Blocked {
+                if r.status == Status::Pulling {
+                    // Its pull was still under way.
+                    let shown = self
+                        .status
+                        .get(&r.key)
+                        .and_then(|(_, d, _)| d.clone())
+                        .or_else(|| r.detail())
+                        .unwrap_or_default();
+                    r.status = Status::Failed;
+                    r.error = Some(reconcile::ActionError::Unmet(format!(
+                        "still {shown}{why_late}"
+                    )));
+                } else if r.status == Status::Blocked {
                     r.status = Status::Failed;
                     if let Some(e) = r.error.take() {
                         r.error = Some(reconcile::ActionError::Unmet(format!("{e}{why_late}")));
@@ -604,6 +643,15 @@ impl<R: Runtime + 'static> Agent<R> {
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
         self.status.retain(|k, _| wanted.contains(k));
+        let gone: Vec<ComponentKey> = self
+            .awaiting_pull
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.forget_pull_wait(&k);
+        }
         self.metrics_dirty = true;
         for key in self.pending.keys() {
             self.sched.cancel(&Work::Component(key.clone()));
@@ -773,10 +821,11 @@ impl<R: Runtime + 'static> Agent<R> {
 
     async fn shutdown(mut self) {
         self.notifier.stopping();
-        // Work that changes nothing is cancelled at once; operations on containers,
-        // routes and certificates may finish, for a while.
+        // Work that changes nothing is cancelled at once (a pull too: podman keeps the
+        // layers fetched, and the next start goes on from there); operations on
+        // containers, routes and certificates may finish, for a while.
         for (w, _, handle) in self.running.values() {
-            if matches!(w, Work::Ping | Work::List) {
+            if matches!(w, Work::Ping | Work::List | Work::Pull(_)) {
                 handle.abort();
             }
         }
@@ -810,5 +859,7 @@ mod health_tests;
 mod liveness_tests;
 #[cfg(test)]
 mod metrics_tests;
+#[cfg(test)]
+mod pull_tests;
 #[cfg(test)]
 mod tests;

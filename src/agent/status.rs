@@ -56,7 +56,10 @@ impl<R: Runtime + 'static> Agent<R> {
             ComponentStatus {
                 state: status.as_str().to_string(),
                 container_id: id,
-                last_error: detail.filter(|_| status.is_failure() || status == Status::Blocked),
+                // Why it failed, or what it waits for (a dependency, a pull's progress).
+                last_error: detail.filter(|_| {
+                    status.is_failure() || matches!(status, Status::Blocked | Status::Pulling)
+                }),
                 restarts: 0,
                 next_retry_ms: next_retry_ms.filter(|_| status != Status::Running),
                 updated_ms: now_ms(),
@@ -110,7 +113,11 @@ impl<R: Runtime + 'static> Agent<R> {
             Some(true) if !self.synced => return "podman is up; checking containers".to_string(),
             Some(true) => {}
         }
-        let busy = |k: &ComponentKey| self.pending.contains_key(k) || self.operating.contains(k);
+        let busy = |k: &ComponentKey| {
+            self.pending.contains_key(k)
+                || self.operating.contains(k)
+                || self.awaiting_pull.contains_key(k)
+        };
         let mut counts = [0usize; 3];
         for (k, (s, ..)) in &self.status {
             let i = if busy(k) {
@@ -146,6 +153,9 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         if waiting > 0 {
             line.push_str(&format!(", {waiting} waiting for dependencies"));
+        }
+        if !self.awaiting_pull.is_empty() {
+            line.push_str(&format!(", {} pulling", self.awaiting_pull.len()));
         }
         if in_progress > 0 {
             line.push_str(&format!(", {in_progress} in progress"));

@@ -38,6 +38,8 @@ pub(super) enum Work {
     Component(ComponentKey),
     /// Run this component's health check once.
     Probe(ComponentKey),
+    /// Pull this image, for the components waiting for it (one pull per image).
+    Pull(String),
 }
 
 impl std::fmt::Display for Work {
@@ -49,6 +51,7 @@ impl std::fmt::Display for Work {
             Work::Certs => f.write_str("certificates"),
             Work::Component(k) => write!(f, "operation on {k}"),
             Work::Probe(k) => write!(f, "health check of {k}"),
+            Work::Pull(image) => write!(f, "pull of {image}"),
         }
     }
 }
@@ -68,6 +71,8 @@ impl Work {
             Work::List => Some(Duration::from_secs(150)),
             Work::Routes => Some(Duration::from_secs(300)),
             Work::Component(_) => Some(Duration::from_secs(300)),
+            // Cut off by its own timeout (240 s).
+            Work::Pull(_) => Some(Duration::from_secs(300)),
             // Bounded by its own timeout (at most a day); the margin covers podman.
             Work::Probe(_) => None,
             // An order may wait on the CA for its own (configured) time.
@@ -84,6 +89,7 @@ pub(super) enum Outcome {
     Certs(Box<(Certs, EnsureReport)>),
     /// A probe of this container.
     Probe(String, crate::health::ProbeResult),
+    Pull(Result<(), RuntimeError>),
 }
 
 /// What a registry poll found.
@@ -116,15 +122,26 @@ pub struct OnceReport {
     pub proxy_serves: bool,
     pub routes: Option<Result<SyncReport, ProxyError>>,
     pub certs: Option<super::CertsOutcome>,
+    /// The pulls made, in the order they ended.
+    pub pulls: Vec<super::PullReport>,
     pub(super) list_error: Option<RuntimeError>,
 }
 
 impl<R: Runtime + 'static> Agent<R> {
-    /// Operations in flight, as (bring-ups, others). Each kind has `concurrency` slots of
-    /// its own: a stop or removal never waits behind a mass recovery's creates.
-    fn lanes(&self) -> (usize, usize) {
+    /// Work in flight against each kind's slots. Bring-ups and the other operations each
+    /// have `concurrency` slots of their own (a stop or removal never waits behind a mass
+    /// recovery's creates); probes and pulls theirs.
+    fn slots(&self) -> Slots {
         let up = self.bringing_up.len();
-        (up, self.operating.len().saturating_sub(up))
+        Slots {
+            bring_ups: up,
+            others: self.operating.len().saturating_sub(up),
+            limit: self.config.reconcile.concurrency.0,
+            probing: self.probing,
+            probe_limit: self.config.health.concurrency.0,
+            pulling: self.pulling,
+            pull_limit: self.config.podman.pull_concurrency.0,
+        }
     }
 
     /// Components with an operation waiting or under way (their routes never move).
@@ -155,17 +172,13 @@ impl<R: Runtime + 'static> Agent<R> {
             self.sched.schedule(Work::Ping, URGENT, now);
         }
         loop {
-            let lanes = self.lanes();
-            let (up, limit, pending) = (
-                self.podman.up == Some(true),
-                self.config.reconcile.concurrency.0,
-                &self.pending,
-            );
+            let slots = self.slots();
+            let (up, pending) = (self.podman.up == Some(true), &self.pending);
             let recreating = &self.recreating;
-            let probes = (self.probing, self.config.health.concurrency.0);
-            let Some(w) = self.sched.pop_due(now, |w| {
-                may_start(w, up, pending, lanes, limit, recreating, probes)
-            }) else {
+            let Some(w) = self
+                .sched
+                .pop_due(now, |w| may_start(w, up, pending, &slots, recreating))
+            else {
                 return;
             };
             self.start(w, now);
@@ -174,14 +187,10 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// When the loop must wake for work that is not due yet.
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let lanes = self.lanes();
-        let (up, limit) = (
-            self.podman.up == Some(true),
-            self.config.reconcile.concurrency.0,
-        );
-        let probes = (self.probing, self.config.health.concurrency.0);
+        let slots = self.slots();
+        let up = self.podman.up == Some(true);
         self.sched
-            .next_due(|w| may_start(w, up, &self.pending, lanes, limit, &self.recreating, probes))
+            .next_due(|w| may_start(w, up, &self.pending, &slots, &self.recreating))
     }
 
     fn start(&mut self, w: Work, now: Instant) {
@@ -286,10 +295,27 @@ impl<R: Runtime + 'static> Agent<R> {
                     (Work::Probe(key), Outcome::Probe(id, r))
                 })
             }
+            Work::Pull(image) => {
+                let rt = self.ctx.runtime.clone();
+                let to = self.progress_tx.clone();
+                let image = image.clone();
+                let waiting = self.pulls.get(&image).map_or(0, |p| p.waiters.len());
+                tracing::info!(image = %image, components = waiting, "pulling the image");
+                self.pulling += 1;
+                self.tasks.spawn(async move {
+                    let r = super::pulls::pull_reporting(&*rt, &image, to).await;
+                    (Work::Pull(image), Outcome::Pull(r))
+                })
+            }
             Work::Component(key) => {
                 let Some((action, names)) = self.pending.remove(key) else {
                     self.sched.finish(&w);
                     return;
+                };
+                let pull = if action.brings_up() {
+                    self.take_pull_step(key)
+                } else {
+                    reconcile::PullStep::Deferred
                 };
                 if action.brings_up() {
                     self.bringing_up.insert(key.clone());
@@ -305,7 +331,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 tracing::debug!(action = action.verb().as_str(), component = %key, "operation starts");
                 let deaths = self.deaths.clone();
                 self.tasks.spawn(async move {
-                    let r = reconcile::run_action(&*rt, action, spec.as_ref(), &us, &names).await;
+                    let r =
+                        reconcile::run_action_with(&*rt, action, spec.as_ref(), &us, &names, pull)
+                            .await;
                     // Brought up: its main process is watched from now on.
                     if let (
                         Some(deaths),
@@ -328,9 +356,9 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// A task ended: its key is free again and its outcome goes to the loop.
     pub(super) fn joined(&mut self, done: Result<(tokio::task::Id, (Work, Outcome)), JoinError>) {
-        let (id, outcome) = match done {
-            Ok((id, (w, outcome))) => (id, Some((w, outcome))),
-            Err(e) => (e.id(), None),
+        let (id, outcome, cancelled) = match done {
+            Ok((id, (w, outcome))) => (id, Some((w, outcome)), false),
+            Err(e) => (e.id(), None, e.is_cancelled()),
         };
         let Some((w, ..)) = self.running.remove(&id) else {
             return;
@@ -343,6 +371,26 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         if let Work::Probe(_) = &w {
             self.probing = self.probing.saturating_sub(1);
+        }
+        if let Work::Pull(image) = &w {
+            self.pulling = self.pulling.saturating_sub(1);
+            if outcome.is_none() {
+                // Dropped at shutdown or when `--once` ran out of time: the components
+                // waiting show it; nothing is tried again.
+                if cancelled {
+                    tracing::debug!(image = %image, "pull cancelled");
+                    let image = image.clone();
+                    self.drop_pull(&image);
+                } else {
+                    tracing::error!(work = %w, "a task of the agent ended without a result");
+                    let image = image.clone();
+                    self.on_pulled(
+                        &image,
+                        Err(RuntimeError::Api("the pull's task failed".into())),
+                    );
+                }
+                return;
+            }
         }
         match outcome {
             Some((_, outcome)) => self.on_outcome(w, outcome),
@@ -394,6 +442,15 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 Requeue::OnChange
             }
+            Outcome::Pull(r) => {
+                if let Work::Pull(image) = &w {
+                    if r.as_ref().is_err_and(RuntimeError::is_unavailable) {
+                        self.sched.schedule(Work::Ping, URGENT, Instant::now());
+                    }
+                    self.on_pulled(image, r);
+                }
+                Requeue::OnChange
+            }
             Outcome::Certs(done) => {
                 let (mut certs, report) = *done;
                 if std::mem::take(&mut self.certs_reconfigure) {
@@ -409,7 +466,7 @@ impl<R: Runtime + 'static> Agent<R> {
     /// Applies a reconcile's [`Requeue`]: `After` runs the same key again then (never in
     /// `--once`, which runs each piece of work until it has reported once). A component's
     /// retry is a pass: the plan decides what it needs by then.
-    fn requeue(&mut self, w: Work, requeue: Requeue) {
+    pub(super) fn requeue(&mut self, w: Work, requeue: Requeue) {
         let Requeue::After(delay) = requeue else {
             return;
         };
@@ -420,7 +477,7 @@ impl<R: Runtime + 'static> Agent<R> {
         match w {
             Work::Component(_) => self.sched.schedule(Work::List, URGENT, at),
             Work::Certs | Work::Routes => self.sched.schedule(w, SOON, at),
-            Work::Probe(_) => self.sched.schedule(w, NORMAL, at),
+            Work::Probe(_) | Work::Pull(_) => self.sched.schedule(w, NORMAL, at),
             w => self.sched.schedule(w, URGENT, at),
         }
     }
@@ -499,7 +556,7 @@ impl<R: Runtime + 'static> Agent<R> {
             return;
         }
         let timed_out = Instant::now() >= ready_by;
-        let busy = |w: &Work| matches!(w, Work::Component(_) | Work::Routes);
+        let busy = |w: &Work| matches!(w, Work::Component(_) | Work::Routes | Work::Pull(_));
         let settled = self.podman.up == Some(true)
             && self.synced
             && self.sched.count_waiting(busy) + self.sched.count_running(busy) == 0;
@@ -593,29 +650,45 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 }
 
-/// Whether `w` may start: the list and operations only while podman is up; an operation
-/// only while its lane (bring-ups, or stops, removals and reports) has a free slot; a
-/// recreate only while no other component of its service is being recreated (a changed
-/// spec — an upgrade that changes every container's — rolls through a service one
-/// container at a time).
+/// Work in flight, and each kind's slots.
+struct Slots {
+    bring_ups: usize,
+    others: usize,
+    /// `[reconcile] concurrency`, for bring-ups and for the other operations each.
+    limit: usize,
+    probing: usize,
+    probe_limit: usize,
+    pulling: usize,
+    pull_limit: usize,
+}
+
+/// Whether `w` may start: the list, operations, probes and pulls only while podman is up;
+/// an operation only while its lane (bring-ups, or stops, removals and reports) has a
+/// free slot, a probe or a pull while theirs has; a recreate only while no other
+/// component of its service is being recreated (a changed spec — an upgrade that changes
+/// every container's — rolls through a service one container at a time).
 fn may_start(
     w: &Work,
     up: bool,
     pending: &HashMap<ComponentKey, (Action, Arc<StorageNames>)>,
-    (bring_ups, others): (usize, usize),
-    limit: usize,
+    slots: &Slots,
     recreating: &std::collections::HashSet<ComponentKey>,
-    (probing, probe_limit): (usize, usize),
 ) -> bool {
     match w {
         Work::List => up,
-        Work::Probe(_) => up && probing < probe_limit,
+        Work::Probe(_) => up && slots.probing < slots.probe_limit,
+        Work::Pull(_) => up && slots.pulling < slots.pull_limit,
         Work::Component(k) => {
             let action = pending.get(k).map(|(a, _)| a);
             let brings_up = action.is_some_and(Action::brings_up);
             let rolling = matches!(action, Some(Action::Recreate { .. }))
                 && recreating.iter().any(|r| r.service == k.service && r != k);
-            up && !rolling && if brings_up { bring_ups } else { others } < limit
+            let busy = if brings_up {
+                slots.bring_ups
+            } else {
+                slots.others
+            };
+            up && !rolling && busy < slots.limit
         }
         _ => true,
     }

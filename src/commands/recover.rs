@@ -25,6 +25,14 @@ fn print(report: &OnceReport) -> u8 {
             m.key, m.route, m.from
         );
     }
+    for p in &report.pulls {
+        let what = match &p.result {
+            Ok(took) => format!("pulled in {:.1}s", took.as_secs_f64()),
+            Err(e) => format!("failed: {e}"),
+        };
+        let of: Vec<String> = p.components.iter().map(|k| k.to_string()).collect();
+        println!("pull     {} (for {}): {what}", p.image, of.join(", "));
+    }
     for line in report.pass.action_lines() {
         println!("{line}");
     }

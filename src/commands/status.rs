@@ -197,6 +197,8 @@ fn gather(
             let st = statuses.get(&key);
             let actual = match st.map(|s| s.state.as_str()) {
                 Some("completed") if actual != "running" => "completed".to_string(),
+                // No container yet: its image is being pulled.
+                Some("pulling") if actual == "absent" => "pulling".to_string(),
                 _ => actual,
             };
             rows.push(Row {
@@ -386,17 +388,24 @@ fn summary(rows: &[Row], certs: &[CertRow], orphans: usize, podman: Option<&Stri
     let down = rows.len() - running - completed;
     if down > 0 {
         let waiting = |r: &&Row| r.last_pass_state.as_deref() == Some("waiting");
+        let pulling = |r: &&Row| r.last_pass_state.as_deref() == Some("pulling");
         let backing = rows.iter().filter(|r| r.next_retry_in_ms.is_some()).count();
         let blocked = rows.iter().filter(waiting).count();
+        let pulls = rows
+            .iter()
+            .filter(|r| r.actual != "running")
+            .filter(pulling)
+            .count();
         let failed = rows
             .iter()
-            .filter(|r| r.last_error.is_some() && !waiting(r))
+            .filter(|r| r.last_error.is_some() && !waiting(r) && !pulling(r))
             .count();
         let not_wanted = rows.iter().filter(|r| r.desired != "running").count();
         let mut why = Vec::new();
         for (n, what) in [
             (not_wanted, "not desired running"),
             (blocked, "waiting for dependencies"),
+            (pulls, "pulling"),
             (backing, "backing off"),
             (failed, "failed"),
         ] {

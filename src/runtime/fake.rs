@@ -20,6 +20,16 @@ pub struct FakeState {
     pub images: BTreeSet<String>,
     /// Images a pull finds (in a registry); others fail to pull.
     pub pullable: BTreeSet<String>,
+    /// How long a pull takes (virtual time under a paused clock), in `pull_steps`
+    /// (default 2) even steps, each with its progress line: `Downloading layer 1/2` at
+    /// once, `Downloading layer 2/2` halfway.
+    pub pull_delay: std::time::Duration,
+    pub pull_steps: u32,
+    /// Every pull asked for: image and (tokio) time.
+    pub pulls: Vec<(String, tokio::time::Instant)>,
+    /// Pulls under way now, and the most ever under way at once.
+    pub pulls_in_flight: u32,
+    pub max_pulls_in_flight: u32,
     pub networks: BTreeSet<String>,
     /// Podman's volumes (external volumes are checked against them).
     pub volumes: BTreeSet<String>,
@@ -317,9 +327,34 @@ impl Runtime for FakeRuntime {
         Ok(self.enter("volume_exists")?.volumes.contains(name))
     }
 
-    async fn pull(&self, image: &str) -> Result<()> {
+    async fn pull(&self, image: &str, progress: &tokio::sync::watch::Sender<String>) -> Result<()> {
         self.gate().await;
-        let mut s = self.enter("pull")?;
+        let (delay, steps) = {
+            let mut s = self.enter("pull")?;
+            s.pulls
+                .push((image.to_string(), tokio::time::Instant::now()));
+            s.pulls_in_flight += 1;
+            s.max_pulls_in_flight = s.max_pulls_in_flight.max(s.pulls_in_flight);
+            (s.pull_delay, s.pull_steps.max(1))
+        };
+        // Counted out however the pull ends (its task aborted too).
+        struct Out<'a>(&'a Mutex<FakeState>);
+        impl Drop for Out<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut s) = self.0.lock() {
+                    s.pulls_in_flight -= 1;
+                }
+            }
+        }
+        let _out = Out(&self.state);
+        if !delay.is_zero() {
+            let steps = if steps == 1 { 2 } else { steps };
+            for i in 1..=steps {
+                progress.send_replace(format!("Downloading layer {i}/{steps}"));
+                tokio::time::sleep(delay / steps).await;
+            }
+        }
+        let mut s = self.state.lock().unwrap();
         if s.pullable.contains(image) {
             s.images.insert(image.to_string());
             Ok(())

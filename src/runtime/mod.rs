@@ -184,8 +184,14 @@ pub trait Runtime: Send + Sync {
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Whether podman has a volume of exactly this name (never creates one).
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
-    /// Pulls `image` into the local store; the error carries the registry's reason.
-    fn pull(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Pulls `image` into the local store; the error carries the registry's reason. The
+    /// latest progress line (`Downloading 0a1b2c3d4e5f 3.1MB/12.0MB`) is kept in
+    /// `progress` as it changes: whoever shows it reads it at its own pace.
+    fn pull(
+        &self,
+        image: &str,
+        progress: &tokio::sync::watch::Sender<String>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Creates a bridge network if none of that name exists: with podman's default
     /// settings, or with `options`. With `options`, a network of that name that exists
     /// with other subnets, gateways, `internal`, IPv6 or MTU is `NetworkMismatch`.

@@ -22,10 +22,45 @@ use crate::spec;
 /// Timeout of one API request (not of the event stream, which has its own client).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The longest a pull may take: within the 300 s an operation may run before the
-/// watchdog counts the agent as stuck. A pull cut short is retried with backoff, and
+/// The longest a pull may take: within the 300 s a pull may run before the watchdog
+/// counts the agent as stuck. A pull cut short is retried with backoff, and
 /// podman keeps the layers already fetched.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(240);
+/// One line of a pull's progress as podman's compat API streams it: its step, the layer
+/// (a short id) and, while downloading, the bytes so far of the layer's size.
+pub fn progress_line(info: &bollard::models::CreateImageInfo) -> String {
+    let mut line = info
+        .status
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if let Some(id) = info.id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        line.push(' ');
+        line.extend(id.chars().take(12));
+    }
+    if let Some(d) = &info.progress_detail {
+        match (d.current, d.total) {
+            (Some(c), Some(t)) if t > 0 => line.push_str(&format!(" {}/{}", bytes(c), bytes(t))),
+            (Some(c), _) if c > 0 => line.push_str(&format!(" {}", bytes(c))),
+            _ => {}
+        }
+    }
+    // A line of the stream is podman's to word: kept short for `status`.
+    line.chars().take(200).collect()
+}
+
+/// A byte count as `12.3MB` (decimal units, as podman prints them).
+fn bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.1}GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1}MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1}kB", n / 1e3),
+        n => format!("{n}B"),
+    }
+}
+
 /// How often a list is asked for when podman fails it on a container vanishing under it.
 const LIST_ATTEMPTS: u32 = 5;
 /// Longest the CLI may take to free a storage-held name.
@@ -414,10 +449,10 @@ impl Runtime for Podman {
         .await
     }
 
-    async fn pull(&self, image: &str) -> Result<()> {
+    async fn pull(&self, image: &str, progress: &tokio::sync::watch::Sender<String>) -> Result<()> {
         use futures_util::StreamExt;
         // The whole reference as fromImage (podman pulls exactly it: a tag or a digest);
-        // a pull may take long, within the operation's limit (docs/design.md §5.4).
+        // a pull may take long, within the pull's limit (docs/design.md §5.1).
         let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
             .from_image(image)
             .build();
@@ -435,12 +470,23 @@ impl Runtime for Podman {
                     other => other,
                 },
             })?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            if let Some(e) = info.error_detail.as_ref().and_then(|d| d.message.as_ref()) {
                 return Err(RuntimeError::Api(format!("pull {image}: {}", e.trim())));
             }
+            let line = progress_line(&info);
+            if !line.is_empty() {
+                progress.send_if_modified(|p| {
+                    let changed = *p != line;
+                    if changed {
+                        p.clone_from(&line);
+                    }
+                    changed
+                });
+            }
+            // The log gets each new step, not every byte count.
             let status = info.status.unwrap_or_default();
             if !status.is_empty() && status != last {
-                tracing::info!(image, progress = %status.trim(), "pulling");
+                tracing::info!(image, progress = %line, "pulling");
                 last = status;
             }
         }
