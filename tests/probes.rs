@@ -414,3 +414,76 @@ fn twenty_exec_probes_in_a_row() {
     assert!(median < Duration::from_secs(2), "{median:?}");
     remove_all(&podman);
 }
+
+/// A unix-socket proxy in front of podman's socket that counts the connections made to it.
+struct CountingProxy {
+    uri: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+impl CountingProxy {
+    fn start(real: std::path::PathBuf) -> CountingProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut upstream) = UnixStream::connect(&real) else {
+                    continue;
+                };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client, &mut upstream);
+                    let _ = upstream.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CountingProxy {
+            uri: format!("unix://{}", path.display()),
+            accepted,
+            _dir: dir,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The agent's requests to podman share connections (`src/runtime/transport.rs`): an exec
+/// probe's create and inspect go over a connection kept from before, and only its start,
+/// which podman takes over for the command's output, needs one of its own — 20 probes make
+/// about 20 connections, not the 60 of a connection per request (bollard's own transport).
+#[test]
+fn exec_probes_reuse_their_connections_to_podman() {
+    let podman = private_podman();
+    let id = podman.podman_ok(&["run", "-d", "--name", "box", IMAGE]);
+    let proxy = CountingProxy::start(podman.socket_path());
+    let rt = Podman::new(&proxy.uri, podman.cli_argv());
+    let t = Duration::from_secs(10);
+    block_on(async {
+        for _ in 0..20 {
+            let r = health::run(&rt, &id, &Probe::Cmd(argv(&["true"])), t).await;
+            assert!(r.ok, "{r:?}");
+        }
+    });
+    let n = proxy.accepted();
+    eprintln!("20 exec probes: {n} connections to podman");
+    assert!(n >= 20, "{n}: each start needs a connection of its own");
+    assert!(
+        n <= 26,
+        "{n} connections for 20 exec probes: requests do not share them"
+    );
+    remove_all(&podman);
+}

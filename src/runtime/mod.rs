@@ -15,6 +15,7 @@ pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod podman;
+mod transport;
 
 pub use events::Trigger;
 

@@ -125,11 +125,12 @@ impl Podman {
             return Ok(d.clone());
         }
         let docker =
-            Docker::connect_with_unix(&self.socket, self.timeout.as_secs().max(1), &API_VERSION)
-                .map_err(|e| RuntimeError::Unavailable {
+            super::transport::connect(&self.socket, self.timeout, &API_VERSION).map_err(|e| {
+                RuntimeError::Unavailable {
                     socket: self.socket.clone(),
                     reason: crate::error::chain(&e),
-                })?;
+                }
+            })?;
         *d = Some(docker.clone());
         Ok(docker)
     }
