@@ -680,6 +680,10 @@ mod tests {
             },
             Settings { tty: true, ..d() },
             Settings {
+                stdin_open: true,
+                ..d()
+            },
+            Settings {
                 cap_add: x.cap_add.clone(),
                 ..d()
             },

@@ -242,3 +242,97 @@ fn the_agents_stops_and_recreates_wait_the_components_stop_timeout() {
     );
     assert_eq!(podman.inspect("slow").unwrap()["Config"]["StopTimeout"], 2);
 }
+
+/// Unlimited ulimits (-1, or "unlimited") reach the container as `RLIM_INFINITY`, and
+/// `stdin_open` keeps its standard input open with nothing attached: `cat` as PID 1 waits
+/// on it, where the same `cat` without the key reads end-of-file and exits 0 (`eof`, a
+/// one-shot, which `--once` waits out). Stack and core, not elasticsearch's memlock: this
+/// machine's hard memlock limit is 8 MiB and podman here lacks CAP_SYS_RESOURCE to raise
+/// it, so runc could not set an unlimited one ("setrlimit: operation not permitted").
+#[test]
+fn unlimited_ulimits_and_an_open_stdin_reach_the_container() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let agent = Agent::new(&podman, "");
+    let text = format!(
+        r#"
+name = "keys"
+
+[[components]]
+name = "reader"
+image = "{IMAGE}"
+cmd = ["cat"]
+stdin_open = true
+ulimits = {{ stack = -1, core = {{ soft = 0, hard = "unlimited" }}, nofile = 1024, nproc = 1024 }}
+
+[[components]]
+name = "eof"
+image = "{IMAGE}"
+cmd = ["cat"]
+oneshot = true
+"#
+    );
+    agent.apply("keys.toml", &text);
+    let r = agent.ok(&["--once"]);
+    assert!(r.stdout.contains("keys/eof"), "{r}");
+
+    // Without stdin_open, cat read end-of-file and exited 0.
+    let eof = compat(&podman, "keys-eof");
+    assert_eq!(eof["Config"]["OpenStdin"], false);
+    assert_eq!(eof["State"]["Status"], "exited", "{eof}");
+    assert_eq!(eof["State"]["ExitCode"], 0);
+
+    // With it, cat waits on an open pipe: still running after eof's cat has exited.
+    let c = compat(&podman, "keys-reader");
+    assert_eq!(c["Config"]["OpenStdin"], true);
+    assert_eq!(c["Config"]["AttachStdin"], false);
+    assert_eq!(c["State"]["Status"], "running", "{c}");
+    let limit = |name: &str| {
+        let u = c["HostConfig"]["Ulimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["Name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {c}"));
+        (u["Soft"].as_i64().unwrap(), u["Hard"].as_i64().unwrap())
+    };
+    assert_eq!(limit("RLIMIT_STACK"), (-1, -1));
+    assert_eq!(limit("RLIMIT_CORE"), (0, -1));
+    assert_eq!(limit("RLIMIT_NOFILE"), (1024, 1024));
+    let inside = exec(
+        &podman,
+        "keys-reader",
+        "ulimit -s; ulimit -Hs; ulimit -c; ulimit -Hc; \
+         tr '\\0' ' ' </proc/1/cmdline; echo; cut -d' ' -f3 /proc/1/stat; \
+         readlink /proc/1/fd/0; grep -E '^Max (stack|core)' /proc/1/limits",
+    );
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(
+        lines[..6],
+        ["unlimited", "unlimited", "0", "unlimited", "cat ", "S"],
+        "{inside}"
+    );
+    assert!(lines[6].starts_with("pipe:"), "stdin: {inside}");
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[7])[3..5],
+        ["unlimited", "unlimited"],
+        "{inside}"
+    );
+    assert_eq!(words(lines[8])[4..6], ["0", "unlimited"], "{inside}");
+
+    // export | apply: the same service, nothing to do.
+    let out = agent.path().join("exported");
+    std::fs::create_dir(&out).unwrap();
+    agent.ok(&["export", "-o", out.to_str().unwrap()]);
+    let exported = std::fs::read_to_string(out.join("keys.toml")).unwrap();
+    for key in ["stdin_open = true", "stack = -1", "hard = -1"] {
+        assert!(exported.contains(key), "{key} not exported:\n{exported}");
+    }
+    let r = agent.ok(&["apply", out.to_str().unwrap()]);
+    assert_eq!(r.stdout.trim(), "unchanged keys", "{r}");
+    let r = agent.ok(&["--once"]);
+    assert!(!r.stdout.contains("recreate"), "{r}");
+    assert!(podman.running("keys-reader"));
+}

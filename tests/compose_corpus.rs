@@ -642,7 +642,7 @@ fn percent(n: usize, of: usize) -> String {
 const TARGET: f64 = 0.80;
 /// What the importer reaches (README "Importing compose files" says it): services of
 /// the total imported whole. Changing it means the README's figure changes too.
-const MEASURED_WHOLE: usize = 145;
+const MEASURED_WHOLE: usize = 149;
 
 #[test]
 fn every_corpus_file_imports_and_the_share_of_whole_services_is_reported() {

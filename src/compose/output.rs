@@ -93,6 +93,7 @@ fn clear(c: &mut Component, key: &str) -> bool {
         "depends_on" => s.depends_on.clear(),
         "init" => s.init = false,
         "tty" => s.tty = false,
+        "stdin_open" => s.stdin_open = false,
         "privileged" => s.privileged = false,
         "read_only" => s.read_only = false,
         _ => return false,

@@ -426,13 +426,13 @@ impl Svc<'_> {
                 self.from("read_only", v, k);
                 self.c.settings.read_only = self.bool(v, k);
             }
-            "stdin_open" | "oom_kill_disable" => {
+            "stdin_open" => {
+                self.from("stdin_open", v, k);
+                self.c.settings.stdin_open = self.bool(v, k);
+            }
+            "oom_kill_disable" => {
                 if self.bool(v, k) {
-                    let why = if k == "stdin_open" {
-                        "the agent attaches no standard input to a container"
-                    } else {
-                        "disabling the OOM killer is not among the agent's keys"
-                    };
+                    let why = "disabling the OOM killer is not among the agent's keys";
                     self.unsupported(v, k, why);
                 }
             }

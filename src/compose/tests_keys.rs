@@ -372,6 +372,41 @@ fn process_resource_and_metadata_keys() {
     assert_eq!(c.restart, crate::model::RestartPolicy::UnlessStopped);
 }
 
+/// Compose's unlimited ulimit, -1 (elasticsearch's `memlock: -1`, or `{soft: -1, hard:
+/// -1}`), is the service file's -1; `stdin_open` is the component's. Other negative
+/// limits, an unlimited nofile and a soft limit above its hard one are refused as `apply`
+/// refuses them, at their compose key.
+#[test]
+fn unlimited_ulimits_and_stdin_open() {
+    let (i, d) = import_one("name: s\nservices:\n  app:\n    image: a\n    stdin_open: true\n    ulimits:\n      memlock: -1\n      core: {soft: 0, hard: -1}\n      stack: {soft: '-1', hard: -1}\n      nofile: 65536\n  b:\n    image: b\n    stdin_open: false\n");
+    assert!(
+        problems(&i, d.path()).is_empty(),
+        "{:?}",
+        problems(&i, d.path())
+    );
+    let text = i.text.clone().unwrap();
+    assert!(
+        text.contains("\nstdin_open = true\n")
+            && text.contains("\n[components.ulimits]\nmemlock = -1\nnofile = 65536\nstack = -1\n\n[components.ulimits.core]\nsoft = 0\nhard = -1\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("stdin_open").count(), 1, "{text}");
+    let s = service(&i);
+    let a = &component(&s, "app").settings;
+    assert!(a.stdin_open);
+    assert_eq!(a.ulimits["memlock"], Ulimit { soft: -1, hard: -1 });
+    assert_eq!(a.ulimits["core"], Ulimit { soft: 0, hard: -1 });
+    assert!(!component(&s, "b").settings.stdin_open);
+    assert_eq!(
+        refused("    ulimits:\n      memlock: -2\n      nofile: -1\n      core: {soft: -1, hard: 10}\n"),
+        [
+            "6:7: services.app.ulimits: not supported: the agent refuses it: ulimit \"core\": soft limit unlimited is above hard limit 10",
+            "6:7: services.app.ulimits: not supported: the agent refuses it: ulimit \"memlock\": -2 is negative: a limit is 0 or more, or -1 (or \"unlimited\") for none",
+            "6:7: services.app.ulimits: not supported: the agent refuses it: ulimit \"nofile\" cannot be unlimited: Linux caps open files at fs.nr_open, and the container would not start (\"setrlimit: operation not permitted\"): give a number",
+        ]
+    );
+}
+
 #[test]
 fn deploy_resources_and_restart_policy() {
     let c = app("    deploy:\n      replicas: 1\n      resources:\n        limits: {cpus: '1.5', memory: 512m, pids: 64}\n        reservations: {memory: 128m}\n      restart_policy: {condition: on-failure}\n");
@@ -612,9 +647,9 @@ fn every_key_the_agent_cannot_express_is_refused_with_its_reason() {
         );
     }
     assert_eq!(
-        refused("    stdin_open: true\n    entrypoint: ''\n    stop_grace_period: 1500ms\n    pull_policy: daily\n    scale: 2\n    dns_opt: [use-vc]\n    logging: {driver: syslog}\n  b:\n    image: b\n    logging: {options: {max-size: 1m, max-file: '3'}}\n    extra_hosts: ['h:host-gateway']\n    links: ['app:alias']\n"),
+        refused("    oom_kill_disable: true\n    entrypoint: ''\n    stop_grace_period: 1500ms\n    pull_policy: daily\n    scale: 2\n    dns_opt: [use-vc]\n    logging: {driver: syslog}\n  b:\n    image: b\n    logging: {options: {max-size: 1m, max-file: '3'}}\n    extra_hosts: ['h:host-gateway']\n    links: ['app:alias']\n"),
         [
-            "5:17: services.app.stdin_open: not supported: the agent attaches no standard input to a container",
+            "5:23: services.app.oom_kill_disable: not supported: disabling the OOM killer is not among the agent's keys",
             "6:17: services.app.entrypoint: not supported: an empty entrypoint clears the image's ENTRYPOINT, which the agent cannot express: name the program",
             "7:24: services.app.stop_grace_period: not supported: \"1500ms\": the agent's stop_timeout is whole seconds",
             "8:18: services.app.pull_policy: not supported: \"daily\": the agent pulls never, when missing or before every create",

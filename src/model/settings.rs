@@ -28,6 +28,10 @@ pub struct Settings {
     pub stop_timeout: Option<Seconds>,
     #[serde(skip_serializing_if = "is_false")]
     pub tty: bool,
+    /// The container's standard input kept open (podman's `-i`, `Config.OpenStdin`),
+    /// attached to nothing: a process reading it waits instead of seeing end-of-file.
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin_open: bool,
     // Security and resources.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -268,11 +272,35 @@ impl<'de> Deserialize<'de> for NanoCpus {
 }
 
 /// One resource limit: compose's `nofile = 1024` (soft = hard) or
-/// `nofile = { soft = 1024, hard = 2048 }`.
+/// `nofile = { soft = 1024, hard = 2048 }`; [`Ulimit::UNLIMITED`] (-1, as compose, docker
+/// and podman write it) is no limit (`RLIM_INFINITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ulimit {
     pub soft: i64,
     pub hard: i64,
+}
+
+impl Ulimit {
+    /// No limit: podman's compat API takes -1 and gives the container `RLIM_INFINITY`.
+    pub const UNLIMITED: i64 = -1;
+
+    /// A limit in the order of limits: unlimited above every number.
+    pub fn rank(n: i64) -> u64 {
+        if n == Self::UNLIMITED {
+            u64::MAX
+        } else {
+            n as u64
+        }
+    }
+
+    /// A limit as `ulimit` prints it: a number, or "unlimited".
+    pub fn show(n: i64) -> String {
+        if n == Self::UNLIMITED {
+            "unlimited".to_string()
+        } else {
+            n.to_string()
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -377,5 +405,20 @@ mod tests {
             serde_json::to_string(&u).unwrap(),
             r#"{"nofile":{"soft":1,"hard":2},"nproc":5}"#
         );
+    }
+
+    #[test]
+    fn unlimited_is_minus_one_and_the_largest_limit() {
+        let u: BTreeMap<String, Ulimit> =
+            serde_json::from_str(r#"{"core":{"soft":0,"hard":-1},"memlock":-1}"#).unwrap();
+        assert_eq!(u["memlock"], Ulimit { soft: -1, hard: -1 });
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#"{"core":{"soft":0,"hard":-1},"memlock":-1}"#
+        );
+        assert!(Ulimit::rank(Ulimit::UNLIMITED) > Ulimit::rank(i64::MAX));
+        assert!(Ulimit::rank(0) < Ulimit::rank(1));
+        assert_eq!(Ulimit::show(-1), "unlimited");
+        assert_eq!(Ulimit::show(1024), "1024");
     }
 }

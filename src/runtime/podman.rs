@@ -247,6 +247,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         entrypoint: x.entrypoint.clone(),
         working_dir: x.working_dir.clone(),
         tty: yes(x.tty),
+        open_stdin: yes(x.stdin_open),
         stop_signal: x.stop_signal.clone(),
         stop_timeout: x.stop_timeout.map(|s| s.0.into()),
         hostname: x.hostname.clone(),

@@ -108,6 +108,8 @@ pub(super) struct RawComponent {
     pub(super) stop_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) tty: bool,
+    #[serde(default)]
+    pub(super) stdin_open: bool,
     // Security and resources.
     #[serde(default = "empty")]
     pub(super) cap_add: Spanned<Vec<Spanned<String>>>,
@@ -231,18 +233,27 @@ impl Word {
 #[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "a limit: an integer, or a table { soft = INTEGER, hard = INTEGER }"
+    expecting = "a limit: an integer (-1 or \"unlimited\" for none), or a table { soft = LIMIT, hard = LIMIT }"
 )]
 pub(super) enum RawUlimit {
-    One(i64),
+    One(RawLimit),
     Two(RawUlimitPair),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUlimitPair {
-    pub(super) soft: i64,
-    pub(super) hard: i64,
+    pub(super) soft: RawLimit,
+    pub(super) hard: RawLimit,
+}
+
+/// One limit: an integer (-1: none, as compose writes it) or the string "unlimited",
+/// checked by hand.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawLimit {
+    Int(i64),
+    Str(String),
 }
 
 #[derive(Deserialize)]

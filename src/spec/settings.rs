@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::parse::Checker;
-use super::raw::{RawComponent, RawUlimit, Word};
+use super::raw::{RawComponent, RawLimit, RawUlimit, Word};
 use super::MAX_ENTRIES;
 use crate::model::{parse_bytes, parse_seconds, Bytes, NanoCpus, Settings, Ulimit};
 
@@ -417,6 +417,20 @@ fn size(c: &mut Checker<'_>, w: &Option<Spanned<Word>>, what: &str) -> Option<By
     }
 }
 
+/// One limit of `ulimits`: a number, or -1 or "unlimited" for none ([`Ulimit::UNLIMITED`]).
+fn limit(l: &RawLimit) -> Result<i64, String> {
+    match l {
+        RawLimit::Int(n) if *n >= 0 || *n == Ulimit::UNLIMITED => Ok(*n),
+        RawLimit::Int(n) => Err(format!(
+            "{n} is negative: a limit is 0 or more, or -1 (or \"unlimited\") for none"
+        )),
+        RawLimit::Str(s) if s == "unlimited" => Ok(Ulimit::UNLIMITED),
+        RawLimit::Str(s) => Err(format!(
+            "{s:?} is not a limit: an integer, or -1 (or \"unlimited\") for none"
+        )),
+    }
+}
+
 /// The settings of `rc`, every problem recorded at its position; `network` is the
 /// component's network (net.* sysctls need one of the container's own).
 pub(super) fn parse_settings(
@@ -430,6 +444,7 @@ pub(super) fn parse_settings(
         read_only: rc.read_only,
         init: rc.init,
         tty: rc.tty,
+        stdin_open: rc.stdin_open,
         privileged: rc.privileged,
         ..Settings::default()
     };
@@ -526,21 +541,30 @@ pub(super) fn parse_settings(
                 format!("ulimit {name:?} is not one of {}", ULIMITS.join(", ")),
             );
         }
-        let u = match v.get_ref() {
-            RawUlimit::One(n) => Ulimit { soft: *n, hard: *n },
-            RawUlimit::Two(p) => Ulimit {
-                soft: p.soft,
-                hard: p.hard,
-            },
+        let (soft, hard) = match v.get_ref() {
+            RawUlimit::One(n) => (limit(n), limit(n)),
+            RawUlimit::Two(p) => (limit(&p.soft), limit(&p.hard)),
         };
-        if u.soft < 0 || u.hard < 0 {
-            c.bad(v.span(), format!("ulimit {name:?} must not be negative"));
-        } else if u.soft > u.hard {
+        let (soft, hard) = match (soft, hard) {
+            (Ok(s), Ok(h)) => (s, h),
+            (Err(e), _) | (_, Err(e)) => {
+                c.bad(v.span(), format!("ulimit {name:?}: {e}"));
+                continue;
+            }
+        };
+        let u = Ulimit { soft, hard };
+        if name == "nofile" && u.hard == Ulimit::UNLIMITED {
+            c.bad(
+                v.span(),
+                "ulimit \"nofile\" cannot be unlimited: Linux caps open files at fs.nr_open, and the container would not start (\"setrlimit: operation not permitted\"): give a number",
+            );
+        } else if Ulimit::rank(u.soft) > Ulimit::rank(u.hard) {
             c.bad(
                 v.span(),
                 format!(
                     "ulimit {name:?}: soft limit {} is above hard limit {}",
-                    u.soft, u.hard
+                    Ulimit::show(u.soft),
+                    Ulimit::show(u.hard)
                 ),
             );
         }

@@ -240,13 +240,14 @@ init = true
 stop_signal = "SIGUSR1"
 stop_timeout = "1m 30s"
 tty = true
+stdin_open = true
 cap_add = ["NET_ADMIN", "CAP_SYS_TIME"]
 cap_drop = ["MKNOD"]
 privileged = false
 security_opt = ["no-new-privileges", "label=disable"]
 devices = ["/dev/null:/dev/mynull:rw"]
 sysctls = { "net.ipv4.ip_unprivileged_port_start" = "80", "kernel.shmmax" = 65536 }
-ulimits = { nofile = { soft = 512, hard = 1024 }, nproc = 1024 }
+ulimits = { nofile = { soft = 512, hard = 1024 }, nproc = 1024, memlock = -1, core = { soft = 0, hard = "unlimited" } }
 shm_size = "32m"
 memory = "128m"
 memory_reservation = 67108864
@@ -288,6 +289,16 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
             hard: 1024
         }
     );
+    // Unlimited is -1, as compose and podman write it; "unlimited" is read as -1 too.
+    assert_eq!(
+        x.ulimits["memlock"],
+        crate::model::Ulimit { soft: -1, hard: -1 }
+    );
+    assert_eq!(
+        x.ulimits["core"],
+        crate::model::Ulimit { soft: 0, hard: -1 }
+    );
+    assert!(x.tty && x.stdin_open);
     assert_eq!(x.memory, Some(crate::model::Bytes(128 << 20)));
     assert_eq!(x.memory_reservation, Some(crate::model::Bytes(64 << 20)));
     assert_eq!(x.cpus, Some(crate::model::NanoCpus(500_000_000)));
@@ -299,12 +310,20 @@ fn every_new_key_parses_and_exports_back_to_the_same_service() {
     assert_eq!(x.secrets[0].target, "/run/secrets/db_password");
     let text = s.to_toml();
     assert_eq!(parse(&text).unwrap(), s, "{text}");
+    assert!(text.contains("\nstdin_open = true\n"), "{text}");
+    assert!(
+        text.contains("[components.ulimits]\nmemlock = -1\n")
+            && text.contains("[components.ulimits.core]\nsoft = 0\nhard = -1\n"),
+        "{text}"
+    );
     // Keys left at their default are not printed.
     assert!(!text.contains("privileged ="), "{text}");
     let plain = parse(GOOD).unwrap().to_toml();
     for key in [
         "init",
         "tty",
+        "stdin_open",
+        "ulimits",
         "labels",
         "cap_add",
         "entrypoint",
@@ -365,7 +384,27 @@ fn every_new_key_is_checked_at_its_position_with_the_reason() {
             "above hard limit",
         ),
         ("ulimits = { nofile = { soft = 2 } }\n", "5:22", "a limit"),
-        ("ulimits = { nofile = -1 }\n", "5:22", "negative"),
+        ("ulimits = { memlock = -2 }\n", "5:23", "ulimit \"memlock\": -2 is negative: a limit is 0 or more, or -1 (or \"unlimited\") for none"),
+        ("ulimits = { core = { soft = 0, hard = -5 } }\n", "5:20", "-5 is negative"),
+        ("ulimits = { core = \"none\" }\n", "5:20", "\"none\" is not a limit"),
+        ("ulimits = { core = 1.5 }\n", "5:20", "-1 or \"unlimited\" for none"),
+        (
+            "ulimits = { core = { soft = -1, hard = 1024 } }\n",
+            "5:20",
+            "ulimit \"core\": soft limit unlimited is above hard limit 1024",
+        ),
+        (
+            "ulimits = { stack = { soft = \"unlimited\", hard = 8388608 } }\n",
+            "5:21",
+            "soft limit unlimited is above hard limit 8388608",
+        ),
+        ("ulimits = { nofile = -1 }\n", "5:22", "\"nofile\" cannot be unlimited"),
+        (
+            "ulimits = { nofile = { soft = 1024, hard = \"unlimited\" } }\n",
+            "5:22",
+            "fs.nr_open",
+        ),
+        ("stdin_open = \"yes\"\n", "5:14", "expected a boolean"),
         ("memory = \"1.5g\"\n", "5:10", "not a size"),
         ("memory = \"1m\"\n", "5:10", "less than 6m"),
         (
@@ -467,6 +506,28 @@ fn number_forms_and_a_privileged_component_parse_and_export_back() {
     assert_eq!(x.stop_signal.as_deref(), Some("15"));
     assert_eq!(x.stop_timeout, Some(crate::model::Seconds(0)));
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn unlimited_ulimits_and_stdin_open_of_the_corpus_parse_and_export_back() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/service_file/e876844c3151b3c8c8f65d208ee1b1288da61eb6"
+    ))
+    .unwrap();
+    let s = parse(&text).unwrap();
+    let x = &s.components[0].settings;
+    assert!(x.stdin_open && !x.tty);
+    let u = |soft, hard| crate::model::Ulimit { soft, hard };
+    assert_eq!(x.ulimits["memlock"], u(-1, -1));
+    assert_eq!(x.ulimits["core"], u(0, -1));
+    assert_eq!(x.ulimits["stack"], u(-1, -1));
+    assert_eq!(x.ulimits["nofile"], u(65536, 65536));
+    // Exported in compose's form, -1, which reads back the same.
+    let text = s.to_toml();
+    assert!(text.contains("stack = -1"), "{text}");
+    assert!(!text.contains("unlimited"), "{text}");
+    assert_eq!(parse(&text).unwrap(), s);
 }
 
 #[test]
