@@ -129,10 +129,13 @@ impl From<ChangeError> for Failure {
     }
 }
 
-/// A tokio runtime for commands that talk to podman.
+/// A tokio runtime for commands that talk to podman: one thread (what blocks — SQLite,
+/// files, joins — runs on tokio's blocking pool or a thread of its own). A probe or a
+/// request then hands nothing between worker threads: with two workers an exec health
+/// check cost the agent ≈ 0.8 ms of CPU, a third of it in futex wake-ups and context
+/// switches (BENCHMARKS.md §9).
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::unavailable(anyhow::anyhow!("cannot start the async runtime: {e}")))

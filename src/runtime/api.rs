@@ -167,6 +167,21 @@ pub async fn get(
     }
 }
 
+/// [`get`] of a JSON answer, read as `T`: a non-success answer is its error
+/// ([`answer_error`]: a 404 or "no such container" is `NotFound`).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    socket: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, RuntimeError> {
+    let (status, body) = get(socket, path, timeout).await?;
+    if !status.is_success() {
+        return Err(answer_error(path, status, &body));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))
+}
+
 /// A network's options as podman's compat inspect (`GET /networks/NAME`) shows them: its
 /// subnets with their gateways, `internal`, IPv6 and the driver's options (podman 4.3
 /// shows neither a range nor the bridge's name there).

@@ -522,13 +522,7 @@ impl Runtime for Podman {
             };
             // The name is taken: by a network of the same options, or it is not ours to use.
             let path = format!("{}/networks/{}", api_prefix(), path_segment(name));
-            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-            if !status.is_success() {
-                return Err(api::answer_error(&path, status, &body));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
-            })?;
+            let v: serde_json::Value = api::get_json(&self.socket, &path, self.timeout).await?;
             match super::network_difference(want, &api::network_options(&v)) {
                 None => Ok(()),
                 Some(difference) => Err(RuntimeError::NetworkMismatch {
@@ -580,16 +574,11 @@ impl Runtime for Podman {
             // The lenient reader: a container in a state bollard's enum does not know is
             // still read.
             let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
-            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-            if status == hyper::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                return Err(api::answer_error(&path, status, &body));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
-            })?;
+            let v: serde_json::Value = match api::get_json(&self.socket, &path, self.timeout).await
+            {
+                Err(RuntimeError::NotFound(_)) => return Ok(None),
+                r => r?,
+            };
             let state = &v["State"];
             if state["Running"].as_bool() != Some(true) {
                 return Ok(None);
@@ -666,16 +655,10 @@ impl Runtime for Podman {
                 Err(e) => return Err(self.map_err(e)),
             }
             let path = format!("{}/containers/{}/json", api_prefix(), path_segment(name));
-            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-            if status == hyper::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                return Err(api::answer_error(&path, status, &body));
-            }
-            let c: api::Inspected = serde_json::from_slice(&body).map_err(|e| {
-                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
-            })?;
+            let c: api::Inspected = match api::get_json(&self.socket, &path, self.timeout).await {
+                Err(RuntimeError::NotFound(_)) => return Ok(None),
+                r => r?,
+            };
             // An id-prefix match is another container, not the holder of the name.
             if c.name.as_deref().map(|n| n.trim_start_matches('/')) != Some(name) {
                 return Ok(None);
@@ -701,13 +684,7 @@ impl Runtime for Podman {
         super::timed("address", async move {
             // The lenient reader, as for `main_pid`.
             let path = format!("{}/containers/{}/json", api_prefix(), path_segment(id));
-            let (status, body) = api::get(&self.socket, &path, self.timeout).await?;
-            if !status.is_success() {
-                return Err(api::answer_error(&path, status, &body));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}"))
-            })?;
+            let v: serde_json::Value = api::get_json(&self.socket, &path, self.timeout).await?;
             Ok(api::address_of(&v))
         })
         .await
