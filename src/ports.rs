@@ -90,6 +90,61 @@ pub fn taken_by_foreign_process(port: u16) -> bool {
     !foreign.is_empty()
 }
 
+/// How long a conmon must have run before, its container unknown to podman, it counts as
+/// an orphan: a conmon podman started a moment ago may be of a container the last list
+/// did not show yet.
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `port` is held, and held only by conmons of containers podman no longer has
+/// (`known`: the ids of every container it listed), each running for [`ORPHAN_AGE`] at
+/// least. Podman 4.3 leaves such an orphan when a `podman rm -f` races a start (the
+/// removal deletes the container without stopping the run the start made): its conmon
+/// keeps the run's reserved host ports for ever, and a replacement can never publish them.
+pub fn held_by_orphans(port: u16, known: &std::collections::HashSet<String>) -> bool {
+    let holders = holders(port);
+    !holders.is_empty()
+        && holders.iter().all(|h| {
+            h.comm == "conmon"
+                && conmon_container(h.pid).is_some_and(|id| !known.contains(&id))
+                && age(h.pid).is_some_and(|a| a >= ORPHAN_AGE)
+        })
+}
+
+/// The container a conmon runs: the value of its `-c` argument.
+fn conmon_container(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    container_of_conmon(&cmdline)
+}
+
+/// `-c ID` in a conmon's NUL-separated command line.
+pub(crate) fn container_of_conmon(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2)
+        .find(|w| w[0] == b"-c")
+        .and_then(|w| std::str::from_utf8(w[1]).ok())
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+}
+
+/// How long process `pid` has run.
+fn age(pid: u32) -> Option<std::time::Duration> {
+    let st = crate::runtime::exec::parse_stat(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+    )?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let started = st.start_time as f64 / hz;
+    Some(std::time::Duration::from_secs_f64(
+        (uptime - started).max(0.0),
+    ))
+}
+
 /// The processes holding a listening TCP socket on `port`, from `/proc/net/tcp{,6}` and
 /// `/proc/*/fd` (only the processes this one may look into).
 pub fn holders(port: u16) -> Vec<Holder> {
@@ -175,6 +230,17 @@ fn descends_from_conmon(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_conmon_names_its_container_after_dash_c() {
+        let id = "3f92d30bcfcf8ab075a558f7fb0665c531a421867fa5b444e2e2f6ba4883f94c";
+        let cmdline =
+            format!("/usr/bin/conmon\0--api-version\x001\0-c\0{id}\0-u\0{id}\0-n\0svc1-web\0");
+        assert_eq!(container_of_conmon(cmdline.as_bytes()).as_deref(), Some(id));
+        assert_eq!(container_of_conmon(b"/usr/bin/conmon\0-u\0abc\0"), None);
+        assert_eq!(container_of_conmon(b"/usr/bin/conmon\0-c\0"), None);
+        assert_eq!(container_of_conmon(b""), None);
+    }
+
     use super::*;
 
     fn range(first: u16, last: u16) -> PortRange {

@@ -132,13 +132,19 @@ pub struct Holding {
     /// Components with an operation waiting or under way: their container may be coming
     /// or going right now.
     pub busy: std::collections::HashSet<ComponentKey>,
+    /// The listed container names whose state is `created`: never started, podman holds
+    /// none of their ports.
+    pub created: std::collections::HashSet<String>,
 }
 
 /// Before components are brought up: a route whose host port a process that is not
 /// podman's bound while its component was down and idle gets a new one (the container
 /// could not publish it). Never a route of a component whose container podman lists in
 /// any state or that has an operation in flight: podman's own processes may hold its
-/// ports then (docs/design.md §3.2). `taken` says whether a foreign process holds a port
+/// ports then (docs/design.md §3.2) — but for a container listed `created` whose port is
+/// held by podman's orphans (`orphaned`, [`crate::ports::held_by_orphans`]): conmons of
+/// containers podman no longer has, which never let go, so that the created one could
+/// never start. `taken` says whether a foreign process holds a port
 /// ([`crate::ports::taken_by_foreign_process`]); `is_free` picks the new ones.
 pub fn reallocate_taken(
     reg: &mut Registry,
@@ -146,6 +152,7 @@ pub fn reallocate_taken(
     services: &[Service],
     holding: &Holding,
     taken_by_foreign: &mut dyn FnMut(u16) -> bool,
+    orphaned: &mut dyn FnMut(u16) -> bool,
     is_free: &mut dyn FnMut(u16) -> bool,
 ) -> Result<Vec<Moved>, RegistryError> {
     let mut taken = Vec::new();
@@ -156,15 +163,24 @@ pub fn reallocate_taken(
             .filter(|c| c.desired_state == DesiredState::Running)
         {
             let key = ComponentKey::new(s.name.clone(), c.name.clone());
-            if holding
-                .listed
-                .contains(&crate::spec::container_name(&s.name, &c.name))
-                || holding.busy.contains(&key)
-            {
+            let name = crate::spec::container_name(&s.name, &c.name);
+            let created = holding.created.contains(&name);
+            if holding.listed.contains(&name) && !created || holding.busy.contains(&key) {
                 continue;
             }
             for r in &c.routes {
-                if let Some(p) = r.host_port.filter(|p| taken_by_foreign(*p)) {
+                let held =
+                    |p: u16, t: &mut dyn FnMut(u16) -> bool, o: &mut dyn FnMut(u16) -> bool| {
+                        if created {
+                            o(p)
+                        } else {
+                            t(p)
+                        }
+                    };
+                if let Some(p) = r
+                    .host_port
+                    .filter(|p| held(*p, &mut *taken_by_foreign, &mut *orphaned))
+                {
                     taken.push((key.clone(), r.name.clone(), p));
                 }
             }
@@ -238,6 +254,7 @@ mod tests {
             &services,
             &holding,
             &mut taken,
+            &mut |_| false,
             &mut is_free,
         )
         .unwrap();
@@ -248,6 +265,52 @@ mod tests {
         assert_eq!(moved[0].to, Some(new));
         assert!(new != a && new != b);
         assert_eq!(port_of(&after, 1), b);
+    }
+
+    /// A component whose container is `created` (it could not start) and whose port only
+    /// podman's orphans hold gets a new port; one whose container runs does not.
+    #[test]
+    fn a_created_components_port_held_by_orphans_moves() {
+        let d = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open(&d.path().join("r.db")).unwrap();
+        let mut svc = String::from("name = \"s\"\n");
+        for c in ["a", "b"] {
+            svc.push_str(&format!(
+                "[[components]]\nname = \"{c}\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nmode = \"l4\"\n"
+            ));
+        }
+        reg.apply(&[parse_service(std::path::Path::new("s.toml"), &svc).unwrap()])
+            .unwrap();
+        let mut config = Config::default();
+        config.ports.range = crate::config::PortRange {
+            first: 31920,
+            last: 31929,
+        };
+        reg.allocate_route_ports(config.ports.range, &mut |_| true)
+            .unwrap();
+        let services = reg.services().unwrap();
+        let (a, b) = (
+            services[0].components[0].routes[0].host_port.unwrap(),
+            services[0].components[1].routes[0].host_port.unwrap(),
+        );
+        let holding = Holding {
+            listed: ["s-a".to_string(), "s-b".to_string()].into(),
+            created: ["s-a".to_string()].into(),
+            ..Holding::default()
+        };
+        let moved = reallocate_taken(
+            &mut reg,
+            &config,
+            &services,
+            &holding,
+            &mut |_| true,
+            &mut |p| p == a || p == b,
+            &mut |p| p != a && p != b,
+        )
+        .unwrap();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!((moved[0].key.component.as_str(), moved[0].from), ("a", a));
+        assert!(moved[0].to.is_some_and(|p| p != a && p != b));
     }
 
     /// Three components whose ports are all bound: one listed as `created`, one
@@ -280,13 +343,16 @@ mod tests {
         let holding = Holding {
             listed: ["s-a".to_string(), "s-b".to_string()].into(),
             busy: [ComponentKey::new("s", "c")].into(),
+            created: ["s-a".to_string()].into(),
         };
+        // s-a is `created`, but its port's holders are no orphans of podman's.
         let moved = reallocate_taken(
             &mut reg,
             &config,
             &services,
             &holding,
             &mut |_| true,
+            &mut |_| false,
             &mut |_| true,
         )
         .unwrap();

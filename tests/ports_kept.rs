@@ -107,3 +107,109 @@ fn a_slow_podman_stop_does_not_move_the_port() {
     assert_eq!(ports(&agent), before, "{log}");
     assert!(!log.contains("route moved"), "{log}");
 }
+
+/// A stand-in for podman's orphan: a process named `conmon`, of a container id podman does
+/// not have (`-c ID`), listening on `port` — what a `podman rm -f` that races a start
+/// leaves (the chaos soak met it: the run the start made is never stopped, and its conmon
+/// keeps the reserved host port).
+struct FakeOrphan {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeOrphan {
+    fn start(port: u16) -> FakeOrphan {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("conmon");
+        std::os::unix::fs::symlink("/usr/bin/python3", &exe).unwrap();
+        let script = dir.path().join("hold.py");
+        std::fs::write(
+            &script,
+            format!(
+                "import socket, sys, time\ns = socket.socket()\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('0.0.0.0', {port}))\ns.listen()\nprint('ready', flush=True)\n\
+                 time.sleep(3600)\n"
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(&exe)
+            .arg(&script)
+            .args(["-c", &"0f".repeat(32)])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the fake conmon");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        FakeOrphan { child, _dir: dir }
+    }
+
+    /// How long it has run, from /proc.
+    fn age(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let start: f64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+        let up: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Duration::from_secs_f64((up - start / hz).max(0.0))
+    }
+}
+
+impl Drop for FakeOrphan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A route's port held by podman's orphan (a conmon of a container podman no longer has)
+/// is moved once the component's container is `created` and cannot start, instead of being
+/// kept for ever; held by a conmon of a container podman has, it is kept (the test above).
+#[test]
+fn a_port_held_by_podmans_orphaned_conmon_is_moved() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let agent = Agent::new(&podman, "[ports]\nrange = \"24800-24809\"\n");
+    agent.apply("p.toml", &service(1));
+    let first = agent.run(&["--once"]);
+    assert_eq!(first.code, 0, "{first}");
+    let before = ports(&agent)["c0"];
+    podman.podman_ok(&["rm", "-f", "-t", "0", "p-c0"]);
+    let orphan = FakeOrphan::start(before as u16);
+    // Held by "podman's" process: kept, and the container cannot start.
+    let blocked = agent.run(&["--once", "--timeout", "20s"]);
+    assert_ne!(blocked.code, 0, "{blocked}");
+    assert!(blocked.to_string().contains("already in use"), "{blocked}");
+    assert_eq!(ports(&agent)["c0"], before);
+    wait_for(
+        "the orphan to be old enough",
+        Duration::from_secs(10),
+        || orphan.age() >= mcp_agent::ports::ORPHAN_AGE,
+    );
+    // Now known for an orphan (its container is no container podman has): moved.
+    let moved = agent.run(&["--once", "--timeout", "30s"]);
+    assert_eq!(moved.code, 0, "{moved}");
+    let after = ports(&agent)["c0"];
+    assert_ne!(after, before, "{moved}");
+    assert!(podman.running("p-c0"));
+    let inspected = podman.inspect("p-c0").unwrap();
+    assert!(
+        inspected["HostConfig"]["PortBindings"]
+            .to_string()
+            .contains(&after.to_string()),
+        "{inspected}"
+    );
+    drop(orphan);
+    podman.podman_ok(&["rm", "-af", "-t", "0"]);
+}

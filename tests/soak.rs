@@ -1103,7 +1103,13 @@ impl World {
                         continue;
                     };
                     if have.len() != 1 || have[0].2 != "running" {
-                        bad.push(format!("{}: wanted running, podman has {have:?}", c.key()));
+                        // With the agent's own word on it (its state and last error).
+                        bad.push(format!(
+                            "{}: wanted running, podman has {have:?}; the agent: {} {}",
+                            c.key(),
+                            row["last_pass_state"],
+                            row["last_error"]
+                        ));
                         continue;
                     }
                     let Some(port) = row["routes"][0]["host_port"].as_u64().map(|p| p as u16)
@@ -1145,7 +1151,18 @@ impl World {
         bad
     }
 
-    /// A route's port may move only if the soak's own process took it while it was down.
+    /// Whether `port` is held only by conmons of containers this podman no longer has.
+    fn orphan_holds(&self, port: u16) -> bool {
+        match self.cli.ok(&["ps", "-a", "-q", "--no-trunc"]) {
+            Ok(ids) => {
+                mcp_agent::ports::held_by_orphans(port, &ids.lines().map(str::to_string).collect())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A route's port may move only if the soak's own process took it while it was down,
+    /// or podman's orphan holds it.
     fn check_port(&self, c: &Comp, port: u16, record: bool, bad: &mut Vec<String>) {
         let mut ports = self.ports.lock().unwrap();
         match ports.get(&c.key()).copied() {
@@ -1160,6 +1177,16 @@ impl World {
                     self.event(
                         format!("{}'s port moved {p} -> {port}", c.key()),
                         "allowed: a foreign process took it".into(),
+                        Duration::ZERO,
+                    );
+                    ports.insert(c.key(), port);
+                } else if self.orphan_holds(p) {
+                    // Podman's own defect, which the agent routes around (src/ports.rs
+                    // `held_by_orphans`): a `podman rm -f` that raced the agent's start
+                    // left that run's conmon holding the port, for ever.
+                    self.event(
+                        format!("{}'s port moved {p} -> {port}", c.key()),
+                        "allowed: podman's orphaned conmon (a container podman no longer has) holds it".into(),
                         Duration::ZERO,
                     );
                     ports.insert(c.key(), port);

@@ -774,7 +774,15 @@ async fn list<R: Runtime>(
     let holding = routes::Holding {
         listed: listed.actual.iter().map(|a| a.name.clone()).collect(),
         busy,
+        created: listed
+            .actual
+            .iter()
+            .filter(|a| a.state == crate::runtime::State::Created)
+            .map(|a| a.name.clone())
+            .collect(),
     };
+    let known: std::collections::HashSet<String> =
+        listed.actual.iter().map(|a| a.id.clone()).collect();
     let moved = tokio::task::spawn_blocking(move || {
         let mut reg = match reg {
             Some(r) => r,
@@ -786,6 +794,7 @@ async fn list<R: Runtime>(
             &services,
             &holding,
             &mut crate::ports::taken_by_foreign_process,
+            &mut |p| crate::ports::held_by_orphans(p, &known),
             &mut crate::ports::host_port_free,
         );
         let services = match &moved {
