@@ -267,14 +267,17 @@ mod tests {
         assert_eq!(port_of(&after, 1), b);
     }
 
-    /// A component whose container is `created` (it could not start) and whose port only
-    /// podman's orphans hold gets a new port; one whose container runs does not.
-    #[test]
-    fn a_created_components_port_held_by_orphans_moves() {
+    /// A registry holding service `s` with an L4 route on each of `components`, their
+    /// ports allocated from ten at `first`: its directory, the registry, the config, the
+    /// services.
+    fn l4_components(
+        components: &[&str],
+        first: u16,
+    ) -> (tempfile::TempDir, Registry, Config, Vec<Service>) {
         let d = tempfile::tempdir().unwrap();
         let mut reg = Registry::open(&d.path().join("r.db")).unwrap();
         let mut svc = String::from("name = \"s\"\n");
-        for c in ["a", "b"] {
+        for c in components {
             svc.push_str(&format!(
                 "[[components]]\nname = \"{c}\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nmode = \"l4\"\n"
             ));
@@ -283,12 +286,20 @@ mod tests {
             .unwrap();
         let mut config = Config::default();
         config.ports.range = crate::config::PortRange {
-            first: 31920,
-            last: 31929,
+            first,
+            last: first + 9,
         };
         reg.allocate_route_ports(config.ports.range, &mut |_| true)
             .unwrap();
         let services = reg.services().unwrap();
+        (d, reg, config, services)
+    }
+
+    /// A component whose container is `created` (it could not start) and whose port only
+    /// podman's orphans hold gets a new port; one whose container runs does not.
+    #[test]
+    fn a_created_components_port_held_by_orphans_moves() {
+        let (_d, mut reg, config, services) = l4_components(&["a", "b"], 31920);
         let (a, b) = (
             services[0].components[0].routes[0].host_port.unwrap(),
             services[0].components[1].routes[0].host_port.unwrap(),
@@ -317,24 +328,7 @@ mod tests {
     /// `exited`, one with an operation in flight. None of them moves.
     #[test]
     fn no_port_moves_while_its_container_exists_in_any_state_or_an_operation_is_in_flight() {
-        let d = tempfile::tempdir().unwrap();
-        let mut reg = Registry::open(&d.path().join("r.db")).unwrap();
-        let mut svc = String::from("name = \"s\"\n");
-        for c in ["a", "b", "c"] {
-            svc.push_str(&format!(
-                "[[components]]\nname = \"{c}\"\nimage = \"i\"\n[[components.routes]]\nname = \"h\"\nport = 80\nmode = \"l4\"\n"
-            ));
-        }
-        reg.apply(&[parse_service(std::path::Path::new("s.toml"), &svc).unwrap()])
-            .unwrap();
-        let mut config = Config::default();
-        config.ports.range = crate::config::PortRange {
-            first: 31910,
-            last: 31919,
-        };
-        reg.allocate_route_ports(config.ports.range, &mut |_| true)
-            .unwrap();
-        let services = reg.services().unwrap();
+        let (_d, mut reg, config, services) = l4_components(&["a", "b", "c"], 31910);
         let before: Vec<_> = services[0]
             .components
             .iter()
