@@ -126,8 +126,8 @@ pub(crate) fn container_of_conmon(cmdline: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// How long process `pid` has run.
-fn age(pid: u32) -> Option<std::time::Duration> {
+/// How long process `pid` has run (`None`: no such process, or /proc unreadable).
+pub fn age(pid: u32) -> Option<std::time::Duration> {
     let st = crate::runtime::exec::parse_stat(
         &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
     )?;

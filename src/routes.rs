@@ -169,18 +169,13 @@ pub fn reallocate_taken(
                 continue;
             }
             for r in &c.routes {
-                let held =
-                    |p: u16, t: &mut dyn FnMut(u16) -> bool, o: &mut dyn FnMut(u16) -> bool| {
-                        if created {
-                            o(p)
-                        } else {
-                            t(p)
-                        }
-                    };
-                if let Some(p) = r
-                    .host_port
-                    .filter(|p| held(*p, &mut *taken_by_foreign, &mut *orphaned))
-                {
+                let Some(p) = r.host_port else { continue };
+                let held = if created {
+                    orphaned(p)
+                } else {
+                    taken_by_foreign(p)
+                };
+                if held {
                     taken.push((key.clone(), r.name.clone(), p));
                 }
             }

@@ -148,21 +148,9 @@ impl FakeOrphan {
         FakeOrphan { child, _dir: dir }
     }
 
-    /// How long it has run, from /proc.
+    /// How long it has run.
     fn age(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let rest = &stat[stat.rfind(')').unwrap() + 1..];
-        let start: f64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-        let up: f64 = std::fs::read_to_string("/proc/uptime")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Duration::from_secs_f64((up - start / hz).max(0.0))
+        mcp_agent::ports::age(self.child.id()).expect("the fake conmon runs")
     }
 }
 
