@@ -80,12 +80,21 @@ impl MetricsSection {
 }
 
 /// Networks (issue 13 §1).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworksSection {
     /// A component with neither `network` nor `networks` joins its service's network
     /// (`mcp-<service>`, with its name as a DNS alias) instead of podman's default bridge.
+    /// On by default, as compose does for a project; `false` keeps podman's bridge.
     pub service_default: bool,
+}
+
+impl Default for NetworksSection {
+    fn default() -> NetworksSection {
+        NetworksSection {
+            service_default: true,
+        }
+    }
 }
 
 /// Where named volumes live (issue 13 §2).

@@ -1,8 +1,9 @@
 //! Issue 13 §1 against a real, private podman 4.3 (netavark and aardvark-dns, the backend
-//! measured here): with `[networks] service_default = true` a service's components share
-//! `mcp-<service>` and reach each other by component name and by alias; `networks` joins
-//! several; hostname, dns, dns_search and extra_hosts are applied; a lost network is made
-//! again; a service's recreates roll one container at a time.
+//! measured here): by default (`[networks] service_default`, on) a service's components
+//! share `mcp-<service>` and reach each other by component name and by alias; `networks`
+//! joins several; hostname, dns, dns_search and extra_hosts are applied; a lost network is
+//! made again; a service's recreates roll one container at a time, and so does the upgrade
+//! that moves containers made with the default off onto their service's network.
 //!
 //! Networks are machine-wide under rootful podman (ENVIRONMENT.md): each test's service
 //! name is its own (the process id), and the networks it made are removed at the end.
@@ -65,7 +66,8 @@ fn components_reach_each_other_by_name_and_alias_on_their_service_network() {
         podman: &podman,
         names: vec![net.clone()],
     };
-    let agent = Agent::new(&podman, "[networks]\nservice_default = true\n");
+    // An empty table: the shipped default (agentkit turns it off for other tests).
+    let agent = Agent::new(&podman, "[networks]\n");
     let file = |tag: &str| {
         format!(
             r#"
@@ -158,11 +160,18 @@ env = {{ TAG = "{tag}" }}
         "recovered 3, already running 0, failed 0, skipped 0",
         "{r}"
     );
+    assert_rolled(&podman, &t0, 3);
+    assert_eq!(reach(&podman, &web, "db"), "pong");
+}
+
+/// The last `n` recreates podman reports since `t0`: each container's `remove` followed by
+/// its replacement's `start` before the next container goes (one at a time).
+fn assert_rolled(podman: &PrivatePodman, t0: &str, n: usize) {
     let events = podman.podman_ok(&[
         "events",
         "--stream=false",
         "--since",
-        &t0,
+        t0,
         "--filter",
         "type=container",
         "--format",
@@ -173,16 +182,15 @@ env = {{ TAG = "{tag}" }}
         .filter(|l| l.starts_with("remove ") || l.starts_with("start "))
         .collect();
     // `--since` counts whole seconds: what came before in the same second is cut off
-    // by taking the last three recreates.
-    assert!(seq.len() >= 6, "{events}");
-    for pair in seq[seq.len() - 6..].chunks(2) {
+    // by taking the last n recreates.
+    assert!(seq.len() >= 2 * n, "{events}");
+    for pair in seq[seq.len() - 2 * n..].chunks(2) {
         let (a, b) = (pair[0], pair[1]);
         assert!(
             a.starts_with("remove ") && b.starts_with("start ") && a[7..] == b[6..],
             "not one at a time: {seq:?}"
         );
     }
-    assert_eq!(reach(&podman, &web, "db"), "pong");
 }
 
 /// Now, as podman's `events --since` takes it (seconds since the epoch).
@@ -204,7 +212,7 @@ fn networks_joins_several_and_the_old_default_stays_podmans_bridge() {
         podman: &podman,
         names: vec![net.clone(), extra.clone()],
     };
-    // service_default is off (the default): a component without network is on bridge.
+    // service_default off (agentkit's): a component without network is on bridge.
     let agent = Agent::new(&podman, "");
     agent.apply(
         "svc.toml",
@@ -255,6 +263,86 @@ cmd = ["sleep", "1000"]
     let plain = podman.inspect(&format!("{svc}-plain")).unwrap();
     let nets = plain["NetworkSettings"]["Networks"].as_object().unwrap();
     assert!(nets.contains_key("podman"), "{nets:?}");
+}
+
+/// The upgrade to the default: containers made with `service_default` off (on podman's
+/// bridge) move to `mcp-<service>` once each, one at a time per service, and stay.
+#[test]
+fn turning_the_default_on_moves_each_container_once_rolling() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let svc = format!("u{}", std::process::id());
+    let net = format!("mcp-{svc}");
+    let _nets = Networks {
+        podman: &podman,
+        names: vec![net.clone()],
+    };
+    let agent = Agent::new(&podman, "[networks]\nservice_default = false\n");
+    agent.apply(
+        "svc.toml",
+        &format!(
+            r#"
+name = "{svc}"
+
+[[components]]
+name = "db"
+image = "{IMAGE}"
+cmd = ["sh", "-c", "{SERVER}"]
+
+[[components]]
+name = "web"
+image = "{IMAGE}"
+cmd = ["sleep", "1000"]
+
+[[components]]
+name = "worker"
+image = "{IMAGE}"
+cmd = ["sleep", "1000"]
+"#
+        ),
+    );
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 3, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    let networks_of = |c: &str| -> Vec<String> {
+        let i = podman.inspect(&format!("{svc}-{c}")).unwrap();
+        i["NetworkSettings"]["Networks"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for c in ["db", "web", "worker"] {
+        assert_eq!(networks_of(c), ["podman"], "{c}");
+    }
+
+    // The config of the version that turns it on: no `service_default` line.
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    assert!(text.contains("service_default = false\n"), "{text}");
+    std::fs::write(&agent.config, text.replace("service_default = false\n", "")).unwrap();
+    let t0 = unix_now();
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 3, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    assert_rolled(&podman, &t0, 3);
+    for c in ["db", "web", "worker"] {
+        assert_eq!(networks_of(c), vec![net.clone()], "{c}");
+    }
+    assert_eq!(reach(&podman, &format!("{svc}-web"), "db"), "pong");
+    // Once: the next pass finds every container as wanted.
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 0, already running 3, failed 0, skipped 0",
+        "{r}"
+    );
 }
 
 /// As [`Networks`], for a test that needs its podman mutably meanwhile (to lose its

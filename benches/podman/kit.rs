@@ -89,11 +89,14 @@ impl Agent {
     }
 
     /// Rewrites the config with another `[reconcile]` body (for the next process started).
+    /// Components stay on podman's bridge (`service_default = false`): the figures in
+    /// BENCHMARKS.md were measured there, and a network per service is machine-wide.
     pub fn configure(&self, reconcile: &str) {
         let cli: Vec<String> = self.cli.iter().map(|a| format!("{a:?}")).collect();
         let text = format!(
             "[agent]\nnode = \"{NODE}\"\n\n[database]\npath = \"state/registry.db\"\n\n\
-             [podman]\nsocket = \"{}\"\ncli = [{}]\n\n[reconcile]\n{reconcile}\n",
+             [podman]\nsocket = \"{}\"\ncli = [{}]\n\n[networks]\nservice_default = false\n\n\
+             [reconcile]\n{reconcile}\n",
             self.socket,
             cli.join(", ")
         );

@@ -25,6 +25,12 @@ pub struct Agent {
 
 impl Agent {
     /// An agent for `podman`, with `extra` TOML appended to its config.
+    ///
+    /// Unless `extra` has a `[networks]` table, the config says `service_default = false`:
+    /// rootful podman's networks are machine-wide (ENVIRONMENT.md), and tests running side
+    /// by side with the same service names would share `mcp-<service>` (and remove it
+    /// under each other). The tests of the default (`tests/networks.rs`) give their own
+    /// table, an empty one for the shipped default, with service names of their own.
     pub fn new(podman: &PrivatePodman, extra: &str) -> Agent {
         Self::with_socket(podman, &podman.socket_uri(), extra)
     }
@@ -38,11 +44,16 @@ impl Agent {
         std::fs::create_dir_all(db.parent().unwrap()).unwrap();
         let cli: Vec<String> = podman.cli_argv().iter().map(|a| format!("{a:?}")).collect();
         let config = dir.path().join("mcp-agent.toml");
+        let networks = if extra.contains("[networks]") {
+            ""
+        } else {
+            "[networks]\nservice_default = false\n\n"
+        };
         std::fs::write(
             &config,
             format!(
                 "[agent]\nnode = \"{NODE}\"\n\n[database]\npath = \"state/registry.db\"\n\n\
-                 [podman]\nsocket = \"{socket}\"\ncli = [{}]\n\n{extra}\n",
+                 [podman]\nsocket = \"{socket}\"\ncli = [{}]\n\n{networks}{extra}\n",
                 cli.join(", ")
             ),
         )
