@@ -193,6 +193,17 @@ fn assert_rolled(podman: &PrivatePodman, t0: &str, n: usize) {
     }
 }
 
+/// The networks container `name` is on, by name.
+fn networks_of(podman: &PrivatePodman, name: &str) -> Vec<String> {
+    let i = podman.inspect(name).unwrap();
+    i["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// Now, as podman's `events --since` takes it (seconds since the epoch).
 fn unix_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -252,17 +263,11 @@ cmd = ["sleep", "1000"]
         "recovered 4, already running 0, failed 0, skipped 0",
         "{r}"
     );
-    let api = podman.inspect(&format!("{svc}-api")).unwrap();
-    let nets = api["NetworkSettings"]["Networks"].as_object().unwrap();
-    assert!(
-        nets.contains_key(&net) && nets.contains_key(&extra),
-        "{nets:?}"
-    );
+    let nets = networks_of(&podman, &format!("{svc}-api"));
+    assert!(nets.contains(&net) && nets.contains(&extra), "{nets:?}");
     assert_eq!(reach(&podman, &format!("{svc}-inner"), "api"), "pong");
     assert_eq!(reach(&podman, &format!("{svc}-outer"), "backend"), "pong");
-    let plain = podman.inspect(&format!("{svc}-plain")).unwrap();
-    let nets = plain["NetworkSettings"]["Networks"].as_object().unwrap();
-    assert!(nets.contains_key("podman"), "{nets:?}");
+    assert_eq!(networks_of(&podman, &format!("{svc}-plain")), ["podman"]);
 }
 
 /// The upgrade to the default: containers made with `service_default` off (on podman's
@@ -307,15 +312,7 @@ cmd = ["sleep", "1000"]
         "recovered 3, already running 0, failed 0, skipped 0",
         "{r}"
     );
-    let networks_of = |c: &str| -> Vec<String> {
-        let i = podman.inspect(&format!("{svc}-{c}")).unwrap();
-        i["NetworkSettings"]["Networks"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect()
-    };
+    let networks_of = |c: &str| networks_of(&podman, &format!("{svc}-{c}"));
     for c in ["db", "web", "worker"] {
         assert_eq!(networks_of(c), ["podman"], "{c}");
     }
