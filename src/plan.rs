@@ -165,6 +165,9 @@ pub enum Action {
         name: String,
         owner: ComponentKey,
         reason: RemoveReason,
+        /// No component of the owner's service is wanted: its service's network
+        /// (`mcp-<service>`) goes after it, if the agent made it and nothing uses it.
+        service_gone: bool,
     },
     /// The name is taken by a container that is not ours: reported, never touched.
     Conflict {
@@ -424,6 +427,7 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
         } else {
             RemoveReason::NotDesired
         };
+        let service_gone = !t.services.contains(key.service.as_str());
         orphans.insert(
             a.id.as_str(),
             Action::Remove {
@@ -431,6 +435,7 @@ pub fn plan(desired: &[Desired], actual: &[Actual], us: &Us, book: &Book, now: I
                 name: a.name.clone(),
                 owner: key,
                 reason,
+                service_gone,
             },
         );
     }
@@ -449,6 +454,8 @@ struct Tables<'a> {
     acting: HashMap<&'a ComponentKey, usize>,
     in_sync: HashSet<&'a ComponentKey>,
     wanted: HashSet<&'a ComponentKey>,
+    /// The services with a wanted component.
+    services: HashSet<&'a str>,
 }
 
 impl<'a> Tables<'a> {
@@ -462,6 +469,7 @@ impl<'a> Tables<'a> {
                 .collect(),
             in_sync: out.in_sync.iter().map(|(k, ..)| k).collect(),
             wanted: desired.iter().map(|d| &d.key).collect(),
+            services: desired.iter().map(|d| d.key.service.as_str()).collect(),
         }
     }
 }

@@ -682,11 +682,15 @@ pub async fn run_action_with<R: Runtime>(
             name,
             owner,
             reason,
+            service_gone,
         } => {
             let error = match rt.remove(&id).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => None,
                 Err(e) => Some(e),
             };
+            if service_gone && error.is_none() {
+                remove_service_network(rt, us, &owner.service).await;
+            }
             Err(RemovalReport {
                 name,
                 owner,
@@ -861,6 +865,21 @@ async fn bring_up_report<R: Runtime>(
     r
 }
 
+/// After the last container of a service that is no longer wanted: its network
+/// `mcp-<service>`, if this agent made it and no container is on it. (Each container of
+/// the service tries after its own removal, so the last to go finds it unused.)
+async fn remove_service_network<R: Runtime>(rt: &R, us: &Us, service: &str) {
+    let name = crate::model::service_network(service);
+    let labels = crate::container::network_labels(us, service, &name);
+    match rt.remove_network(&name, &labels).await {
+        Ok(true) => tracing::info!(network = %name, service, "removed the service's network"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(network = %name, service, error = %e, "could not remove the service's network")
+        }
+    }
+}
+
 /// Create = image check → remove our stale container → network → create (freeing a
 /// storage-held name once) → start.
 async fn bring_up<R: Runtime>(
@@ -915,9 +934,14 @@ async fn bring_up<R: Runtime>(
     external_volumes(rt, spec).await?;
     // Before the old container goes: a network found with other options than the file's
     // fails the component with the old container left as it is.
+    let service = spec.labels.get(crate::container::LABEL_SERVICE);
     for n in std::iter::once(&spec.network).chain(spec.endpoints.iter().skip(1).map(|e| &e.network))
     {
-        match rt.ensure_network(n, spec.network_options.get(n)).await {
+        let labels = crate::container::network_labels(us, service.map_or("", String::as_str), n);
+        match rt
+            .ensure_network(n, spec.network_options.get(n), &labels)
+            .await
+        {
             Ok(()) => {}
             Err(RuntimeError::NetworkMismatch {
                 network,

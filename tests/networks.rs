@@ -342,6 +342,72 @@ cmd = ["sleep", "1000"]
     );
 }
 
+/// `remove SERVICE`: once its containers are gone, so is its network `mcp-<service>`, which
+/// the agent made (its labels say so). A service network another container still uses
+/// stays, and so does one the agent did not make.
+#[test]
+fn a_removed_service_takes_its_own_network_with_it() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let id = std::process::id();
+    let (a, b, c) = (format!("ra{id}"), format!("rb{id}"), format!("rc{id}"));
+    let nets: Vec<String> = [&a, &b, &c].iter().map(|s| format!("mcp-{s}")).collect();
+    let _nets = Networks {
+        podman: &podman,
+        names: nets.clone(),
+    };
+    // c's network exists before the agent: someone else's.
+    podman.podman_ok(&["network", "create", &nets[2]]);
+    let agent = Agent::new(&podman, "[networks]\n");
+    for (svc, n) in [(&a, 2), (&b, 1), (&c, 1)] {
+        let mut text = format!("name = \"{svc}\"\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "\n[[components]]\nname = \"c{i}\"\nimage = \"{IMAGE}\"\ncmd = [\"sleep\", \"1000\"]\n"
+            ));
+        }
+        agent.apply(&format!("{svc}.toml"), &text);
+    }
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 4, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    let labels = network_inspect(&podman, &nets[0])["labels"].clone();
+    assert_eq!(labels["mcp.service"], a.as_str(), "{labels}");
+    assert_eq!(labels["mcp.node"], agentkit::NODE, "{labels}");
+    assert_eq!(labels["mcp.managed"], "true", "{labels}");
+    // Another container on b's network.
+    let guest = format!("{b}-guest");
+    podman.podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &guest,
+        "--network",
+        &nets[1],
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    for svc in [&a, &b, &c] {
+        agent.ok(&["remove", svc]);
+    }
+    agent.ok(&["--once"]);
+    for svc in [&a, &b, &c] {
+        assert!(podman.inspect(&format!("{svc}-c0")).is_none(), "{svc}");
+    }
+    let exists = |n: &str| podman.podman(&["network", "exists", n]).status.success();
+    assert!(!exists(&nets[0]), "the removed service's network is left");
+    assert!(exists(&nets[1]), "a network in use was removed");
+    assert!(
+        exists(&nets[2]),
+        "a network the agent did not make was removed"
+    );
+    podman.podman_ok(&["rm", "-f", "-t", "0", &guest]);
+}
+
 /// As [`Networks`], for a test that needs its podman mutably meanwhile (to lose its
 /// database): the CLI's argv and environment instead of the podman.
 struct OwnedNetworks {

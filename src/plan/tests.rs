@@ -301,6 +301,7 @@ fn our_containers_without_a_desired_component_are_removed_and_nothing_else() {
             name: "gone-x".into(),
             owner: ComponentKey::new("gone", "x"),
             reason: RemoveReason::NotDesired,
+            service_gone: true,
         }]
     );
 }
@@ -319,6 +320,7 @@ fn a_second_container_labelled_for_a_wanted_component_is_removed() {
             name: "renamed".into(),
             owner: key("a"),
             reason: RemoveReason::Duplicate,
+            service_gone: false,
         }]
     );
 }
@@ -455,6 +457,7 @@ fn adopted_and_old_unlabelled_containers_are_ours() {
             name: "svc-old".into(),
             owner: key("old"),
             reason: RemoveReason::NotDesired,
+            service_gone: false,
         }]
     );
 }

@@ -576,3 +576,36 @@ fn a_network_declared_by_another_service_is_made_with_its_options() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1.network_options.get("shared"), Some(&opts));
 }
+
+#[tokio::test]
+async fn a_service_no_longer_wanted_takes_its_network_once_its_last_container_is_gone() {
+    let rt = FakeRuntime::with_images(&["img:1"]);
+    let on_net = |name: &str| Component {
+        network: "mcp-shop".into(),
+        ..comp(name, "img:1")
+    };
+    let shop = svc("shop", vec![on_net("web"), on_net("db")]);
+    once(&rt, &[shop]).await;
+    let labels = rt.state.lock().unwrap().network_labels["mcp-shop"].clone();
+    assert_eq!(
+        labels
+            .get(crate::container::LABEL_SERVICE)
+            .map(String::as_str),
+        Some("shop")
+    );
+    // A network of the same name made by someone else, on another runtime: not ours.
+    let other = FakeRuntime::with_images(&["img:1"]);
+    other
+        .state
+        .lock()
+        .unwrap()
+        .networks
+        .insert("mcp-shop".into());
+    // The service removed: its two containers go, the last takes the network with it.
+    let r = once(&rt, &[]).await;
+    assert_eq!(r.removals.len(), 2, "{r:?}");
+    assert!(!rt.state.lock().unwrap().networks.contains("mcp-shop"));
+    let gone = crate::container::network_labels(&us(), "shop", "mcp-shop");
+    assert!(!other.remove_network("mcp-shop", &gone).await.unwrap());
+    assert!(other.state.lock().unwrap().networks.contains("mcp-shop"));
+}

@@ -35,6 +35,8 @@ pub struct FakeState {
     pub volumes: BTreeSet<String>,
     /// The options each network was made with (or a test put there).
     pub network_options: BTreeMap<String, crate::model::NetworkOptions>,
+    /// The labels each network was made with.
+    pub network_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
@@ -369,6 +371,7 @@ impl Runtime for FakeRuntime {
         &self,
         name: &str,
         options: Option<&crate::model::NetworkOptions>,
+        labels: &BTreeMap<String, String>,
     ) -> Result<()> {
         self.gate().await;
         let mut s = self.enter("ensure_network")?;
@@ -383,8 +386,29 @@ impl Runtime for FakeRuntime {
         if s.networks.insert(name.to_string()) {
             let made = options.cloned().unwrap_or_default();
             s.network_options.insert(name.to_string(), made);
+            s.network_labels.insert(name.to_string(), labels.clone());
         }
         Ok(())
+    }
+
+    async fn remove_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool> {
+        self.gate().await;
+        let mut s = self.enter("remove_network")?;
+        let ours = s
+            .network_labels
+            .get(name)
+            .is_some_and(|have| labels.iter().all(|(k, v)| have.get(k) == Some(v)));
+        let used = s.containers.values().any(|c| {
+            c.spec.as_ref().is_some_and(|sp| {
+                sp.network == name || sp.endpoints.iter().any(|e| e.network == name)
+            })
+        });
+        if !ours || used || !s.networks.remove(name) {
+            return Ok(false);
+        }
+        s.network_options.remove(name);
+        s.network_labels.remove(name);
+        Ok(true)
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {

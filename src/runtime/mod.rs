@@ -196,11 +196,22 @@ pub trait Runtime: Send + Sync {
     /// Creates a bridge network if none of that name exists: with podman's default
     /// settings, or with `options`. With `options`, a network of that name that exists
     /// with other subnets, gateways, `internal`, IPv6 or MTU is `NetworkMismatch`.
+    /// A network it makes carries `labels` (the agent's own: which node made it, and for
+    /// whose service).
     fn ensure_network(
         &self,
         name: &str,
         options: Option<&crate::model::NetworkOptions>,
+        labels: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes network `name` when its labels are all of `labels` (the agent made it,
+    /// for that service) and no container uses it: `Ok(true)` when removed, `Ok(false)`
+    /// when it is not there, not ours or in use.
+    fn remove_network(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

@@ -499,12 +499,16 @@ impl Runtime for Podman {
         &self,
         name: &str,
         options: Option<&crate::model::NetworkOptions>,
+        labels: &std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         super::timed("ensure_network", async move {
             if matches!(name, "bridge" | "host" | "none" | "podman") {
                 return Ok(());
             }
-            let req = network_create_request(name, options);
+            let mut req = network_create_request(name, options);
+            req.labels
+                .get_or_insert_with(Default::default)
+                .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
             let exists = match self.docker()?.create_network(req).await {
                 Ok(_) => false,
                 Err(BollardError::DockerResponseServerError {
@@ -529,6 +533,40 @@ impl Runtime for Podman {
                     network: name.to_string(),
                     difference,
                 }),
+            }
+        })
+        .await
+    }
+
+    async fn remove_network(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<bool> {
+        super::timed("remove_network", async move {
+            let path = format!("{}/networks/{}", api_prefix(), path_segment(name));
+            let v: serde_json::Value = match api::get_json(&self.socket, &path, self.timeout).await
+            {
+                Err(RuntimeError::NotFound(_)) => return Ok(false),
+                r => r?,
+            };
+            let have = &v["Labels"];
+            if !labels.iter().all(|(k, val)| have[k].as_str() == Some(val)) {
+                return Ok(false);
+            }
+            // Not forced: podman refuses while a container is on it.
+            match self.docker()?.remove_network(name).await {
+                Ok(()) => Ok(true),
+                // Podman 4.3: 500, "… has associated containers with it … network is
+                // being used"; gone meanwhile: 404.
+                Err(BollardError::DockerResponseServerError {
+                    status_code,
+                    message,
+                }) if status_code == 404 || message.contains("being used") => {
+                    tracing::debug!(network = name, reason = %message, "network kept");
+                    Ok(false)
+                }
+                Err(e) => Err(self.map_err(e)),
             }
         })
         .await

@@ -200,6 +200,14 @@ pub(super) fn parse_networks(
                     k.span(),
                     format!("[networks.{n}]: a label's key must not be empty"),
                 );
+            } else if k.get_ref().to_ascii_lowercase().starts_with("mcp.") {
+                c.bad(
+                    k.span(),
+                    format!(
+                        "[networks.{n}]: label {:?} is reserved: the mcp. prefix is the agent's own (which networks it made)",
+                        k.get_ref()
+                    ),
+                );
             }
             c.string(k, "label key");
             c.string(v, "label value");
@@ -415,6 +423,7 @@ networks = [{ name = "net", ipv4_address = "172.22.1.249" }, { name = "back", ip
             ("driver_opts = { \"com.docker.network.bridge.name\" = \"a-bridge-name-too-long\" }\n", "networks = [\"n\"]", "3:17", "1-15 characters"),
             ("driver_opts = { mtu = \"9\" }\n", "networks = [\"n\"]", "3:17", "MTU of 68-65535"),
             ("internal = true\n", "networks = [\"m\"]", "2:11", "[networks.n] is declared, and no component joins it"),
+            ("labels = { \"mcp.service\" = \"x\" }\n", "networks = [\"n\"]", "3:12", "label \"mcp.service\" is reserved"),
             ("internal = true\n", "networks = [{ name = \"n\", ipv4_address = \"10.1.0.5\" }]", "8:13", "ipv4_address \"10.1.0.5\": network \"n\" has no IPv4 subnet"),
             ("internal = true\n", "networks = [{ name = \"n\" }, { name = \"m\", ipv4_address = \"10.1.0.5\" }]", "8:29", "an address needs the network's subnet, and the service declares none"),
             ("subnets = [{ subnet = \"10.1.0.0/24\" }]\n", "networks = [{ name = \"n\", ipv4_address = \"10.2.0.5\" }]", "8:13", "ipv4_address \"10.2.0.5\" is outside network \"n\"'s subnet 10.1.0.0/24"),
