@@ -1106,7 +1106,7 @@ async fn external_volumes<R: Runtime>(rt: &R, spec: &ContainerSpec) -> Result<()
     Ok(())
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 

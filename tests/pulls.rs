@@ -7,7 +7,8 @@
 //! work of their own: a slow pull (through a throttling loopback proxy of the test's own)
 //! never holds back a component whose image is local, two components of one image pull
 //! it once, `status` shows `pulling` with the progress meanwhile, `--once` gives a pull up
-//! at its `--timeout`, and SIGTERM during a pull exits at once.
+//! at its `--timeout`, SIGTERM during a pull exits at once, and podman SIGSTOPped in the
+//! middle of a pull holds neither the watchdog nor, once it answers, the pull or a repair.
 
 mod agentkit;
 mod common;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentkit::{summary, Agent};
+use agentkit::{summary, Agent, NotifySocket};
 use common::{free_port, PrivatePodman};
 
 const LOCAL: &str = "localhost/busybox:latest";
@@ -508,4 +509,73 @@ fn once_gives_a_pull_up_at_its_timeout_and_sigterm_during_a_pull_exits_at_once()
     assert_eq!(code, Some(0), "{}", daemon.log());
     assert!(took < Duration::from_secs(3), "{took:?}\n{}", daemon.log());
     assert!(!podman.running("slow-big1"));
+}
+
+#[test]
+fn podman_stopped_in_the_middle_of_a_pull_holds_neither_the_watchdog_nor_the_rest() {
+    let registry = Registry::start();
+    // 24 MB at 3 MB/s: about 8 s of pulling, with podman frozen for 8 s of it.
+    let throttle = Throttle::start(registry.port, 3_000_000);
+    let podman = podman_with_big_image(&registry, &[throttle.port]);
+    let image = throttle.image("big:1");
+    let agent = Agent::new(&podman, "");
+    agent.apply("slow.toml", &slow_service(&image));
+    let watchdog = Duration::from_secs(2);
+    let mut n = NotifySocket::bind(agent.path());
+    let daemon = agent.start_daemon(&[
+        ("NOTIFY_SOCKET", n.path.to_str().unwrap()),
+        ("WATCHDOG_USEC", &watchdog.as_micros().to_string()),
+    ]);
+    assert!(
+        n.until("READY=1", Duration::from_secs(20)),
+        "{:?}",
+        n.messages()
+    );
+    common::wait_for("slow/local running", Duration::from_secs(20), || {
+        podman.running("slow-local")
+    });
+    common::wait_for("the pull under way", Duration::from_secs(20), || {
+        throttle.relayed() > 1_000_000
+    });
+
+    let mut frozen = podman.freeze();
+    let stopped_at = Instant::now();
+    let relayed = throttle.relayed();
+    // Behind the frozen service's back (the CLI needs none): the local one removed.
+    podman.podman_ok(&["rm", "-f", "-t", "0", "slow-local"]);
+    // The fault's length, not a synchronisation.
+    std::thread::sleep(Duration::from_secs(8));
+    let thawed = frozen.thaw();
+    // Watchdog pings every second while podman hangs (the daemon is only waiting), and
+    // the pull stood still.
+    let pings = n.count("WATCHDOG=1", stopped_at + watchdog) - n.count("WATCHDOG=1", thawed);
+    assert!(
+        pings >= 4,
+        "{pings} pings in 6 s of a frozen podman\n{:?}",
+        n.messages()
+    );
+    assert!(
+        throttle.relayed() < relayed + 2_000_000,
+        "podman read {} bytes while frozen",
+        throttle.relayed() - relayed
+    );
+
+    common::wait_for(
+        "slow/local repaired after podman answers",
+        Duration::from_secs(15),
+        || podman.running("slow-local"),
+    );
+    common::wait_for(
+        "both pulled components running",
+        Duration::from_secs(90),
+        || podman.running("slow-big1") && podman.running("slow-big2"),
+    );
+    let log = daemon.log();
+    assert!(log.contains("pulled the image"), "{log}");
+    assert!(
+        status_row(&agent, "big1")["last_error"].is_null(),
+        "{}",
+        status_row(&agent, "big1")
+    );
+    drop(daemon);
 }

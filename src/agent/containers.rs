@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::work::{Listed, Work, NORMAL, SOON, URGENT};
-use super::{Agent, Mode, Suspect, LIST_RETRY, RESTART_GRACE, START_CONFIRM};
+use super::{Agent, Mode, Suspect, LIST_RETRY, RESTART_GRACE};
 use crate::config::Config;
 use crate::container::{owner, ComponentKey, Owner};
 use crate::control::{BackoffPolicy, Requeue};
@@ -89,7 +89,8 @@ impl<R: Runtime + 'static> Agent<R> {
         tracing::debug!(trigger = "pidfd", component = %key, "main process exited");
         self.storage_names.going_away(&key.container_name());
         self.book.died_at.insert(id.to_string(), Instant::now());
-        self.suspects.insert(id.to_string(), Suspect::default());
+        self.suspects
+            .insert(id.to_string(), Suspect::new(Instant::now()));
         self.want_pass("pidfd");
     }
 
@@ -97,7 +98,7 @@ impl<R: Runtime + 'static> Agent<R> {
     /// the watches of the others, and look again soon at those whose death podman has
     /// not finished with (still `running`, or `stopping`/`removing`): 5 ms, doubling, up
     /// to 7 times (≈ 0.6 s in all); then podman's events decide.
-    fn watch_deaths(&mut self, actual: &[crate::runtime::Actual]) {
+    fn watch_deaths(&mut self, actual: &[crate::runtime::Actual], asked: Instant) {
         let Some(deaths) = self.deaths.clone() else {
             return;
         };
@@ -113,6 +114,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 running.insert(a.id.as_str());
             }
             if let Some(s) = self.suspects.get_mut(&a.id) {
+                if a.state.is_up() && asked >= s.since {
+                    s.crashed = true;
+                }
                 if (a.state.is_up() || transient) && s.tries < 7 {
                     let delay = Duration::from_millis(5 << s.tries);
                     s.tries += 1;
@@ -136,27 +140,28 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// Whether the plan's start of container `id` goes ahead now. A container whose death
     /// only its pidfd told is started once a list [`START_CONFIRM`] after the first that
-    /// showed it exited still shows it so: a `podman rm -f` kills first and removes
-    /// after, and a start in between would race podman's removal.
+    /// showed it exited still shows it so — and, unless a list showed it running after
+    /// the death (a crash), [`STOP_CONFIRM`] after the death: a `podman rm -f` kills
+    /// first and removes after, and a start in between would race podman's removal.
     fn confirm_start(&mut self, id: &str, now: Instant) -> bool {
         let Some(s) = self.suspects.get_mut(id) else {
             return true;
         };
-        match s.exited_at {
-            None => {
-                s.exited_at = Some(now);
-                self.sched.schedule(Work::List, URGENT, now + START_CONFIRM);
-                false
-            }
-            Some(t) if now.saturating_duration_since(t) < START_CONFIRM => {
-                self.sched.schedule(Work::List, URGENT, t + START_CONFIRM);
-                false
-            }
-            Some(_) => {
-                self.suspects.remove(id);
-                true
-            }
+        if s.exited_at.is_none() {
+            tracing::debug!(
+                container = %crate::reconcile::short(id),
+                crashed = s.crashed,
+                "exited after its pidfd told; the start waits for a confirming list"
+            );
         }
+        let exited_at = *s.exited_at.get_or_insert(now);
+        let at = s.start_at(exited_at);
+        if now < at {
+            self.sched.schedule(Work::List, URGENT, at);
+            return false;
+        }
+        self.suspects.remove(id);
+        true
     }
 
     /// A pass: plan from the list, and make the plan's actions the components' work.
@@ -238,7 +243,7 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.pull_steps.retain(|k, _| pending.contains_key(k));
         self.pending = pending;
-        self.watch_deaths(&listed.actual);
+        self.watch_deaths(&listed.actual, listed.asked);
         self.track_health(&running, &listed.actual);
         // `--once` has no events: a one-shot component running is looked at again soon.
         if self.mode == Mode::Once && running.iter().any(|(k, _)| self.oneshots.contains(k)) {

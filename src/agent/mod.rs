@@ -147,20 +147,56 @@ struct Health {
 }
 
 /// A container whose death the agent learnt from its pidfd, before podman's event.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Suspect {
+    /// When its pidfd told.
+    since: Instant,
     /// Lists that still showed it up or in transition.
     tries: u32,
-    /// When a list first showed it exited: its start waits [`START_CONFIRM`] and another
-    /// list, since a `podman rm -f` shows the same death and then removes it.
+    /// A list asked for after the death still showed it running: podman had not begun a
+    /// stop of its own (podman's stop saves `stopping` before it signals), so the process
+    /// crashed or was killed from outside, and no removal of podman's is under way.
+    crashed: bool,
+    /// When a list first showed it exited: its start waits [`START_CONFIRM`] (or
+    /// [`STOP_CONFIRM`]) and another list, since a `podman rm -f` shows the same death
+    /// and then removes it.
     exited_at: Option<Instant>,
 }
 
+impl Suspect {
+    pub(crate) fn new(since: Instant) -> Suspect {
+        Suspect {
+            since,
+            tries: 0,
+            crashed: false,
+            exited_at: None,
+        }
+    }
+
+    /// When its start may go ahead, a list after that still showing it exited.
+    fn start_at(&self, exited_at: Instant) -> Instant {
+        let confirmed = exited_at + START_CONFIRM;
+        if self.crashed {
+            confirmed
+        } else {
+            confirmed.max(self.since + STOP_CONFIRM)
+        }
+    }
+}
+
 /// How long a container seen exited after its pidfd told its death waits before the agent
-/// starts it, with a list after it: long enough to see a `podman rm -f` go on to remove
-/// it (its stop and its removal are two steps), short against podman's own restart
-/// (≈ 0.1 s).
+/// starts it, with a list after it, when a list showed it running after the death (a
+/// crash): short against podman's own restart (≈ 0.1 s).
 pub const START_CONFIRM: Duration = Duration::from_millis(20);
+
+/// The same wait, from the death, when no list showed it running after it (it was
+/// `stopping`, or already exited): podman may be stopping it for a `podman rm -f`. Its
+/// removal lets go of the container's lock while it kills, polls the process every
+/// 100 ms, then takes the lock again and removes the container without looking at its
+/// state; a start in that gap runs a container podman then deletes, whose conmon and
+/// process live on with its ports (an orphan). After this the removal holds the lock,
+/// and a start waits for it and finds the container gone.
+pub const STOP_CONFIRM: Duration = Duration::from_millis(150);
 
 /// The loop's state. Generic over the runtime so tests can drive it with the fake.
 pub struct Agent<R: Runtime + 'static> {

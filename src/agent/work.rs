@@ -103,6 +103,8 @@ pub(super) struct Polled {
 
 /// What a pass's list found.
 pub(super) struct Listed {
+    /// When the list was asked for: what it shows is from then or later.
+    pub asked: tokio::time::Instant,
     pub actual: Vec<Actual>,
     /// Routes moved off host ports another process took.
     pub moved: Vec<Moved>,
@@ -745,6 +747,7 @@ async fn list<R: Runtime>(
     services: Vec<Service>,
     busy: std::collections::HashSet<ComponentKey>,
 ) -> (Option<Registry>, Result<Listed, RuntimeError>) {
+    let asked = tokio::time::Instant::now();
     let actual = match rt.list().await {
         Ok(a) => a,
         Err(e) => return (reg, Err(e)),
@@ -763,6 +766,7 @@ async fn list<R: Runtime>(
         reconcile::Files::default()
     };
     let mut listed = Listed {
+        asked,
         actual,
         moved: Vec::new(),
         services: None,
