@@ -280,6 +280,9 @@ fn component(
                 vars.insert(k, v.into_bytes());
             }
         }
+        // What the component's env sets is not in the store: its `env` wins, as in
+        // Kubernetes, where podman 4.3's kube play lets `envFrom` win instead.
+        vars.retain(|k, _| !spec.env.contains_key(k));
         let name = format!("{obj}-env");
         docs_before.push((
             vec![format!(
@@ -317,8 +320,14 @@ fn component(
         if port_name(&r.name) {
             port["name"] = json!(r.name);
         }
+        // Only a published port is listed: podman 4.3's kube play publishes a
+        // containerPort without hostPort on the same port of the host (Kubernetes
+        // reaches a pod's ports whether they are listed or not).
         match (r.mode, r.host_port) {
-            (RouteMode::L4, Some(h)) => port["hostPort"] = json!(h),
+            (RouteMode::L4, Some(h)) => {
+                port["hostPort"] = json!(h);
+                ports.push(port);
+            }
             (RouteMode::L4, None) => miss.add(
                 format!("route {}", r.name),
                 "no host port allocated yet (the agent allocates it at its next pass): none given",
@@ -329,7 +338,6 @@ fn component(
             ),
             (RouteMode::L7, None) => {}
         }
-        ports.push(port);
         if seen_ports.insert((r.port, "TCP".into())) {
             let name = if port_name(&r.name) {
                 r.name.clone()
