@@ -969,7 +969,9 @@ fn probes(h: &HealthCheck) -> (Value, Option<Value>, Option<Value>) {
     let secs = |m: Millis| m.0.div_ceil(1000).max(1);
     let mut handler = match &h.probe {
         Probe::Cmd(argv) => json!({"exec": {"command": argv}}),
-        Probe::Shell(line) => json!({"exec": {"command": ["/bin/sh", "-c", line]}}),
+        Probe::Shell(line) => {
+            json!({"exec": {"command": crate::health::probe::shell_argv(line)}})
+        }
         Probe::Http { port, path } => json!({"httpGet": {"port": port, "path": path}}),
         Probe::Tcp { port } => json!({"tcpSocket": {"port": port}}),
     };

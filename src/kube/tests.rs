@@ -167,3 +167,51 @@ hostname = "app.example.org"
     let e = render(&s, "n1", &Host::default(), Options::default(), &no_files).unwrap_err();
     assert!(e.contains("/etc/app.env"), "{e}");
 }
+
+#[test]
+fn health_checks_become_probes_in_whole_seconds() {
+    let h = |probe, on_failure, start_period| HealthCheck {
+        probe,
+        interval: Millis(10_000),
+        timeout: Millis(1_500),
+        retries: 3,
+        start_period: Millis(start_period),
+        start_interval: Millis(2_000),
+        on_failure,
+    };
+    let (ready, live, startup) = probes(&h(
+        Probe::Shell("pg_isready".into()),
+        OnFailure::Restart,
+        30_000,
+    ));
+    assert_eq!(
+        ready,
+        json!({"exec": {"command": crate::health::probe::shell_argv("pg_isready")},
+               "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3})
+    );
+    assert_eq!(
+        live.as_ref(),
+        Some(&ready),
+        "restarted when unhealthy: liveness too"
+    );
+    let startup = startup.unwrap();
+    assert_eq!(startup["periodSeconds"], 2);
+    assert_eq!(startup["failureThreshold"], 15 + 3);
+    let (ready, live, startup) = probes(&h(
+        Probe::Http {
+            port: 8080,
+            path: "/healthz".into(),
+        },
+        OnFailure::None,
+        0,
+    ));
+    assert_eq!(ready["httpGet"], json!({"port": 8080, "path": "/healthz"}));
+    assert!(
+        live.is_none() && startup.is_none(),
+        "reported only: readiness alone"
+    );
+    let (ready, ..) = probes(&h(Probe::Cmd(vec!["true".into()]), OnFailure::None, 0));
+    assert_eq!(ready["exec"]["command"], json!(["true"]));
+    let (ready, ..) = probes(&h(Probe::Tcp { port: 5432 }, OnFailure::None, 0));
+    assert_eq!(ready["tcpSocket"]["port"], 5432);
+}
