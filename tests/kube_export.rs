@@ -159,7 +159,7 @@ memory_reservation = "64m"
 cpus = 0.5
 pids_limit = 100
 group_add = ["10"]
-labels = {{ "org.example.tier" = "web", "team name" = "a b" }}
+labels = {{ "org.example.tier" = "web", "example.org/note" = "not a label value", "team name" = "a b" }}
 log_driver = "k8s-file"
 log_opts = {{ max-size = "1m" }}
 env = {{ MODE = "full", SHADOWED = "env", QUOTED = "a: b # c", EMPTY = "" }}
@@ -319,6 +319,7 @@ fn every_export_validates_against_the_kubernetes_schemas() {
             "full/app: init = true",
             "full/app: devices",
             "full/app: ulimits",
+            "full/app: label \"team name\"",
         ] {
             assert!(stderr.contains(what), "{what} not on stderr:\n{stderr}");
         }
@@ -344,6 +345,10 @@ fn every_export_validates_against_the_kubernetes_schemas() {
         assert!(full.contains("kind: Ingress") && full.contains("host: app.example.org"));
         assert!(
             full.contains("tcpSocket:") && full.contains("startupProbe:"),
+            "{full}"
+        );
+        assert!(
+            full.contains("example.org/note: \"not a label value\""),
             "{full}"
         );
     }

@@ -553,10 +553,16 @@ fn component(
         let mut data = BTreeMap::new();
         let mut dirs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
         for s in &x.secrets {
+            let (dir, file) = s.target.rsplit_once('/').unwrap_or(("", &s.target));
+            if dir.is_empty() {
+                miss.add(
+                    format!("secret {}", s.target),
+                    "a file in / would be a volume mounted over the root",
+                );
+                continue;
+            }
             let bytes = read(Path::new(&s.source))
                 .map_err(|e| format!("{who}: secret {}: {e}", s.source))?;
-            let (dir, file) = s.target.rsplit_once('/').unwrap_or(("", &s.target));
-            let dir = if dir.is_empty() { "/" } else { dir };
             let mut key = store_key(file);
             while data.contains_key(&key) {
                 key.push('_');
@@ -567,14 +573,16 @@ fn component(
                 .push(json!({"key": key, "path": file}));
         }
         let dirs_list: Vec<&str> = dirs.keys().copied().collect();
-        docs_before.push((
-            vec![format!(
-                "the contents of {}'s secrets (read now), mounted at {}",
-                c.name,
-                dirs_list.join(", ")
-            )],
-            store(store_kind, &name, labels(&c.name), &data),
-        ));
+        if !data.is_empty() {
+            docs_before.push((
+                vec![format!(
+                    "the contents of {}'s secrets (read now), mounted at {}",
+                    c.name,
+                    dirs_list.join(", ")
+                )],
+                store(store_kind, &name, labels(&c.name), &data),
+            ));
+        }
         for (i, (dir, items)) in dirs.into_iter().enumerate() {
             let vol = format!("secrets-{i}");
             let source = if opts.config_maps {
@@ -654,7 +662,14 @@ fn component(
     }
     if let Some(d) = &x.log_driver {
         miss.add(
-            format!("log_driver {d:?}"),
+            format!(
+                "log_driver {d:?}{}",
+                if x.log_opts.is_empty() {
+                    ""
+                } else {
+                    " and log_opts"
+                }
+            ),
             "Kubernetes logs through the node's runtime",
         );
     }
@@ -764,10 +779,16 @@ fn component(
     let mut pod_labels = meta_labels.clone();
     let mut annotations = Map::new();
     for (k, v) in &x.labels {
-        if label_key(k) && (v.is_empty() || label_value_ok(v)) {
-            pod_labels.insert(k.clone(), json!(v));
-        } else {
+        if !label_key(k) {
+            miss.add(
+                format!("label {k:?}"),
+                "not a Kubernetes label or annotation key ([PREFIX/]NAME)",
+            );
+        } else if pod_labels.contains_key(k) || !(v.is_empty() || label_value_ok(v)) {
+            // The export's own labels select the pod: one of the same key is an annotation.
             annotations.insert(k.clone(), json!(v));
+        } else {
+            pod_labels.insert(k.clone(), json!(v));
         }
     }
     let mut pod_meta = json!({ "labels": pod_labels });
