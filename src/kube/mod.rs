@@ -775,7 +775,7 @@ fn component(
         pod.insert("volumes".into(), Value::Array(volumes));
     }
 
-    let mut meta_labels = labels(&c.name);
+    let meta_labels = labels(&c.name);
     let mut pod_labels = meta_labels.clone();
     let mut annotations = Map::new();
     for (k, v) in &x.labels {
@@ -874,7 +874,7 @@ fn component(
                 );
                 continue;
             }
-            meta_labels = labels(&c.name);
+            let meta_labels = labels(&c.name);
             let mut spec = json!({
                 "clusterIP": "None",
                 "publishNotReadyAddresses": true,
