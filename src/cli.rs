@@ -71,12 +71,30 @@ pub enum Command {
         #[arg(long)]
         volumes: bool,
     },
-    /// Print service files back from the registry.
+    /// Print service files back from the registry, or (--format kube) Kubernetes
+    /// manifests of them that a Kubernetes API server and `podman kube play` take.
     Export {
-        service: Option<String>,
-        /// Write one SERVICE.toml per service into this directory instead of stdout.
+        /// The services (default: all).
+        services: Vec<String>,
+        /// Write one SERVICE.toml (SERVICE.yaml) per service into this directory
+        /// instead of stdout.
         #[arg(long, short = 'o')]
         output_dir: Option<PathBuf>,
+        /// toml: service files (they round-trip through apply); kube: Kubernetes YAML,
+        /// what does not carry listed on stderr and as comments.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: ExportFormat,
+        /// With --format kube: a Pod per component instead of a Deployment (a one-shot
+        /// component a Pod run to completion instead of a Job).
+        #[arg(long)]
+        pod: bool,
+        /// With --format kube: volumes of host paths as hostPath volumes (else not carried).
+        #[arg(long)]
+        host_paths: bool,
+        /// With --format kube: env files and secrets in ConfigMaps, not Secrets (podman
+        /// 4.3's kube play cannot read its Secrets).
+        #[arg(long)]
+        config_maps: bool,
     },
     /// Load and validate the config, print the effective values.
     CheckConfig,
@@ -89,6 +107,13 @@ pub enum Command {
     /// Remove this node's containers made by another registry (orphans), of SERVICE or
     /// all.
     Prune { service: Option<String> },
+}
+
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Toml,
+    Kube,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod health;
 pub mod hostpath;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -75,9 +75,23 @@ pub fn dispatch(opts: Opts) -> Result<u8, Failure> {
         }
         Command::Remove { service, volumes } => state::remove(&config, &service, volumes),
         Command::Export {
-            service,
+            services,
             output_dir,
-        } => export::run(&config, service.as_deref(), output_dir.as_deref()),
+            format,
+            pod,
+            host_paths,
+            config_maps,
+        } => export::run(
+            &config,
+            &services,
+            output_dir.as_deref(),
+            format,
+            crate::kube::Options {
+                pod,
+                host_paths,
+                config_maps,
+            },
+        ),
         Command::CheckConfig => {
             print!("{}", config.to_toml());
             Ok(crate::error::exit::OK)

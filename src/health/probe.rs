@@ -47,6 +47,12 @@ pub struct ProbeResult {
     pub address: Option<IpAddr>,
 }
 
+/// A `CMD-SHELL` check's argv: its line run by the container's own `/bin/sh`, inside the
+/// container (an exec through podman's API, or a Kubernetes exec probe of the export).
+pub fn shell_argv(line: &str) -> [String; 3] {
+    ["/bin/sh", "-c", line].map(str::to_string)
+}
+
 /// Runs `probe` once against container `id` (an id or a name), bounded by `timeout`.
 pub async fn run<R: Runtime>(rt: &R, id: &str, probe: &Probe, timeout: Duration) -> ProbeResult {
     run_at(rt, id, probe, timeout, None).await
@@ -67,7 +73,7 @@ pub async fn run_at<R: Runtime>(
         match probe {
             Probe::Cmd(argv) => exec(rt, id, argv, timeout).await,
             Probe::Shell(line) => {
-                let argv = ["/bin/sh", "-c", line.as_str()].map(str::to_string);
+                let argv = shell_argv(line);
                 exec(rt, id, &argv, timeout).await
             }
             Probe::Http { port, path } => {

@@ -183,17 +183,26 @@ impl PrivatePodman {
     /// test process. Note that `sleep` as PID 1 ignores SIGTERM: stopping such a
     /// container waits out the stop timeout (10 s by default) before SIGKILL.
     pub fn import_busybox(&self, tag: &str) {
+        self.import_busybox_with(tag, &[]);
+    }
+
+    /// [`Self::import_busybox`] with more `--change` instructions for the image's config
+    /// (`ENV PATH=/bin`: `podman kube play` 4.3 gives a container no default PATH).
+    pub fn import_busybox_with(&self, tag: &str, changes: &[&str]) {
         let tar = self.path.join("busybox-rootfs.tar");
         fs::write(&tar, busybox_tarball()).expect("write busybox tarball");
         let tar_arg = tar.display().to_string();
-        self.podman_ok(&[
+        let mut args = vec![
             "import",
             "--quiet",
             "--change",
             r#"CMD ["sleep","infinity"]"#,
-            &tar_arg,
-            tag,
-        ]);
+        ];
+        for c in changes {
+            args.extend(["--change", c]);
+        }
+        args.extend([tar_arg.as_str(), tag]);
+        self.podman_ok(&args);
         let _ = fs::remove_file(&tar);
     }
 
