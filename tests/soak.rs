@@ -387,9 +387,30 @@ fn service_text(service: &str, generation: u64, comps: &[&Comp]) -> String {
             Some(h) => writeln!(t, "hostname = \"{h}\"").unwrap(),
             None => writeln!(t, "mode = \"l4\"").unwrap(),
         }
+        // Health checks and dependency order (issue 14): the L4 component's check is an
+        // HTTP probe, the L7 one's an exec, and the L7 one is brought up only once the L4
+        // one of its service is healthy.
+        if c.hostname.is_some() {
+            if comps.iter().any(|o| o.hostname.is_none()) {
+                let dep = comps.iter().find(|o| o.hostname.is_none()).unwrap();
+                // (The table goes before the sub-tables: TOML puts it in the component.)
+                t.insert_str(
+                    t.rfind("\n[[components.routes]]").unwrap(),
+                    &format!("\ndepends_on = {{ {} = \"healthy\" }}", dep.name),
+                );
+            }
+            t.push_str(&format!("\n[components.health]\ntest = [\"CMD-SHELL\", \"test -f /www/index.html\"]\n{CHECK_TIMES}"));
+        } else {
+            t.push_str(&format!("\n[components.health]\nhttp = {{ port = 8080, path = \"/index.html\" }}\n{CHECK_TIMES}"));
+        }
     }
     t
 }
+
+/// How often the soak's components are checked: often enough that a round's faults meet
+/// checks in every state, with three failures in a row to be unhealthy.
+const CHECK_TIMES: &str =
+    "interval = \"2s\"\ntimeout = \"2s\"\nretries = 3\nstart_interval = \"500ms\"\n";
 
 impl World {
     fn now(&self) -> f64 {
@@ -1112,6 +1133,15 @@ impl World {
                         ));
                         continue;
                     }
+                    if row["health"]["state"] != "healthy" {
+                        bad.push(format!(
+                            "{}: running, its check {}; the agent: {}",
+                            c.key(),
+                            row["health"],
+                            row["last_error"]
+                        ));
+                        continue;
+                    }
                     let Some(port) = row["routes"][0]["host_port"].as_u64().map(|p| p as u16)
                     else {
                         bad.push(format!("{}: no host port in status", c.key()));
@@ -1460,7 +1490,17 @@ struct RoundReport {
 }
 
 fn run_seed(seed: u64, s: &Settings) -> SeedReport {
-    let podman = PrivatePodman::start();
+    let mut podman = PrivatePodman::start();
+    // The exec checks' sessions: podman keeps each one's conmon for `exit_command_delay`
+    // (300 s by default, hundreds alive at once: BENCHMARKS.md §9); README's advice.
+    let conf = std::fs::read_to_string(podman.conf_path()).unwrap();
+    std::fs::write(
+        podman.conf_path(),
+        conf.replace("[engine]\n", "[engine]\nexit_command_delay = 10\n"),
+    )
+    .unwrap();
+    podman.stop_service();
+    podman.start_service();
     podman.import_busybox(IMAGE);
     let api_socket = podman.socket_path();
     let cli = Cli {
