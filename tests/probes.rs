@@ -19,10 +19,18 @@ const IMAGE: &str = "localhost/busybox:latest";
 /// (300 s by default), even past the container's removal: the harness would find them
 /// at its cleanup (and kill them). [`remove_all`] waits for them at the end.
 fn private_podman() -> PrivatePodman {
+    private_podman_keeping_sessions(1)
+}
+
+/// A private podman whose exec sessions go `delay` seconds after their command ends.
+fn private_podman_keeping_sessions(delay: u32) -> PrivatePodman {
     let mut podman = PrivatePodman::start();
     let conf = std::fs::read_to_string(podman.conf_path()).unwrap();
     assert!(conf.contains("[engine]\n"), "{conf}");
-    let conf = conf.replace("[engine]\n", "[engine]\nexit_command_delay = 1\n");
+    let conf = conf.replace(
+        "[engine]\n",
+        &format!("[engine]\nexit_command_delay = {delay}\n"),
+    );
     std::fs::write(podman.conf_path(), conf).unwrap();
     podman.stop_service();
     podman.start_service();
@@ -138,6 +146,9 @@ fn commands_run_by_exec_and_one_past_its_timeout_is_killed() {
     assert_eq!((r.ok, r.output.as_str()), (false, "exit code 1"));
     let r = probe(&rt, &id, &Probe::Shell("exit 3".into()), t);
     assert_eq!((r.ok, r.output.as_str()), (false, "exit code 3"));
+    // Killed by a signal: 128 + its number, as podman reports it.
+    let r = probe(&rt, &id, &Probe::Shell("echo dying; kill -9 $$".into()), t);
+    assert_eq!((r.ok, r.output.as_str()), (false, "exit code 137: dying"));
     // A command the container does not have: podman's exit code 127, and its reason.
     let r = probe(&rt, &id, &Probe::Cmd(argv(&["pg_isready"])), t);
     assert!(!r.ok, "{r:?}");
@@ -415,11 +426,18 @@ fn twenty_exec_probes_in_a_row() {
     remove_all(&podman);
 }
 
-/// A unix-socket proxy in front of podman's socket that counts the connections made to it.
+/// A unix-socket proxy in front of podman's socket that counts the connections made to it
+/// and the requests sent over them.
 struct CountingProxy {
     uri: String,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     _dir: tempfile::TempDir,
+}
+
+/// Request lines in `bytes` (the agent's requests are a few hundred bytes, each read whole).
+fn request_lines(bytes: &[u8]) -> usize {
+    bytes.windows(11).filter(|w| w == b" HTTP/1.1\r\n").count()
 }
 
 impl CountingProxy {
@@ -430,7 +448,8 @@ impl CountingProxy {
         let path = dir.path().join("proxy.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let (count, asked) = (accepted.clone(), requests.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { return };
@@ -439,8 +458,19 @@ impl CountingProxy {
                     continue;
                 };
                 let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let asked = asked.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut client, &mut upstream);
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        asked.fetch_add(request_lines(&buf[..n]), Ordering::SeqCst);
+                        if upstream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = upstream.shutdown(std::net::Shutdown::Write);
                 });
                 std::thread::spawn(move || {
@@ -452,6 +482,7 @@ impl CountingProxy {
         CountingProxy {
             uri: format!("unix://{}", path.display()),
             accepted,
+            requests,
             _dir: dir,
         }
     }
@@ -459,15 +490,21 @@ impl CountingProxy {
     fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
-/// The agent's requests to podman share connections (`src/runtime/transport.rs`): an exec
-/// probe's create and inspect go over a connection kept from before, and only its start,
-/// which podman takes over for the command's output, needs one of its own — 20 probes make
-/// about 20 connections, not the 60 of a connection per request (bollard's own transport).
+/// An exec probe is three requests (create, start, inspect: `src/runtime/exec.rs`), and
+/// its create and inspect go over a connection kept from before (`src/runtime/wire.rs`):
+/// only its start, which podman takes over for the command's output, needs one of its own
+/// — 20 probes make about 20 connections, not the 60 of a connection per request
+/// (bollard's own transport), and 60 requests. Four at a time, as `[health] concurrency`
+/// runs them, they share the kept connections too.
 #[test]
 fn exec_probes_reuse_their_connections_to_podman() {
-    let podman = private_podman();
+    let podman = private_podman_keeping_sessions(5);
     let id = podman.podman_ok(&["run", "-d", "--name", "box", IMAGE]);
     let proxy = CountingProxy::start(podman.socket_path());
     let rt = Podman::new(&proxy.uri, podman.cli_argv());
@@ -478,12 +515,77 @@ fn exec_probes_reuse_their_connections_to_podman() {
             assert!(r.ok, "{r:?}");
         }
     });
-    let n = proxy.accepted();
-    eprintln!("20 exec probes: {n} connections to podman");
+    let (n, asked) = (proxy.accepted(), proxy.requests());
+    eprintln!("20 exec probes: {n} connections to podman, {asked} requests");
     assert!(n >= 20, "{n}: each start needs a connection of its own");
     assert!(
         n <= 26,
         "{n} connections for 20 exec probes: requests do not share them"
+    );
+    // An inspect is asked again only while podman still says the exec runs.
+    assert!(
+        (60..=70).contains(&asked),
+        "{asked} requests for 20 exec probes"
+    );
+
+    block_on(async {
+        let one = |_| async {
+            for _ in 0..5 {
+                let r = health::run(&rt, &id, &Probe::Cmd(argv(&["true"])), t).await;
+                assert!(r.ok, "{r:?}");
+            }
+        };
+        futures_util::future::join_all((0..4).map(one)).await;
+    });
+    let (n, asked) = (proxy.accepted() - n, proxy.requests() - asked);
+    eprintln!("20 exec probes, 4 at a time: {n} connections, {asked} requests");
+    assert!(
+        (20..=28).contains(&n),
+        "{n} connections for 20 exec probes 4 at a time"
+    );
+    assert!((60..=70).contains(&asked), "{asked} requests");
+    remove_all(&podman);
+}
+
+/// What an exec probe costs this process (the agent's side of it): `MCP_EXEC_COST_N`
+/// probes (300) of `true`, four at a time as `[health] concurrency` runs them, on one
+/// thread as the agent runs; the CPU time per probe. A measurement, not a check:
+/// `cargo test --release --test probes exec_probe_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement (BENCHMARKS.md §9)"]
+fn exec_probe_cost() {
+    // The benchmark's `exec-10`: sessions kept 10 s, as many as ≈ 4 probes at a time make.
+    let podman = private_podman_keeping_sessions(10);
+    let id = podman.podman_ok(&["run", "-d", "--name", "box", IMAGE]);
+    let rt = Podman::new(&podman.socket_uri(), podman.cli_argv());
+    let t = Duration::from_secs(10);
+    let n: usize = std::env::var("MCP_EXEC_COST_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    assert!(probe(&rt, &id, &Probe::Cmd(argv(&["true"])), t).ok);
+    let service = podman.service_pid().unwrap();
+    let (cpu0, podman_cpu0, wall) = (own_cpu(), cpu_of(service), Instant::now());
+    block_on(async {
+        let one = |_| async {
+            for _ in 0..n / 4 {
+                let r = health::run(&rt, &id, &Probe::Cmd(argv(&["true"])), t).await;
+                assert!(r.ok, "{r:?}");
+            }
+        };
+        futures_util::future::join_all((0..4).map(one)).await;
+    });
+    let (cpu, podman_cpu, wall) = (
+        own_cpu() - cpu0,
+        cpu_of(service) - podman_cpu0,
+        wall.elapsed(),
+    );
+    let n = (n / 4 * 4) as u32;
+    eprintln!(
+        "{n} exec probes of `true`, 4 at a time: {wall:?}; this process's CPU {cpu:?} \
+         ({:?} a probe); podman's service {podman_cpu:?} ({:?} a probe)",
+        cpu / n,
+        podman_cpu / n,
     );
     remove_all(&podman);
 }

@@ -18,13 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bollard::errors::Error as BollardError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::Docker;
-use futures_util::StreamExt;
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::podman::Podman;
+use super::podman::{api_prefix, Podman};
+use super::wire::{self, Pool};
 use super::{ExecOutput, Result, RuntimeError, EXEC_OUTPUT_MAX};
 
 /// How long after its timeout an exec may take to kill its process and see it gone.
@@ -72,7 +70,7 @@ impl Session {
 /// the same (by a task of its own).
 struct KillOnDrop {
     session: Arc<Session>,
-    docker: Docker,
+    pool: Arc<Pool>,
     armed: bool,
 }
 
@@ -89,9 +87,9 @@ impl Drop for KillOnDrop {
             // Not created yet: the task sees `cancelled` and does not start it.
             return;
         };
-        let docker = self.docker.clone();
+        let pool = self.pool.clone();
         handle.spawn(async move {
-            if let Err(e) = kill(&docker, &id, Instant::now() + KILL_WAIT).await {
+            if let Err(e) = kill(&pool, &id, Instant::now() + KILL_WAIT).await {
                 tracing::warn!(exec = %id, error = %e, "an abandoned exec could not be killed");
             }
         });
@@ -108,13 +106,13 @@ pub(crate) async fn run(
     if argv.is_empty() {
         return Err(RuntimeError::Api("exec: the command is empty".into()));
     }
-    let docker = podman.docker()?;
+    let pool = podman.wire();
     let session = Arc::new(Session::default());
     let deadline = Instant::now() + timeout;
     // The exec runs in a task of its own, so that a start already asked for when the
     // caller gives up still ends in a kill (the task checks `cancelled` after it).
     let mut task = tokio::spawn(drive(
-        docker.clone(),
+        pool.clone(),
         container.to_string(),
         argv.to_vec(),
         session.clone(),
@@ -122,15 +120,15 @@ pub(crate) async fn run(
     ));
     let mut guard = KillOnDrop {
         session: session.clone(),
-        docker: docker.clone(),
+        pool: pool.clone(),
         armed: true,
     };
     match tokio::time::timeout_at(deadline, &mut task).await {
         Ok(joined) => {
             guard.armed = false;
-            let exit_code = joined
-                .map_err(|e| RuntimeError::Api(format!("exec: the task running it failed: {e}")))?
-                .map_err(|e| podman.map_err(e))?;
+            let exit_code = joined.map_err(|e| {
+                RuntimeError::Api(format!("exec: the task running it failed: {e}"))
+            })??;
             Ok(ExecOutput {
                 exit_code,
                 output: session.output(),
@@ -141,7 +139,7 @@ pub(crate) async fn run(
         Err(_) => {
             session.cancel();
             let killed = match session.id.get() {
-                Some(id) => kill(&docker, id, Instant::now() + KILL_WAIT).await,
+                Some(id) => kill(&pool, id, Instant::now() + KILL_WAIT).await,
                 // Not created yet: the task will not start it.
                 None => Ok(Killed::NotRunning),
             };
@@ -165,50 +163,57 @@ pub(crate) async fn run(
 /// Creates the exec, starts it attached, keeps the start of its output, and reads its exit
 /// code; at most `life` in all.
 async fn drive(
-    docker: Docker,
+    pool: Arc<Pool>,
     container: String,
     argv: Vec<String>,
     session: Arc<Session>,
     life: Duration,
-) -> std::result::Result<Option<i64>, BollardError> {
+) -> Result<Option<i64>> {
     let work = async {
-        let created = docker
-            .create_exec(
-                &container,
-                CreateExecOptions {
-                    cmd: Some(argv),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    attach_stdin: Some(false),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let id = created.id;
+        let id = create(&pool, &container, argv).await?;
         let _ = session.id.set(id.clone());
         if session.is_cancelled() {
             return Ok(None);
         }
-        let started = docker.start_exec(&id, None).await?;
+        // The start takes a connection of its own: podman streams the output on it.
+        let path = format!("{}/exec/{id}/start", api_prefix());
+        let mut conn = pool.open().map_err(|e| unavailable(&pool, &path, &e))?;
+        let started = conn
+            .start_stream(&wire::request(
+                "POST",
+                &path,
+                Some(br#"{"Detach":false,"Tty":false}"#),
+                "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+            ))
+            .await
+            .map_err(|e| unavailable(&pool, &path, &e))?;
+        if !matches!(started.status, 101 | 200) {
+            return Err(answer_error(started.status, &started.body));
+        }
         if session.is_cancelled() {
             // Started after its caller gave up (and maybe after its kill looked): killed here.
-            if let Err(e) = kill(&docker, &id, Instant::now() + KILL_WAIT).await {
+            if let Err(e) = kill(&pool, &id, Instant::now() + KILL_WAIT).await {
                 tracing::warn!(exec = %id, error = %e, "a late exec could not be killed");
             }
             return Ok(None);
         }
-        if let StartExecResults::Attached { mut output, input } = started {
-            while let Some(item) = output.next().await {
-                // Read to the end, keeping the first EXEC_OUTPUT_MAX bytes: a command
-                // must never block on a full pipe.
-                session.append(item?.as_ref());
+        // Read to the end, keeping the first EXEC_OUTPUT_MAX bytes: a command must never
+        // block on a full pipe.
+        let mut frames = Demux::default();
+        loop {
+            let bytes = conn
+                .read()
+                .await
+                .map_err(|e| unavailable(&pool, &path, &e))?;
+            if bytes.is_empty() {
+                break;
             }
-            drop(input);
+            frames.feed(&bytes, |payload| session.append(payload));
         }
+        drop(conn);
         // Podman may record the exit a moment after the stream ends.
         loop {
-            let inspected = docker.inspect_exec(&id).await?;
+            let inspected = inspect(&pool, &id).await?;
             if inspected.running != Some(true) {
                 return Ok(inspected.exit_code);
             }
@@ -216,6 +221,141 @@ async fn drive(
         }
     };
     tokio::time::timeout(life, work).await.unwrap_or(Ok(None))
+}
+
+/// What the agent reads of podman's exec inspect.
+#[derive(Debug, Deserialize)]
+struct ExecState {
+    #[serde(rename = "Running", default)]
+    running: Option<bool>,
+    #[serde(rename = "ExitCode", default)]
+    exit_code: Option<i64>,
+    /// The exec's process on the host (podman 4.3's compat inspect; 0 once it ended).
+    #[serde(rename = "Pid", default)]
+    pid: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    #[serde(rename = "Id")]
+    id: String,
+}
+
+/// The body of an exec's create.
+#[derive(serde::Serialize)]
+struct CreateBody {
+    #[serde(rename = "Cmd")]
+    cmd: Vec<String>,
+    #[serde(rename = "AttachStdout")]
+    stdout: bool,
+    #[serde(rename = "AttachStderr")]
+    stderr: bool,
+    #[serde(rename = "AttachStdin")]
+    stdin: bool,
+    #[serde(rename = "Tty")]
+    tty: bool,
+}
+
+/// Creates an exec of `argv` in `container`: its id.
+async fn create(pool: &Pool, container: &str, argv: Vec<String>) -> Result<String> {
+    let path = format!(
+        "{}/containers/{}/exec",
+        api_prefix(),
+        super::podman::path_segment(container)
+    );
+    let body = serde_json::to_vec(&CreateBody {
+        cmd: argv,
+        stdout: true,
+        stderr: true,
+        stdin: false,
+        tty: false,
+    })
+    .map_err(|e| RuntimeError::Api(format!("exec: cannot write the request: {e}")))?;
+    let answer = pool
+        .request(&wire::request("POST", &path, Some(&body), ""))
+        .await
+        .map_err(|e| unavailable(pool, &path, &e))?;
+    if !(200..300).contains(&answer.status) {
+        return Err(answer_error(answer.status, &answer.body));
+    }
+    let created: Created = serde_json::from_slice(&answer.body)
+        .map_err(|e| RuntimeError::Api(format!("POST {path}: cannot read the answer: {e}")))?;
+    Ok(created.id)
+}
+
+/// Podman's exec inspect of session `id`.
+async fn inspect(pool: &Pool, id: &str) -> Result<ExecState> {
+    let path = format!("{}/exec/{id}/json", api_prefix());
+    let answer = pool
+        .request(&wire::request("GET", &path, None, ""))
+        .await
+        .map_err(|e| unavailable(pool, &path, &e))?;
+    if !(200..300).contains(&answer.status) {
+        return Err(answer_error(answer.status, &answer.body));
+    }
+    serde_json::from_slice(&answer.body)
+        .map_err(|e| RuntimeError::Api(format!("GET {path}: cannot read the answer: {e}")))
+}
+
+fn unavailable(pool: &Pool, path: &str, e: &std::io::Error) -> RuntimeError {
+    RuntimeError::Unavailable {
+        socket: pool.socket(),
+        reason: format!("{path}: {e}"),
+    }
+}
+
+/// A non-success answer of podman as the runtime's error, as bollard's are mapped
+/// (`Podman::map_err`): podman's message; `NotFound` for a 404 or "no such container".
+fn answer_error(status: u16, body: &[u8]) -> RuntimeError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned());
+    if status == 404 || message.contains("no such container") {
+        RuntimeError::NotFound(message)
+    } else {
+        RuntimeError::Api(format!("{status}: {}", message.trim()))
+    }
+}
+
+/// Docker's raw stream of an exec without a tty, read as it comes: frames of an 8-byte
+/// header (the stream, 3 zero bytes, the payload's length big-endian) and the payload.
+#[derive(Debug, Default)]
+struct Demux {
+    header: [u8; 8],
+    /// Bytes of the next header read so far.
+    have: usize,
+    /// Bytes of the current payload still to come.
+    left: usize,
+}
+
+impl Demux {
+    /// Feeds `bytes`; each payload's bytes go to `out` (stdout and stderr alike).
+    fn feed(&mut self, mut bytes: &[u8], mut out: impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            if self.left == 0 {
+                let take = (8 - self.have).min(bytes.len());
+                self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                self.have += take;
+                bytes = &bytes[take..];
+                if self.have == 8 {
+                    let len = [
+                        self.header[4],
+                        self.header[5],
+                        self.header[6],
+                        self.header[7],
+                    ];
+                    self.left = u32::from_be_bytes(len) as usize;
+                    self.have = 0;
+                }
+                continue;
+            }
+            let take = self.left.min(bytes.len());
+            out(&bytes[..take]);
+            self.left -= take;
+            bytes = &bytes[take..];
+        }
+    }
 }
 
 /// What a kill found.
@@ -229,9 +369,9 @@ enum Killed {
 
 /// SIGKILLs the process group of exec session `id` and waits, until `deadline`, to see its
 /// process gone.
-async fn kill(docker: &Docker, id: &str, deadline: Instant) -> std::result::Result<Killed, String> {
+async fn kill(pool: &Pool, id: &str, deadline: Instant) -> std::result::Result<Killed, String> {
     loop {
-        let inspected = tokio::time::timeout_at(deadline, docker.inspect_exec(id))
+        let inspected = tokio::time::timeout_at(deadline, inspect(pool, id))
             .await
             .map_err(|_| "podman did not answer the exec's inspect in time".to_string())?
             .map_err(|e| format!("cannot inspect the exec: {}", crate::error::chain(&e)))?;
@@ -378,5 +518,23 @@ mod tests {
         let out = s.output();
         assert_eq!(out.len(), EXEC_OUTPUT_MAX);
         assert!(out.ends_with("ab"));
+    }
+
+    #[test]
+    fn the_raw_stream_s_payloads_are_read_however_it_is_cut() {
+        let mut stream = Vec::new();
+        for (kind, payload) in [(1u8, &b"hello "[..]), (2, b""), (2, b"world"), (1, b"\n")] {
+            stream.extend_from_slice(&[kind, 0, 0, 0]);
+            stream.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            stream.extend_from_slice(payload);
+        }
+        for cut in [1, 2, 3, 7, 8, 9, 100] {
+            let mut d = Demux::default();
+            let mut out = Vec::new();
+            for piece in stream.chunks(cut) {
+                d.feed(piece, |p| out.extend_from_slice(p));
+            }
+            assert_eq!(out, b"hello world\n", "in pieces of {cut}");
+        }
     }
 }

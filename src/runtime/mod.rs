@@ -16,6 +16,7 @@ pub mod exec;
 pub mod fake;
 pub mod podman;
 mod transport;
+pub(crate) mod wire;
 
 pub use events::Trigger;
 

@@ -82,7 +82,7 @@ pub(crate) fn api_prefix() -> String {
 
 /// `s` as one URL path segment (container names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything
 /// else is percent-encoded).
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
@@ -98,6 +98,8 @@ pub struct Podman {
     /// Made on first use: bollard refuses to make a client while the socket file is
     /// absent, and podman may come later than the agent.
     docker: std::sync::Mutex<Option<Docker>>,
+    /// The connections of exec health checks' requests (`src/runtime/wire.rs`).
+    wire: std::sync::Arc<super::wire::Pool>,
     timeout: Duration,
     socket: String,
     cli: Vec<String>,
@@ -112,6 +114,7 @@ impl Podman {
     pub fn with_timeout(socket: &str, cli: Vec<String>, timeout: Duration) -> Podman {
         Podman {
             docker: std::sync::Mutex::new(None),
+            wire: std::sync::Arc::new(super::wire::Pool::new(socket)),
             timeout,
             socket: socket.to_string(),
             cli,
@@ -133,6 +136,11 @@ impl Podman {
             })?;
         *d = Some(docker.clone());
         Ok(docker)
+    }
+
+    /// The connections exec health checks' requests go over.
+    pub(crate) fn wire(&self) -> std::sync::Arc<super::wire::Pool> {
+        self.wire.clone()
     }
 
     pub fn socket(&self) -> &str {

@@ -7,6 +7,9 @@
 //! over by a stream (an exec's output, the event stream) is not pooled; one podman closed
 //! is dropped from the pool, and a request that never reached it is sent again on a new
 //! one (hyper's `retry_canceled_requests`).
+//!
+//! An exec health check's three requests no longer come here: they go over a leaner client
+//! of their own (`src/runtime/wire.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
