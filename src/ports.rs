@@ -117,7 +117,7 @@ fn conmon_container(pid: u32) -> Option<String> {
 }
 
 /// `-c ID` in a conmon's NUL-separated command line.
-pub(crate) fn container_of_conmon(cmdline: &[u8]) -> Option<String> {
+pub fn container_of_conmon(cmdline: &[u8]) -> Option<String> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     args.windows(2)
         .find(|w| w[0] == b"-c")

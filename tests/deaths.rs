@@ -94,12 +94,11 @@ fn conmons_of(id: &str) -> Vec<u32> {
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"conmon"))
-            && args
-                .windows(2)
-                .any(|w| w[0] == b"-c" && w[1] == id.as_bytes())
-        {
+        let is_conmon = cmd
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|a| a.ends_with(b"conmon"));
+        if is_conmon && mcp_agent::ports::container_of_conmon(&cmd).as_deref() == Some(id) {
             out.push(pid);
         }
     }

@@ -391,8 +391,7 @@ fn service_text(service: &str, generation: u64, comps: &[&Comp]) -> String {
         // HTTP probe, the L7 one's an exec, and the L7 one is brought up only once the L4
         // one of its service is healthy.
         if c.hostname.is_some() {
-            if comps.iter().any(|o| o.hostname.is_none()) {
-                let dep = comps.iter().find(|o| o.hostname.is_none()).unwrap();
+            if let Some(dep) = comps.iter().find(|o| o.hostname.is_none()) {
                 // (The table goes before the sub-tables: TOML puts it in the component.)
                 t.insert_str(
                     t.rfind("\n[[components.routes]]").unwrap(),

@@ -270,16 +270,22 @@ pub fn is_vanished(body: &[u8]) -> bool {
         || text.contains("no such file or directory")
 }
 
-/// A non-success answer as the error the rest of the runtime uses.
-pub fn answer_error(path: &str, status: StatusCode, body: &[u8]) -> RuntimeError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
+/// Podman's message in a non-success answer: its JSON `message`, else the body's first
+/// 1 000 bytes.
+pub fn answer_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("message")
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned());
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned())
+}
+
+/// A non-success answer as the error the rest of the runtime uses.
+pub fn answer_error(path: &str, status: StatusCode, body: &[u8]) -> RuntimeError {
+    let message = answer_message(body);
     if status == StatusCode::NOT_FOUND || message.contains("no such container") {
         RuntimeError::NotFound(message)
     } else {

@@ -307,10 +307,7 @@ fn unavailable(pool: &Pool, path: &str, e: &std::io::Error) -> RuntimeError {
 /// A non-success answer of podman as the runtime's error, as bollard's are mapped
 /// (`Podman::map_err`): podman's message; `NotFound` for a 404 or "no such container".
 fn answer_error(status: u16, body: &[u8]) -> RuntimeError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned());
+    let message = super::api::answer_message(body);
     if status == 404 || message.contains("no such container") {
         RuntimeError::NotFound(message)
     } else {
