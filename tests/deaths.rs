@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use agentkit::Agent;
 use common::relay::Relay;
 use common::{wait_for, PrivatePodman};
+use mcp_agent::runtime::deaths::{Deaths, Died};
+use mcp_agent::runtime::libpod_db::{LibpodDb, RUNNING};
+use mcp_agent::runtime::podman::Podman;
+use mcp_agent::runtime::Runtime;
 
 const IMAGE: &str = "localhost/busybox:latest";
 
@@ -75,6 +79,16 @@ fn a_crash_is_repaired_while_the_event_stream_is_stalled() {
         assert!(
             d.log().contains("main process exited"),
             "the pidfd told it:\n{}",
+            d.log()
+        );
+        // And podman's database, read at the death, said it was a crash: its start did
+        // not wait as a stop's does.
+        assert_eq!(
+            d.log()
+                .matches("main process exited trigger=\"pidfd\" component=s/app crashed=true")
+                .count(),
+            round + 1,
+            "each crash confirmed at its death:\n{}",
             d.log()
         );
         relay.stall_events(false);
@@ -168,8 +182,89 @@ fn a_removal_is_never_raced_into_an_orphan() {
         pids.iter().copied().for_each(end_orphan);
     }
     assert!(
+        !d.log()
+            .contains("main process exited trigger=\"pidfd\" component=s/app crashed=true"),
+        "a removal taken for a crash:\n{}",
+        d.log()
+    );
+    assert!(
         orphans.is_empty(),
         "orphans left by starts racing podman's removal: {orphans:?}\n{}",
         d.log()
     );
+}
+
+/// What podman's own database had saved at the moment of a death, read at the pidfd
+/// (`src/runtime/libpod_db.rs`): a crash (SIGKILL from outside podman) shows the run still
+/// `running` with its pid; `podman rm -f` and `podman stop` saved `stopping` before they
+/// signalled. Once anything syncs the container the two look the same; the read comes
+/// first. Five of each, on the real podman, through the daemon's own watch.
+#[test]
+fn podmans_database_tells_a_crash_from_a_stop_at_the_death() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let rt = Podman::new(&podman.socket_uri(), podman.cli_argv());
+    let root = common::block_on(rt.graph_root())
+        .unwrap()
+        .expect("podman says its graph root");
+    assert_eq!(
+        root,
+        podman.root_dir(),
+        "podman info's DockerRootDir is its --root"
+    );
+    let db = LibpodDb::under_graph_root(&root).expect("podman 4's bolt_state.db is there");
+    let mut seen = Vec::new();
+    common::block_on(async {
+        let (deaths, mut rx) = Deaths::new();
+        deaths.set_db(Some(db.clone()));
+        for round in 0..5 {
+            for how in ["kill", "rm", "stop"] {
+                let name = format!("d-{how}-{round}");
+                let id =
+                    podman.podman_ok(&["run", "-d", "--name", &name, IMAGE, "sleep", "100000"]);
+                let id = id.trim().to_string();
+                let pid = rt.main_pid(&id).await.unwrap().expect("a running pid");
+                let saved = db.saved(&id).unwrap().expect("in podman's database");
+                assert_eq!(
+                    (saved.state, saved.pid),
+                    (RUNNING, i64::from(pid)),
+                    "{name}"
+                );
+                deaths.watch_pid(id.clone(), pid);
+                match how {
+                    "kill" => {
+                        let ok = std::process::Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status()
+                            .unwrap()
+                            .success();
+                        assert!(ok);
+                    }
+                    "rm" => {
+                        podman.podman_ok(&["rm", "-f", "-t", "0", &name]);
+                    }
+                    _ => {
+                        podman.podman_ok(&["stop", "-t", "0", &name]);
+                    }
+                }
+                let told = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("the death told within 10 s")
+                    .expect("the watch is there");
+                seen.push((how, told.crashed));
+                assert_eq!(
+                    told,
+                    Died {
+                        id: id.clone(),
+                        crashed: how == "kill"
+                    },
+                    "{name}: a crash is one, a stop of podman's is not"
+                );
+                podman.podman_ok(&["rm", "-f", "--ignore", "-t", "0", &name]);
+            }
+        }
+        // Gone from the database: absent, not an error.
+        assert_eq!(db.saved(&"0".repeat(64)).unwrap(), None);
+    });
+    eprintln!("{seen:?}");
 }

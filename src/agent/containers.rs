@@ -71,7 +71,8 @@ impl<R: Runtime + 'static> Agent<R> {
     /// The main process of a watched container exited (its pidfd): as a `die` event,
     /// only sooner. Podman may not have noticed yet; the pass looks again shortly if it
     /// still lists the container running.
-    pub(super) fn on_death(&mut self, id: &str) {
+    pub(super) fn on_death(&mut self, died: &crate::runtime::deaths::Died) {
+        let id = died.id.as_str();
         let key = self.last_actual.as_ref().and_then(|list| {
             let a = list.iter().find(|a| a.id == id)?;
             match owner(&a.id, &a.labels, &self.us) {
@@ -86,11 +87,11 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.operating.contains(&key) {
             return;
         }
-        tracing::debug!(trigger = "pidfd", component = %key, "main process exited");
+        tracing::debug!(trigger = "pidfd", component = %key, crashed = died.crashed, "main process exited");
         self.storage_names.going_away(&key.container_name());
         self.book.died_at.insert(id.to_string(), Instant::now());
         self.suspects
-            .insert(id.to_string(), Suspect::new(Instant::now()));
+            .insert(id.to_string(), Suspect::new(Instant::now(), died.crashed));
         self.want_pass("pidfd");
     }
 
@@ -139,7 +140,8 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 
     /// Whether the plan's start of container `id` goes ahead now. A container whose death
-    /// only its pidfd told is started once a list [`START_CONFIRM`] after the first that
+    /// podman's database showed to be a crash (read at the pidfd) is started at once. Any
+    /// other whose death only its pidfd told is started once a list [`START_CONFIRM`] after the first that
     /// showed it exited still shows it so — and, unless a list showed it running after
     /// the death (a crash), [`STOP_CONFIRM`] after the death: a `podman rm -f` kills
     /// first and removes after, and a start in between would race podman's removal.
@@ -147,7 +149,7 @@ impl<R: Runtime + 'static> Agent<R> {
         let Some(s) = self.suspects.get_mut(id) else {
             return true;
         };
-        if s.exited_at.is_none() {
+        if s.exited_at.is_none() && !s.confirmed {
             tracing::debug!(
                 container = %crate::reconcile::short(id),
                 crashed = s.crashed,

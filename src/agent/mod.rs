@@ -157,6 +157,9 @@ pub(crate) struct Suspect {
     /// stop of its own (podman's stop saves `stopping` before it signals), so the process
     /// crashed or was killed from outside, and no removal of podman's is under way.
     crashed: bool,
+    /// Podman's database said the same at the death itself (its pidfd, before any sync):
+    /// the start goes ahead as soon as a list shows it exited.
+    confirmed: bool,
     /// When a list first showed it exited: its start waits [`START_CONFIRM`] (or
     /// [`STOP_CONFIRM`]) and another list, since a `podman rm -f` shows the same death
     /// and then removes it.
@@ -164,17 +167,21 @@ pub(crate) struct Suspect {
 }
 
 impl Suspect {
-    pub(crate) fn new(since: Instant) -> Suspect {
+    pub(crate) fn new(since: Instant, confirmed: bool) -> Suspect {
         Suspect {
             since,
             tries: 0,
-            crashed: false,
+            crashed: confirmed,
+            confirmed,
             exited_at: None,
         }
     }
 
     /// When its start may go ahead, a list after that still showing it exited.
     fn start_at(&self, exited_at: Instant) -> Instant {
+        if self.confirmed {
+            return exited_at;
+        }
         let confirmed = exited_at + START_CONFIRM;
         if self.crashed {
             confirmed
@@ -471,10 +478,10 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 Some(polled) = watch.rx.recv() => self.on_polled(polled),
                 Some((image, line)) = progress.recv() => self.on_pull_progress(&image, line),
-                Some(id) = died.recv() => {
-                    self.on_death(&id);
-                    while let Ok(id) = died.try_recv() {
-                        self.on_death(&id);
+                Some(d) = died.recv() => {
+                    self.on_death(&d);
+                    while let Ok(d) = died.try_recv() {
+                        self.on_death(&d);
                     }
                 }
                 t = events.recv(), if events_open => match t {

@@ -496,6 +496,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     self.podman.error = None;
                     self.synced = false;
                     self.want_pass("podman");
+                    self.find_podman_db();
                 }
                 self.podman.retry.reset();
                 Requeue::OnChange
@@ -509,6 +510,27 @@ impl<R: Runtime + 'static> Agent<R> {
                 Requeue::After(self.podman.retry.next_delay(now))
             }
         }
+    }
+
+    /// Asks podman (again: it may have come back on another root) where its database is,
+    /// for the deaths' reads of it; off the loop, one request.
+    fn find_podman_db(&self) {
+        let Some(deaths) = self.deaths.clone() else {
+            return;
+        };
+        let rt = self.ctx.runtime.clone();
+        tokio::spawn(async move {
+            let db = match rt.graph_root().await {
+                Ok(root) => {
+                    root.and_then(|r| crate::runtime::libpod_db::LibpodDb::under_graph_root(&r))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "podman info failed: its database is not read at deaths");
+                    None
+                }
+            };
+            deaths.set_db(db);
+        });
     }
 
     /// What the registry watcher found (docs/design.md §5.1): only changes come here.

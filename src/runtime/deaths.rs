@@ -10,6 +10,12 @@
 //! inspect: after each bring-up of the agent's, and once for a container found running
 //! (started before the agent, or by podman's restart policy), at most
 //! [`INSPECTS_AT_ONCE`] at a time.
+//!
+//! A death is told with what podman's database had saved for the container at that
+//! moment, read without asking podman ([`super::libpod_db`]): `running` with the same pid
+//! means podman had begun no stop of its own (its stop saves `stopping` before it
+//! signals), so the death is a crash the loop may repair at once, not a `podman rm -f`
+//! under way.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -22,14 +28,28 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 
+use super::libpod_db::LibpodDb;
 use super::Runtime;
 
 /// Inspects for pids in flight at once (a start finds 200 containers running).
 pub const INSPECTS_AT_ONCE: usize = 4;
 
+/// A death, as a watch tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Died {
+    pub id: String,
+    /// Podman's database still had this process running, with no stop begun: a crash
+    /// (or a kill from outside podman). `false` when unknown.
+    pub crashed: bool,
+}
+
 /// The watches, shared by the loop and its tasks.
 pub struct Deaths {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<Died>,
+    /// Podman's database, once `podman info` has told where it is.
+    db: Mutex<Option<Arc<LibpodDb>>>,
+    /// A read of it has failed (said once in the log).
+    db_failed: AtomicBool,
     inner: Mutex<Inner>,
     inspects: Semaphore,
     /// `pidfd_open` is not there (ENOSYS): events only, said once.
@@ -47,10 +67,12 @@ struct Inner {
 
 impl Deaths {
     /// The watches and the receiver of the ids of containers whose main process exited.
-    pub fn new() -> (Arc<Deaths>, mpsc::UnboundedReceiver<String>) {
+    pub fn new() -> (Arc<Deaths>, mpsc::UnboundedReceiver<Died>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let d = Deaths {
             tx,
+            db: Mutex::new(None),
+            db_failed: AtomicBool::new(false),
             inner: Mutex::default(),
             inspects: Semaphore::new(INSPECTS_AT_ONCE),
             unsupported: AtomicBool::new(false),
@@ -60,6 +82,35 @@ impl Deaths {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where podman's database is (`None`: not known, or not one this reader reads).
+    pub fn set_db(&self, db: Option<LibpodDb>) {
+        match &db {
+            Some(db) => {
+                tracing::debug!(path = %db.path().display(), "podman's database is read at deaths")
+            }
+            None => {
+                tracing::debug!("podman's database is not read at deaths: crashes wait as stops do")
+            }
+        }
+        *self.db.lock().unwrap_or_else(|e| e.into_inner()) = db.map(Arc::new);
+    }
+
+    /// Whether a crash of `pid` (container `id`) is what podman's database shows.
+    fn crashed(&self, id: &str, pid: u32) -> bool {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(db) = db else { return false };
+        match db.saved(id) {
+            Ok(Some(saved)) => saved.crashed(pid),
+            Ok(None) => false,
+            Err(e) => {
+                if !self.db_failed.swap(true, Ordering::Relaxed) {
+                    tracing::info!(error = %e, "cannot read podman's database at a death: crashes wait as stops do");
+                }
+                false
+            }
+        }
     }
 
     /// Whether `id` has a watch (tests).
@@ -129,8 +180,8 @@ impl Deaths {
         let fd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                // Gone already: that is a death to look at now.
-                let _ = self.tx.send(id);
+                // Gone already: that is a death to look at now (when, unknown).
+                let _ = self.tx.send(Died { id, crashed: false });
                 return;
             }
             Err(e) => {
@@ -160,7 +211,10 @@ impl Deaths {
             let _ = fd.readable().await;
             if let Some(this) = this.upgrade() {
                 this.lock().watched.remove(&key);
-                let _ = this.tx.send(key);
+                // At once: a sync by anyone (podman's cleanup, the agent's list) makes a
+                // crash and a stop look the same.
+                let crashed = this.crashed(&key, pid);
+                let _ = this.tx.send(Died { id: key, crashed });
             }
         });
         if let Some(old) = inner.watched.insert(id, task.abort_handle()) {
@@ -211,7 +265,7 @@ mod tests {
         let told = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
             .await
             .expect("told within 5 s");
-        assert_eq!(told.as_deref(), Some("c1"));
+        assert_eq!(told.map(|d| d.id).as_deref(), Some("c1"));
         assert!(
             t.elapsed() < std::time::Duration::from_millis(500),
             "{:?}",
@@ -229,7 +283,7 @@ mod tests {
         child.wait().unwrap(); // reaped: the pid names no process
         deaths.watch_pid("c2".into(), pid);
         let told = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
-        assert_eq!(told.unwrap().as_deref(), Some("c2"));
+        assert_eq!(told.unwrap().map(|d| d.id).as_deref(), Some("c2"));
     }
 
     #[tokio::test]

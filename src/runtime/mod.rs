@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
+pub mod libpod_db;
 pub mod podman;
 mod transport;
 pub(crate) mod wire;
@@ -219,6 +220,11 @@ pub trait Runtime: Send + Sync {
     /// The pid (on this host) of a running container's main process; `None` when it does
     /// not run or has no pid podman can tell.
     fn main_pid(&self, id: &str) -> impl Future<Output = Result<Option<u32>>> + Send;
+    /// Podman's graph root (`store.graphRoot`), under which its database is: read at
+    /// deaths ([`libpod_db`]). `None` where the runtime has none.
+    fn graph_root(&self) -> impl Future<Output = Result<Option<std::path::PathBuf>>> + Send {
+        async { Ok(None) }
+    }
     fn stop(&self, id: &str, timeout_secs: i64) -> impl Future<Output = Result<()>> + Send;
     /// Force-removes a container by id or name; `NotFound` when the API cannot see it.
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

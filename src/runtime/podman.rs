@@ -637,6 +637,19 @@ impl Runtime for Podman {
         .await
     }
 
+    async fn graph_root(&self) -> Result<Option<std::path::PathBuf>> {
+        super::timed("info", async move {
+            // Compat info's `DockerRootDir` is podman's `store.graphRoot`.
+            let path = format!("{}/info", api_prefix());
+            let v: serde_json::Value = api::get_json(&self.socket, &path, self.timeout).await?;
+            Ok(v["DockerRootDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from))
+        })
+        .await
+    }
+
     async fn stop(&self, id: &str, timeout_secs: i64) -> Result<()> {
         super::timed("stop", async move {
             let opts = StopContainerOptionsBuilder::new()
