@@ -118,9 +118,13 @@ impl<R: Runtime + 'static> Agent<R> {
                 || self.operating.contains(k)
                 || self.awaiting_pull.contains_key(k)
         };
+        // At rest (every tick of the loop asks this) nothing is busy: no lookups then.
+        let any_busy = !self.pending.is_empty()
+            || !self.operating.is_empty()
+            || !self.awaiting_pull.is_empty();
         let mut counts = [0usize; 3];
         for (k, (s, ..)) in &self.status {
-            let i = if busy(k) {
+            let i = if any_busy && busy(k) {
                 continue;
             } else if *s == Status::Running {
                 0
