@@ -24,6 +24,16 @@ fn started_at(podman: &PrivatePodman, name: &str) -> Option<String> {
         .then(|| v["State"]["StartedAt"].as_str().unwrap_or("").to_string())
 }
 
+/// SIGKILLs a container's process (from outside podman, as a crash or the OOM killer).
+fn sigkill(pid: impl std::fmt::Display) {
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -KILL {pid}");
+}
+
 /// With the event stream stalled (podman's answers on it held by a relay) and no resync
 /// for an hour, a SIGKILLed main process is restarted anyway, three times over.
 #[test]
@@ -60,12 +70,7 @@ fn a_crash_is_repaired_while_the_event_stream_is_stalled() {
         // The watch of a container just (re)started is set up by an inspect after it.
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
-        let ok = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        sigkill(pid);
         // Podman's start waits for its own cleanup of the dead container (≈ 0.1 s on a
         // quiet machine, over 1 s under load): the bound is generous; without the pidfd
         // there is no restart at all while the stream is stalled (resync: 1 h).
@@ -232,14 +237,7 @@ fn podmans_database_tells_a_crash_from_a_stop_at_the_death() {
                 );
                 deaths.watch_pid(id.clone(), pid);
                 match how {
-                    "kill" => {
-                        let ok = std::process::Command::new("kill")
-                            .args(["-KILL", &pid.to_string()])
-                            .status()
-                            .unwrap()
-                            .success();
-                        assert!(ok);
-                    }
+                    "kill" => sigkill(pid),
                     "rm" => {
                         podman.podman_ok(&["rm", "-f", "-t", "0", &name]);
                     }
