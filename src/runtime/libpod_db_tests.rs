@@ -184,11 +184,22 @@ fn finds_what_podman_saved_through_branches_inline_buckets_and_overflow() {
 
 #[test]
 fn the_newer_whole_meta_page_wins() {
-    // Meta 0 is the newer one here, and points at the same tree.
-    let (_d, db) = file(&podman_like((5, 4)));
+    // The meta that must not be read points at page 4 (the `ctr` branch, no root: reading
+    // from it finds no `ctr` bucket), so only the right choice reads A.
+    let with_metas = |m0: Vec<u8>, m1: Vec<u8>| {
+        let mut pages = podman_like((1, 2));
+        pages[0] = m0;
+        pages[1] = m1;
+        pages
+    };
+    // Meta 0 the newer: it wins.
+    let (_d, db) = file(&with_metas(meta(0, 3, 9, 5), meta(1, 4, 9, 4)));
+    assert_eq!(db.saved(A).unwrap().unwrap().pid, 4242);
+    // Meta 1 the newer: it wins.
+    let (_d, db) = file(&with_metas(meta(0, 4, 9, 1), meta(1, 3, 9, 2)));
     assert_eq!(db.saved(A).unwrap().unwrap().pid, 4242);
     // The newer meta torn (its checksum wrong): the older one is read.
-    let mut pages = podman_like((1, 2));
+    let mut pages = with_metas(meta(0, 3, 9, 1), meta(1, 4, 9, 2));
     pages[1][PAGE_HEADER + 48] ^= 0xff; // meta 1's txid, no longer what its sum says
     let (_d, db) = file(&pages);
     assert_eq!(db.saved(A).unwrap().unwrap().pid, 4242);
