@@ -686,6 +686,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
         self.status.retain(|k, _| wanted.contains(k));
+        self.brought_up.retain(|k, _| wanted.contains(k));
         let gone: Vec<ComponentKey> = self
             .awaiting_pull
             .keys()

@@ -257,6 +257,26 @@ async fn work_planned_during_an_operation_is_done_when_it_finishes() {
         h.rt.calls("remove")
     );
     assert_eq!(h.rt.calls("remove"), 1);
+    // The start finished after the removal: what it reported is of a component no longer
+    // wanted, counted nowhere (the soak's seed 1 saw "5 running" of 4 this way).
+    let last = h
+        .notified
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m.contains("STATUS="))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last.contains("STATUS=0 running, 0 backing off, 0 failed"),
+        "{last}"
+    );
+    let rows = other.statuses().unwrap();
+    assert!(
+        rows.is_empty(),
+        "status rows of a removed service: {rows:?}"
+    );
     h.stop().await;
 }
 
