@@ -224,7 +224,9 @@ pub struct Agent<R: Runtime + 'static> {
     data_version: i64,
     /// The desired-state generation the cached services belong to.
     generation: i64,
-    services: Vec<Service>,
+    /// Shared with each pass's list task (cloned by reference, not by value: 200
+    /// services' deep copy was a quarter of an idle daemon's CPU).
+    services: Arc<Vec<Service>>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
     /// What the components' env files and secrets held at the last pass's read.
@@ -381,7 +383,7 @@ impl<R: Runtime + 'static> Agent<R> {
             notifier: Notifier::from_env(),
             data_version,
             generation,
-            services: Vec::new(),
+            services: Arc::new(Vec::new()),
             desired: Vec::new(),
             specs: HashMap::new(),
             files: HashMap::new(),
@@ -680,7 +682,7 @@ impl<R: Runtime + 'static> Agent<R> {
     fn set_services(&mut self, services: Vec<Service>) {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
-        self.services = services;
+        self.services = Arc::new(services);
         self.rebuild_specs();
         let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
         self.backoffs.retain(|k| wanted.contains(k));

@@ -214,7 +214,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     .any(|c| !c.routes.is_empty());
                 let reg = if moves { self.pass_reg.take() } else { None };
                 let config = self.config.clone();
-                let services = self.services.clone();
+                let services = Arc::clone(&self.services);
                 let busy = self.components_in_flight();
                 self.pass_started = Some((now, self.pass_trigger.take().unwrap_or("timer")));
                 // A list podman does not answer soon makes the agent look at its health.
@@ -284,9 +284,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 );
                 // Probes wait for a free slot of `[health] concurrency`: how long after
                 // its due time this one starts says whether they keep up.
+                let late = now.saturating_duration_since(t.due);
+                crate::metrics::probe_started(late);
                 tracing::debug!(
                     component = %key,
-                    late_ms = now.saturating_duration_since(t.due).as_millis() as u64,
+                    late_ms = late.as_millis() as u64,
                     probing = self.probing,
                     "probe starts"
                 );
@@ -766,7 +768,7 @@ async fn list<R: Runtime>(
     moves: bool,
     reg: Option<Registry>,
     config: Config,
-    services: Vec<Service>,
+    services: Arc<Vec<Service>>,
     busy: std::collections::HashSet<ComponentKey>,
 ) -> (Option<Registry>, Result<Listed, RuntimeError>) {
     let asked = tokio::time::Instant::now();
