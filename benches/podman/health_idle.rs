@@ -9,8 +9,9 @@
 //!
 //! For each: the agent's CPU (utime + stime) and RSS; the probes run (the agent's metrics,
 //! `mcp_agent_health_probes_total`, over a unix socket) against those wanted (N per
-//! interval); how late each probe started after it was due (the daemon's debug line
-//! "probe starts", `late_ms`); the podman service's CPU (with the children it reaped); the
+//! interval); how late each probe started after it was due (the agent's histogram
+//! `mcp_agent_health_probe_late_seconds`: median and p95 interpolated within its buckets,
+//! max the bound of the highest bucket used); the podman service's CPU (with the children it reaped); the
 //! CPU of the conmon processes and everything under them (`procs::Conmons`: this process is
 //! their subreaper and reaps them itself); the whole machine's busy time (/proc/stat), and
 //! for the exec kinds that busy time per probe beyond the baseline's; the exec sessions'
@@ -39,8 +40,9 @@ const DEFAULT_EXIT_DELAY: u64 = 300;
 const PER_SERVICE: usize = 10;
 /// How often the conmons alive are counted during a window.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
-/// The daemon's log filter: info, and the "probe starts" lines of the scheduler.
-const LOG: &str = "info,mcp_agent::agent::work=debug";
+/// The daemon's log filter: its default, as deployed (a debug line per probe was ≈ 6 % of
+/// the agent's CPU under exec checks: its formatting and a write each).
+const LOG: &str = "info";
 
 /// One kind of check (or none), with the exec sessions' exit delay podman runs with.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +123,7 @@ struct Row {
     probes_ok: f64,
     probes_failed: f64,
     probe_mean_ms: f64,
-    /// Lateness of the probes started in the window, ms.
+    /// Lateness of the probes started in the window, ms (from the histogram).
     late: Stats,
     late_over_1s: usize,
     started: usize,
@@ -198,15 +200,81 @@ fn scrape(socket: &Path) -> String {
     panic!("cannot scrape the agent's metrics at {}", socket.display());
 }
 
-/// The `late_ms` of each "probe starts" line in `log`.
-fn lateness(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter(|l| l.contains("probe starts"))
+/// The cumulative buckets `(le, count)` of histogram `name` in an exposition, in order.
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let head = format!("{name}_bucket{{le=\"");
+    text.lines()
         .filter_map(|l| {
-            let v = l.split("late_ms=").nth(1)?;
-            v.split_whitespace().next()?.parse::<f64>().ok()
+            let (le, count) = l.strip_prefix(head.as_str())?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// How late the probes started in a window, ms, from the lateness histogram at its start
+/// (`m0`) and end (`m1`), and how many were more than a second late.
+fn lateness(m0: &str, m1: &str) -> (Stats, usize) {
+    const NAME: &str = "mcp_agent_health_probe_late_seconds";
+    let (b0, b1) = (buckets(m0, NAME), buckets(m1, NAME));
+    let cum: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|&(le, c1)| {
+            let c0 = b0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, c1 - c0)
+        })
+        .collect();
+    let n = cum.last().map_or(0.0, |b| b.1);
+    if n == 0.0 {
+        return (Stats::default(), 0);
+    }
+    // The q-quantile, linear within its bucket (the +Inf bucket: its lower bound).
+    let quantile = |q: f64| {
+        let rank = q * n;
+        let mut lower = (0.0, 0.0);
+        for &(le, c) in &cum {
+            if c >= rank {
+                if le.is_infinite() || c == lower.1 {
+                    return lower.0 * 1000.0;
+                }
+                return 1000.0 * (lower.0 + (le - lower.0) * (rank - lower.1) / (c - lower.1));
+            }
+            lower = (le, c);
+        }
+        lower.0 * 1000.0
+    };
+    let max = cum.iter().find(|b| b.1 >= n).map_or(0.0, |b| {
+        if b.0.is_finite() {
+            b.0 * 1000.0
+        } else {
+            f64::INFINITY
+        }
+    });
+    let min = cum.iter().position(|b| b.1 > 0.0).map_or(0.0, |i| {
+        if i == 0 {
+            0.0
+        } else {
+            cum[i - 1].0 * 1000.0
+        }
+    });
+    let d = |m0: &str, m1: &str, name: &str| kit::metric(m1, name, "") - kit::metric(m0, name, "");
+    let sum_s = d(m0, m1, "mcp_agent_health_probe_late_seconds_sum");
+    let within_1s = cum.iter().find(|b| b.0 == 1.0).map_or(n, |b| b.1);
+    (
+        Stats {
+            n: n as usize,
+            median: quantile(0.5),
+            p95: quantile(0.95),
+            min,
+            max,
+            mean: 1000.0 * sum_s / n,
+        },
+        (n - within_1s) as usize,
+    )
 }
 
 pub fn run(out: &Path, o: &Opts) {
@@ -258,7 +326,6 @@ pub fn run(out: &Path, o: &Opts) {
         kit::nap(settle);
         let svc = podman.service_pid().expect("podman service runs");
         let m0 = scrape(&metrics_sock);
-        let log0 = daemon.log().len();
         let (u0, s0, c0, k0) = (
             daemon.usage(),
             procs::cum_cpu_s(svc),
@@ -283,10 +350,9 @@ pub fn run(out: &Path, o: &Opts) {
             daemon.usage(),
         );
         let m1 = scrape(&metrics_sock);
-        let log = daemon.log();
         let (exec_mem, ctr_mem) = procs::conmon_memory(&dir);
         let svc_rss = ProcUsage::of(svc).rss_kib;
-        let late = lateness(&log[log0.min(log.len())..]);
+        let (late, late_over_1s) = lateness(&m0, &m1);
         let d = |name: &str, labels: &str| {
             kit::metric(&m1, name, labels) - kit::metric(&m0, name, labels)
         };
@@ -314,9 +380,9 @@ pub fn run(out: &Path, o: &Opts) {
             } else {
                 0.0
             },
-            late: Stats::of(&late),
-            late_over_1s: late.iter().filter(|&&l| l > 1000.0).count(),
-            started: late.len(),
+            started: late.n,
+            late,
+            late_over_1s,
             exec_conmons: exec_mem,
             ctr_conmons: ctr_mem,
             samples,
@@ -364,7 +430,7 @@ pub fn run(out: &Path, o: &Opts) {
             "machine_busy_s": r.machine_busy_s,
             "probes_ok": r.probes_ok, "probes_failed": r.probes_failed,
             "probe_mean_ms": r.probe_mean_ms, "late_ms": r.late.json(),
-            "late_over_1s": r.late_over_1s, "probe_starts_logged": r.started,
+            "late_over_1s": r.late_over_1s, "probes_started": r.started,
             "exec_conmons": { "count": r.exec_conmons.count, "rss_kib": r.exec_conmons.rss_kib,
                               "pss_kib": r.exec_conmons.pss_kib },
             "container_conmons": { "count": r.ctr_conmons.count, "rss_kib": r.ctr_conmons.rss_kib,
@@ -387,7 +453,7 @@ fn report(rows: &[Row], o: &Opts, load_start: &str) -> String {
     let mib = |k: u64| k as f64 / 1024.0;
     let mut md = format!(
         "### Health checks at rest: {} components, a check every {}, `[health] concurrency = {}`, window {} s\n\n\
-         | kind | exit_command_delay | probes (failed) | probes/s (wanted {wanted:.1}) | mean probe (ms) | late: median / p95 / max (ms), > 1 s | agent CPU | agent RSS (peak), MiB | podman service CPU | conmons' CPU | machine busy (cores) | exec conmons at the end: n, RSS / PSS MiB | load (start → end) |\n\
+         | kind | exit_command_delay | probes (failed) | probes/s (wanted {wanted:.1}) | mean probe (ms) | late: median / p95 / max (ms; the histogram's buckets), > 1 s | agent CPU | agent RSS (peak), MiB | podman service CPU | conmons' CPU | machine busy (cores) | exec conmons at the end: n, RSS / PSS MiB | load (start → end) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         o.n,
         o.probe_interval,

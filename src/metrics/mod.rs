@@ -51,7 +51,14 @@ pub struct Metrics {
     pub cert_order_failures: Family<L1, Counter>,
     pub probes: Family<L1, Counter>,
     pub probe_duration: Histogram,
+    pub probe_late: Histogram,
 }
+
+/// How late a probe started: 1 ms … 100 s, with 1 s a bound (probes late by more than a
+/// second are the ones an operator looks for).
+pub const PROBE_LATE_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
+];
 
 fn podman_histogram() -> Histogram {
     // 0.5 ms … ≈ 16 s.
@@ -79,6 +86,7 @@ impl Metrics {
             cert_order_failures: Family::default(),
             probes: Family::default(),
             probe_duration: podman_histogram(),
+            probe_late: Histogram::new(PROBE_LATE_BUCKETS),
             registry: Registry::default(),
         };
         let build: Family<L1, Gauge> = Family::default();
@@ -177,6 +185,13 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             m.probe_duration.clone(),
         );
+        registry.register_with_unit(
+            "health_probe_late",
+            "How long after it was due a health check probe started (it waits for one of \
+             `[health] concurrency` slots: probes slower than their interval run late)",
+            prometheus_client::registry::Unit::Seconds,
+            m.probe_late.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -218,6 +233,11 @@ pub fn probe(ok: bool, took: Duration) {
     m.probe_duration.observe(took.as_secs_f64());
 }
 
+/// A probe starts, `late` after it was due.
+pub fn probe_started(late: Duration) {
+    global().probe_late.observe(late.as_secs_f64());
+}
+
 /// Seconds since the Unix epoch of `t`, rounded down.
 pub fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -253,5 +273,27 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The count in `text` of the probe lateness bucket `le`.
+    fn late_bucket(text: &str, le: &str) -> u64 {
+        let line = format!("mcp_agent_health_probe_late_seconds_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_probe_started_late_is_counted_in_its_bucket() {
+        let before = global().encode();
+        probe_started(Duration::from_millis(1500));
+        let after = global().encode();
+        let grew = |le: &str| late_bucket(&after, le) - late_bucket(&before, le);
+        assert_eq!(grew("1.0"), 0, "1.5 s late counted within 1 s");
+        assert_eq!(grew("2.0"), 1);
+        assert_eq!(grew("+Inf"), 1);
     }
 }
