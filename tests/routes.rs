@@ -117,7 +117,7 @@ fn assert_serving(http: u16, l4: u16) {
         page(http, "shop.test").starts_with("http PORT=unset PORT_HTTP=8080")
     });
     // The container's second httpd starts after the first has daemonized: a few ms in
-    // which its port refuses (seen once in `scripts/test`: "connection refused" on the admin route).
+    // which its port refuses (seen once in `scripts/test`: "connection refused").
     wait_for(
         "admin.shop.test through caddy",
         Duration::from_secs(10),

@@ -11,10 +11,10 @@
 //! `mcp_agent_health_probes_total`, over a unix socket) against those wanted (N per
 //! interval); how late each probe started after it was due (the agent's histogram
 //! `mcp_agent_health_probe_late_seconds`: median and p95 interpolated within its buckets,
-//! max the bound of the highest bucket used); the podman service's CPU (with the children it reaped); the
-//! CPU of the conmon processes and everything under them (`procs::Conmons`: this process is
-//! their subreaper and reaps them itself); the whole machine's busy time (/proc/stat), and
-//! for the exec kinds that busy time per probe beyond the baseline's; the exec sessions'
+//! max the bound of the highest bucket used); the podman service's CPU (with the children
+//! it reaped); the CPU of the conmon processes and everything under them
+//! (`procs::Conmons`: this process is their subreaper and reaps them itself); the whole
+//! machine's busy time (/proc/stat), and for the exec kinds that busy time per probe beyond the baseline's; the exec sessions'
 //! conmons alive at the end, with their RSS and PSS.
 //!
 //! Steady state: each kind is measured after `settle` (30 s: the first probes of every
@@ -261,8 +261,8 @@ fn lateness(m0: &str, m1: &str) -> (Stats, usize) {
             cum[i - 1].0 * 1000.0
         }
     });
-    let d = |m0: &str, m1: &str, name: &str| kit::metric(m1, name, "") - kit::metric(m0, name, "");
-    let sum_s = d(m0, m1, "mcp_agent_health_probe_late_seconds_sum");
+    let sum = format!("{NAME}_sum");
+    let sum_s = kit::metric(m1, &sum, "") - kit::metric(m0, &sum, "");
     let within_1s = cum.iter().find(|b| b.0 == 1.0).map_or(n, |b| b.1);
     (
         Stats {

@@ -460,6 +460,19 @@ impl<R: Runtime + 'static> Agent<R> {
         if self.deferred.remove(&key) {
             self.want_pass("deferred");
         }
+        // Its service was removed (or the component dropped) while the operation ran:
+        // nothing of it is kept — no status, backoff, pull wait or health tracking of a
+        // component no longer wanted. The pass the removal asked for removes what it made.
+        if let Ok(r) = &result {
+            if !self.specs.contains_key(&r.key) {
+                tracing::info!(
+                    action = r.verb.map_or("none", Verb::as_str), component = %r.key,
+                    state = r.status.as_str(),
+                    "operation done on a component no longer in the registry; nothing kept"
+                );
+                return Requeue::OnChange;
+            }
+        }
         // Its image must be pulled first: it waits for the pull (no attempt, no backoff).
         if let Ok(r) = &result {
             if r.status == Status::Pulling {

@@ -20,11 +20,6 @@ impl<R: Runtime + 'static> Agent<R> {
         recovered: bool,
         restart: bool,
     ) {
-        // An operation that finished after its service was removed (or its component
-        // dropped) reports on something no longer wanted: counted and written nowhere.
-        if !self.specs.contains_key(key) {
-            return;
-        }
         let entry = (status, detail.clone(), id.clone());
         if !recovered && self.status.get(key) == Some(&entry) {
             return;
@@ -76,9 +71,6 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 
     pub(super) fn note_waiting(&mut self, key: &ComponentKey, until: Instant) {
-        if !self.specs.contains_key(key) {
-            return;
-        }
         let prev = self.status.get(key).cloned();
         let detail = prev.as_ref().and_then(|p| p.1.clone());
         let entry = (Status::Waiting, detail.clone(), prev.and_then(|p| p.2));
