@@ -344,7 +344,8 @@ impl PrivatePodman {
     }
 
     /// Podman's database loss, as after a shutdown (the ENVIRONMENT.md recipe): stop
-    /// every container (`podman stop -a -t 0`), stop the service, delete
+    /// every container (`podman stop -a -t 0`), stop the service, end what is left of
+    /// this podman's processes (exec sessions' conmons; a shutdown ends them too), delete
     /// `root/libpod/bolt_state.db` and the run root, start the service again. Podman
     /// then lists no containers, but their names stay held by container storage until
     /// `podman rm --force NAME` (the CLI) frees them.
@@ -357,6 +358,7 @@ impl PrivatePodman {
             mounted.is_empty(),
             "still mounted under the run root after stopping every container: {mounted:?}"
         );
+        end_processes_naming(&runroot);
         let db = self.root_dir().join("libpod").join("bolt_state.db");
         fs::remove_file(&db).unwrap_or_else(|e| panic!("remove {}: {e}", db.display()));
         fs::remove_dir_all(&runroot)
@@ -372,6 +374,7 @@ impl PrivatePodman {
     pub fn lose_storage(&mut self) {
         self.podman_ok(&["rm", "-a", "-f", "-t", "0"]);
         self.stop_service();
+        end_processes_naming(&self.runroot_dir());
         for dir in [self.root_dir(), self.runroot_dir()] {
             let mut mounted = mounts_under(&dir).unwrap_or_default();
             mounted.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
@@ -428,19 +431,46 @@ fn signal_pid(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid} failed");
 }
 
+/// What a shutdown ends and `podman stop`/`rm` leave running: exec sessions' conmons
+/// sleeping out `exit_command_delay` (300 s) before their cleanup, cleanups still writing
+/// under the run root. SIGKILLs (by pid) every process whose command line names
+/// `runroot` — this podman's only — and waits up to 10 s for them to be gone.
+fn end_processes_naming(runroot: &Path) {
+    for (pid, _) in processes_naming(runroot, |_| true) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stdin(Stdio::null())
+            .status();
+    }
+    let gone = poll_until(Duration::from_secs(10), || {
+        processes_naming(runroot, |_| true).is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "processes still name {} 10 s after SIGKILL: {:?}",
+        runroot.display(),
+        processes_naming(runroot, |_| true)
+    );
+}
+
 /// Pids of conmon processes whose command line names a path under `dir`.
-fn conmons_under(dir: &Path) -> Vec<u32> {
+fn conmons_under(dir: &Path) -> Vec<(u32, String)> {
+    processes_naming(dir, |cmdline| cmdline.contains("conmon"))
+}
+
+/// Pids (with their command lines) of the processes whose command line names `dir`
+/// and passes `filter`.
+fn processes_naming(dir: &Path, filter: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
     let dir = dir.display().to_string();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("conmon") && c.contains(&dir)
-            })
+        .filter_map(|pid| {
+            let c = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            (c.contains(&dir) && filter(&c)).then_some((pid, c))
         })
         .collect()
 }
@@ -485,7 +515,7 @@ impl Drop for PrivatePodman {
 
         // A container podman lost track of keeps its conmon (and process) alive: end
         // them, children first (they are this test's, found by its storage root).
-        for pid in conmons_under(&self.path) {
+        for (pid, _) in conmons_under(&self.path) {
             errors.push(format!("conmon {pid} outlived `podman rm -af`: killed"));
             let kids = Command::new("pgrep")
                 .args(["-P", &pid.to_string()])
