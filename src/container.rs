@@ -53,15 +53,21 @@ impl Host {
 /// registry made it, and, on the service's own network (`mcp-<service>`), the service
 /// (the network goes when the service does: [`crate::plan::Action::Remove`]).
 pub fn network_labels(us: &Us, service: &str, network: &str) -> BTreeMap<String, String> {
+    let mut l = our_network_labels(us);
+    if network == model::service_network(service) {
+        l.insert(LABEL_SERVICE.to_string(), service.to_string());
+    }
+    l
+}
+
+/// The labels every network this agent makes carries: which node and registry made it.
+pub fn our_network_labels(us: &Us) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_NODE.to_string(), us.node.clone()),
     ]);
     if !us.registry.is_empty() {
         l.insert(LABEL_REGISTRY.to_string(), us.registry.clone());
-    }
-    if network == model::service_network(service) {
-        l.insert(LABEL_SERVICE.to_string(), service.to_string());
     }
     l
 }

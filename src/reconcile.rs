@@ -868,16 +868,49 @@ async fn bring_up_report<R: Runtime>(
 /// After the last container of a service that is no longer wanted: its network
 /// `mcp-<service>`, if this agent made it and no container is on it. (Each container of
 /// the service tries after its own removal, so the last to go finds it unused.)
-async fn remove_service_network<R: Runtime>(rt: &R, us: &Us, service: &str) {
+async fn remove_service_network<R: Runtime>(rt: &R, us: &Us, service: &str) -> bool {
     let name = crate::model::service_network(service);
     let labels = crate::container::network_labels(us, service, &name);
     match rt.remove_network(&name, &labels).await {
-        Ok(true) => tracing::info!(network = %name, service, "removed the service's network"),
-        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(network = %name, service, "removed the service's network");
+            true
+        }
+        Ok(false) => false,
         Err(e) => {
-            tracing::warn!(network = %name, service, error = %e, "could not remove the service's network")
+            tracing::warn!(network = %name, service, error = %e, "could not remove the service's network");
+            false
         }
     }
+}
+
+/// The networks of services no longer wanted: each `mcp-<service>` this agent made for a
+/// service none of `wanted` is, removed unless a container is on it (podman refuses then,
+/// and the removal of that container takes the network after it). A service removed
+/// while its containers were already gone — podman lost them, or an operator removed
+/// them — has no container removal to take its network. Returns how many went, or why
+/// podman's networks could not be listed.
+pub async fn sweep_service_networks<R: Runtime>(
+    rt: &R,
+    us: &Us,
+    wanted: &std::collections::HashSet<String>,
+) -> Result<usize, RuntimeError> {
+    let ours = rt
+        .networks(&crate::container::our_network_labels(us))
+        .await?;
+    let mut removed = 0;
+    for (name, labels) in ours {
+        let Some(service) = labels.get(crate::container::LABEL_SERVICE) else {
+            continue;
+        };
+        if wanted.contains(service) || name != crate::model::service_network(service) {
+            continue;
+        }
+        if remove_service_network(rt, us, service).await {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Create = image check → remove our stale container → network → create (freeing a

@@ -408,6 +408,87 @@ fn a_removed_service_takes_its_own_network_with_it() {
     podman.podman_ok(&["rm", "-f", "-t", "0", &guest]);
 }
 
+/// A service removed when its containers were already gone (an operator's `podman rm`,
+/// podman's lost database) has no container removal to take its network: the next pass
+/// sweeps `mcp-<service>` of every service no longer wanted, the agent's only (another
+/// node's stays), and never one a container still uses.
+#[test]
+fn a_service_removed_after_its_containers_were_gone_takes_its_network_too() {
+    let podman = PrivatePodman::start();
+    podman.import_busybox(IMAGE);
+    let id = std::process::id();
+    let (a, b, c) = (format!("ga{id}"), format!("gb{id}"), format!("gc{id}"));
+    let nets: Vec<String> = [&a, &b, &c].iter().map(|s| format!("mcp-{s}")).collect();
+    let _nets = Networks {
+        podman: &podman,
+        names: nets.clone(),
+    };
+    // c's network: labelled as the agent labels, by another node.
+    let node_label = "mcp.node=another-node".to_string();
+    let service_label = format!("mcp.service={c}");
+    podman.podman_ok(&[
+        "network",
+        "create",
+        "--label",
+        "mcp.managed=true",
+        "--label",
+        &node_label,
+        "--label",
+        &service_label,
+        &nets[2],
+    ]);
+    let agent = Agent::new(
+        &podman,
+        "[networks]
+",
+    );
+    for svc in [&a, &b] {
+        agent.apply(
+            &format!("{svc}.toml"),
+            &format!(
+                "name = \"{svc}\"\n[[components]]\nname = \"c0\"\nimage = \"{IMAGE}\"\ncmd = [\"sleep\", \"1000\"]\n"
+            ),
+        );
+    }
+    let r = agent.ok(&["--once"]);
+    assert_eq!(
+        summary(&r),
+        "recovered 2, already running 0, failed 0, skipped 0",
+        "{r}"
+    );
+    // Their containers go behind the agent's back; a neighbour joins b's network.
+    podman.podman_ok(&[
+        "rm",
+        "-f",
+        "-t",
+        "0",
+        &format!("{a}-c0"),
+        &format!("{b}-c0"),
+    ]);
+    let guest = format!("{b}-guest");
+    podman.podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &guest,
+        "--network",
+        &nets[1],
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    for svc in [&a, &b] {
+        agent.ok(&["remove", svc]);
+    }
+    let exists = |n: &str| podman.podman(&["network", "exists", n]).status.success();
+    assert!(exists(&nets[0]), "removed before any pass");
+    agent.ok(&["--once"]);
+    assert!(!exists(&nets[0]), "the removed service's network is left");
+    assert!(exists(&nets[1]), "a network in use was removed");
+    assert!(exists(&nets[2]), "another node's network was removed");
+    podman.podman_ok(&["rm", "-f", "-t", "0", &guest]);
+}
+
 /// As [`Networks`], for a test that needs its podman mutably meanwhile (to lose its
 /// database): the CLI's argv and environment instead of the podman.
 struct OwnedNetworks {

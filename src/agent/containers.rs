@@ -170,6 +170,9 @@ impl<R: Runtime + 'static> Agent<R> {
     pub(super) fn on_listed(&mut self, listed: Listed) -> Requeue {
         self.passes += 1;
         self.synced = true;
+        if let Some(due) = listed.swept {
+            self.networks_swept = self.networks_swept.max(due);
+        }
         if self.mode == Mode::Once {
             self.report.moved = listed.moved;
         }

@@ -229,6 +229,11 @@ pub struct Agent<R: Runtime + 'static> {
     services: Arc<Vec<Service>>,
     desired: Vec<Desired>,
     specs: HashMap<ComponentKey, ContainerSpec>,
+    /// Counts the times services stopped being wanted (1 at start: the services removed
+    /// while no agent ran); a pass's list sweeps their networks while `networks_swept`,
+    /// the count its last sweep was for, is behind.
+    networks_due: u64,
+    networks_swept: u64,
     /// What the components' env files and secrets held at the last pass's read.
     files: reconcile::Files,
     book: Book,
@@ -386,6 +391,8 @@ impl<R: Runtime + 'static> Agent<R> {
             services: Arc::new(Vec::new()),
             desired: Vec::new(),
             specs: HashMap::new(),
+            networks_due: 1,
+            networks_swept: 0,
             files: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
@@ -683,7 +690,12 @@ impl<R: Runtime + 'static> Agent<R> {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
         self.services = Arc::new(services);
+        let before = self.wanted_services();
         self.rebuild_specs();
+        let after = self.wanted_services();
+        if before.iter().any(|s| !after.contains(s)) {
+            self.networks_due += 1;
+        }
         let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
@@ -715,6 +727,11 @@ impl<R: Runtime + 'static> Agent<R> {
         self.deferred.extend(busy);
         self.want_pass("registry");
         self.reduce_from_last_list();
+    }
+
+    /// The services with a component wanted up (each one's network is wanted too).
+    fn wanted_services(&self) -> HashSet<String> {
+        self.desired.iter().map(|d| d.key.service.clone()).collect()
     }
 
     /// The desired containers from the cached services and files.

@@ -486,3 +486,51 @@ depends_on = { db = "healthy" }
     );
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_removed_after_podman_lost_its_containers_takes_its_network() {
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        FakeRuntime::with_images(&["img"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.rt.by_name("s-ok").is_some());
+    let made = h.rt.state.lock().unwrap().network_labels.clone();
+    assert!(made.contains_key("mcp-s"), "{made:?}");
+    // A network of the same name and service another node made is not ours.
+    let mut theirs = made["mcp-s"].clone();
+    theirs.insert(crate::container::LABEL_NODE.into(), "n2".into());
+    {
+        let mut st = h.rt.state.lock().unwrap();
+        st.networks.insert("mcp-gone".into());
+        let mut l = made["mcp-s"].clone();
+        l.insert(crate::container::LABEL_SERVICE.into(), "gone".into());
+        st.network_labels.insert("mcp-gone".into(), l);
+        st.networks.insert("mcp-theirs".into());
+        st.network_labels.insert("mcp-theirs".into(), {
+            let mut t = theirs.clone();
+            t.insert(crate::container::LABEL_SERVICE.into(), "theirs".into());
+            t
+        });
+        // Podman forgets the container (no event: its database is gone).
+        st.containers.clear();
+    }
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other.remove("s").unwrap();
+    let t0 = Instant::now();
+    while h.rt.state.lock().unwrap().networks.contains("mcp-s") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "mcp-s kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = h.rt.state.lock().unwrap().networks.clone();
+    assert!(!left.contains("mcp-gone"), "{left:?}");
+    assert!(left.contains("mcp-theirs"), "{left:?}");
+    assert!(h.rt.by_name("s-ok").is_none());
+    // Swept once: later passes do not list networks again.
+    let lists = h.rt.calls("networks");
+    h.triggers.send(Trigger::Connected).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.rt.calls("networks"), lists);
+    h.stop().await;
+}

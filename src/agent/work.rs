@@ -112,6 +112,16 @@ pub(super) struct Listed {
     pub services: Option<Vec<Service>>,
     /// What the components' env files and secrets hold now.
     pub files: reconcile::Files,
+    /// The `networks_due` count the networks were swept for, when they were.
+    pub swept: Option<u64>,
+}
+
+/// A list's sweep of the networks of services no longer wanted
+/// ([`reconcile::sweep_service_networks`]).
+struct Sweep {
+    due: u64,
+    us: Arc<Us>,
+    wanted: std::collections::HashSet<String>,
 }
 
 /// What `--once` did, for `commands/recover.rs` to print.
@@ -216,12 +226,17 @@ impl<R: Runtime + 'static> Agent<R> {
                 let config = self.config.clone();
                 let services = Arc::clone(&self.services);
                 let busy = self.components_in_flight();
+                let sweep = (self.networks_swept < self.networks_due).then(|| Sweep {
+                    due: self.networks_due,
+                    us: Arc::clone(&self.us),
+                    wanted: self.wanted_services(),
+                });
                 self.pass_started = Some((now, self.pass_trigger.take().unwrap_or("timer")));
                 // A list podman does not answer soon makes the agent look at its health.
                 self.sched.schedule(Work::Ping, URGENT, now + SLOW_LIST);
                 self.tasks.spawn(async move {
                     let t = Instant::now();
-                    let r = list(&*rt, moves, reg, config, services, busy).await;
+                    let r = list(&*rt, moves, reg, config, services, busy, sweep).await;
                     tracing::debug!(
                         took_ms = t.elapsed().as_millis() as u64,
                         ok = r.1.is_ok(),
@@ -770,11 +785,22 @@ async fn list<R: Runtime>(
     config: Config,
     services: Arc<Vec<Service>>,
     busy: std::collections::HashSet<ComponentKey>,
+    sweep: Option<Sweep>,
 ) -> (Option<Registry>, Result<Listed, RuntimeError>) {
     let asked = tokio::time::Instant::now();
     let actual = match rt.list().await {
         Ok(a) => a,
         Err(e) => return (reg, Err(e)),
+    };
+    let swept = match sweep {
+        None => None,
+        Some(sw) => match reconcile::sweep_service_networks(rt, &sw.us, &sw.wanted).await {
+            Ok(_) => Some(sw.due),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list networks to remove those of removed services");
+                None
+            }
+        },
     };
     // Env files and secrets are read at every pass, off the loop (each one bounded).
     let files = if services
@@ -795,6 +821,7 @@ async fn list<R: Runtime>(
         moved: Vec::new(),
         services: None,
         files,
+        swept,
     };
     if !moves {
         return (reg, Ok(listed));

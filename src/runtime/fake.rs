@@ -411,6 +411,19 @@ impl Runtime for FakeRuntime {
         Ok(true)
     }
 
+    async fn networks(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+        self.gate().await;
+        let s = self.enter("networks")?;
+        Ok(s.network_labels
+            .iter()
+            .filter(|(_, have)| labels.iter().all(|(k, v)| have.get(k) == Some(v)))
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect())
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         self.gate().await;
         self.busy(&spec.name, true).await;

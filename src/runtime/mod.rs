@@ -214,6 +214,11 @@ pub trait Runtime: Send + Sync {
         name: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// The networks whose labels include all of `labels`: each one's name and labels.
+    fn networks(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Vec<(String, BTreeMap<String, String>)>>> + Send;
     /// Creates the container; returns its id. A taken name is `NameInUse`.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

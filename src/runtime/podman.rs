@@ -580,6 +580,40 @@ impl Runtime for Podman {
         .await
     }
 
+    async fn networks(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+        super::timed("networks", async move {
+            let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let filters = serde_json::json!({ "label": wanted }).to_string();
+            let path = format!(
+                "{}/networks?filters={}",
+                api_prefix(),
+                api::query_value(&filters)
+            );
+            let v: serde_json::Value = api::get_json(&self.socket, &path, self.timeout).await?;
+            let mut out = Vec::new();
+            for n in v.as_array().into_iter().flatten() {
+                let Some(name) = n["Name"].as_str() else {
+                    continue;
+                };
+                let have: BTreeMap<String, String> = n["Labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
+                // The filter is podman's; the check is ours.
+                if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+                    out.push((name.to_string(), have));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         super::timed("create", async move {
             let opts = CreateContainerOptionsBuilder::new()
