@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::PrivatePodman;
+use crate::histogram;
 use crate::kit::{self, Agent, BenchNetwork, ProcUsage, Stats, IMAGE};
 use crate::procs::{self, Conmons, MachineCpu, Memory};
 
@@ -200,80 +201,28 @@ fn scrape(socket: &Path) -> String {
     panic!("cannot scrape the agent's metrics at {}", socket.display());
 }
 
-/// The cumulative buckets `(le, count)` of histogram `name` in an exposition, in order.
-fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
-    let head = format!("{name}_bucket{{le=\"");
-    text.lines()
-        .filter_map(|l| {
-            let (le, count) = l.strip_prefix(head.as_str())?.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// How late the probes started in a window, ms, from the lateness histogram at its start
 /// (`m0`) and end (`m1`), and how many were more than a second late.
 fn lateness(m0: &str, m1: &str) -> (Stats, usize) {
     const NAME: &str = "mcp_agent_health_probe_late_seconds";
-    let (b0, b1) = (buckets(m0, NAME), buckets(m1, NAME));
-    let cum: Vec<(f64, f64)> = b1
-        .iter()
-        .map(|&(le, c1)| {
-            let c0 = b0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
-            (le, c1 - c0)
-        })
-        .collect();
-    let n = cum.last().map_or(0.0, |b| b.1);
+    let cum = histogram::between(&histogram::buckets(m0, NAME), &histogram::buckets(m1, NAME));
+    let n = histogram::count(&cum);
     if n == 0.0 {
         return (Stats::default(), 0);
     }
-    // The q-quantile, linear within its bucket (the +Inf bucket: its lower bound).
-    let quantile = |q: f64| {
-        let rank = q * n;
-        let mut lower = (0.0, 0.0);
-        for &(le, c) in &cum {
-            if c >= rank {
-                if le.is_infinite() || c == lower.1 {
-                    return lower.0 * 1000.0;
-                }
-                return 1000.0 * (lower.0 + (le - lower.0) * (rank - lower.1) / (c - lower.1));
-            }
-            lower = (le, c);
-        }
-        lower.0 * 1000.0
-    };
-    let max = cum.iter().find(|b| b.1 >= n).map_or(0.0, |b| {
-        if b.0.is_finite() {
-            b.0 * 1000.0
-        } else {
-            f64::INFINITY
-        }
-    });
-    let min = cum.iter().position(|b| b.1 > 0.0).map_or(0.0, |i| {
-        if i == 0 {
-            0.0
-        } else {
-            cum[i - 1].0 * 1000.0
-        }
-    });
+    let (min, max) = histogram::bounds(&cum);
     let sum = format!("{NAME}_sum");
     let sum_s = kit::metric(m1, &sum, "") - kit::metric(m0, &sum, "");
-    let within_1s = cum.iter().find(|b| b.0 == 1.0).map_or(n, |b| b.1);
     (
         Stats {
             n: n as usize,
-            median: quantile(0.5),
-            p95: quantile(0.95),
-            min,
-            max,
+            median: 1000.0 * histogram::quantile(&cum, 0.5),
+            p95: 1000.0 * histogram::quantile(&cum, 0.95),
+            min: 1000.0 * min,
+            max: 1000.0 * max,
             mean: 1000.0 * sum_s / n,
         },
-        (n - within_1s) as usize,
+        histogram::above(&cum, 1.0).expect("the lateness histogram has a 1 s bound") as usize,
     )
 }
 

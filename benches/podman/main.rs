@@ -28,6 +28,7 @@ mod crashloop;
 mod deps_mass;
 mod events;
 mod health_idle;
+mod histogram;
 mod idle;
 mod kit;
 mod latency;
