@@ -477,6 +477,82 @@ fn once_waits_for_dependencies_and_fails_what_stays_unhealthy() {
     assert!(!podman.running("bad-app"));
 }
 
+/// Host pids of processes whose argv is exactly `want`.
+fn pids_running(want: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = want
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// `--once` whose `--timeout` runs out while an exec check hangs: the check's process is
+/// killed before `--once` exits, not left running in the container.
+#[test]
+fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
+    let podman = podman();
+    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
+    // An argv of this test's own (its pid), so that no other test's process matches.
+    let nap = format!("7{}", std::process::id());
+    agent.apply(
+        "hang.toml",
+        &format!(
+            "name = \"hang\"\n[[components]]\nname = \"db\"\nimage = \"{IMAGE}\"\ncmd = {}\n\
+             [components.health]\ntest = [\"CMD\", \"sleep\", \"{nap}\"]\ninterval = \"1s\"\n\
+             timeout = \"10m\"\nretries = 1\nstart_period = \"1m\"\n",
+            sh(WAIT)
+        ),
+    );
+    let r = agent.run(&["--once", "--timeout", "3s"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.contains("failed hang/db"), "{r}");
+    let left = pids_running(&["sleep", &nap]);
+    assert!(
+        left.is_empty(),
+        "the check's process outlived --once: {left:?}\n{r}"
+    );
+    assert!(podman.running("hang-db"), "{r}");
+}
+
+/// SIGTERM while an exec check hangs: the probe is given up at once (it changes nothing,
+/// and does not hold the drain), its process killed before the daemon exits.
+#[test]
+fn sigterm_during_a_hanging_exec_check_kills_it_and_does_not_wait_for_it() {
+    let podman = podman();
+    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
+    let nap = format!("8{}", std::process::id());
+    agent.apply(
+        "hang.toml",
+        &format!(
+            "name = \"hang\"\n[[components]]\nname = \"db\"\nimage = \"{IMAGE}\"\ncmd = {}\n\
+             [components.health]\ntest = [\"CMD\", \"sleep\", \"{nap}\"]\ninterval = \"1s\"\n\
+             timeout = \"10m\"\nretries = 1\nstart_period = \"1m\"\n",
+            sh(WAIT)
+        ),
+    );
+    let mut d = agent.start_daemon(&[]);
+    wait_for("the hanging check to run", Duration::from_secs(30), || {
+        !pids_running(&["sleep", &nap]).is_empty()
+    });
+    let (code, took) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(
+        took < Duration::from_secs(3),
+        "the shutdown waited for the probe: {took:?}\n{}",
+        d.log()
+    );
+    let left = pids_running(&["sleep", &nap]);
+    assert!(
+        left.is_empty(),
+        "the check's process outlived the daemon: {left:?}\n{}",
+        d.log()
+    );
+}
+
 /// `n` services of three tiers: db (healthy once its process has been up 1 s) ← app
 /// (waits for db healthy) ← worker (waits for app started).
 fn tiers(n: usize) -> Vec<(String, String)> {

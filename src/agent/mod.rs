@@ -581,6 +581,8 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.writer.prune();
         self.writer.close(Duration::from_secs(30)).await;
+        // A probe aborted at the timeout has its exec killed by a task of its own.
+        self.ctx.runtime.settle().await;
         let mut report = std::mem::take(&mut self.report);
         report.pass.components = self.final_reports(report.pass.components, timed_out);
         report.pass.removals.sort_by(|a, b| a.name.cmp(&b.name));
@@ -884,11 +886,12 @@ impl<R: Runtime + 'static> Agent<R> {
 
     async fn shutdown(mut self) {
         self.notifier.stopping();
-        // Work that changes nothing is cancelled at once (a pull too: podman keeps the
-        // layers fetched, and the next start goes on from there); operations on
-        // containers, routes and certificates may finish, for a while.
+        // Work that changes nothing is cancelled at once (a probe, its exec killed; a
+        // pull too: podman keeps the layers fetched, and the next start goes on from
+        // there); operations on containers, routes and certificates may finish, for a
+        // while.
         for (w, _, handle) in self.running.values() {
-            if matches!(w, Work::Ping | Work::List | Work::Pull(_)) {
+            if matches!(w, Work::Ping | Work::List | Work::Probe(_) | Work::Pull(_)) {
                 handle.abort();
             }
         }
@@ -909,6 +912,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         }
         self.writer.close(WRITER_CLOSE).await;
+        self.ctx.runtime.settle().await;
     }
 }
 

@@ -14,7 +14,7 @@
 //! (containers.conf, 300 s by default) after the command ended, as Docker keeps sessions
 //! for inspection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -66,8 +66,29 @@ impl Session {
     }
 }
 
+/// The kills of abandoned execs under way ([`KillOnDrop`]'s tasks), and their end.
+static KILLING: AtomicUsize = AtomicUsize::new(0);
+static KILLED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Waits, until `deadline`, for the kills of abandoned execs under way (an exec whose
+/// caller gave up — a probe aborted at `--once`'s timeout or at shutdown — is killed by a
+/// task of its own, which a process about to exit must wait for). True when none is left.
+pub async fn abandoned_killed(deadline: Instant) -> bool {
+    loop {
+        let ended = KILLED.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if KILLING.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return KILLING.load(Ordering::SeqCst) == 0;
+        }
+    }
+}
+
 /// When the caller's future is dropped before the exec ended, its process is killed all
-/// the same (by a task of its own).
+/// the same (by a task of its own: see [`abandoned_killed`]).
 struct KillOnDrop {
     session: Arc<Session>,
     pool: Arc<Pool>,
@@ -88,10 +109,13 @@ impl Drop for KillOnDrop {
             return;
         };
         let pool = self.pool.clone();
+        KILLING.fetch_add(1, Ordering::SeqCst);
         handle.spawn(async move {
             if let Err(e) = kill(&pool, &id, Instant::now() + KILL_WAIT).await {
                 tracing::warn!(exec = %id, error = %e, "an abandoned exec could not be killed");
             }
+            KILLING.fetch_sub(1, Ordering::SeqCst);
+            KILLED.notify_waiters();
         });
     }
 }

@@ -257,6 +257,11 @@ pub trait Runtime: Send + Sync {
         argv: &[String],
         timeout: std::time::Duration,
     ) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// Before the process exits: waits (a bounded while) for what the runtime still does
+    /// on its own for work given up — the kill of an exec whose caller was dropped.
+    fn settle(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The address the host reaches the container at: the IP of its first network that
     /// has one (by network name), `127.0.0.1` for network mode `host`, `None` when it has
     /// none (network `none`, not running, or a rootless network the host cannot reach).

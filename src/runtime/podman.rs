@@ -773,6 +773,13 @@ impl Runtime for Podman {
         super::timed("exec", super::exec::run(self, id, argv, timeout)).await
     }
 
+    async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + 2 * super::exec::KILL_WAIT;
+        if !super::exec::abandoned_killed(deadline).await {
+            tracing::warn!("the kill of an abandoned exec was still under way at exit");
+        }
+    }
+
     async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>> {
         super::timed("address", async move {
             // The lenient reader, as for `main_pid`.
