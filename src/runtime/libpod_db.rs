@@ -93,6 +93,9 @@ enum Bucket {
     Inline(Vec<u8>),
 }
 
+/// How many times a read is made again when a commit landed while it read.
+const READ_ATTEMPTS: usize = 4;
+
 impl LibpodDb {
     pub fn new(path: impl Into<PathBuf>) -> LibpodDb {
         LibpodDb { path: path.into() }
@@ -111,10 +114,17 @@ impl LibpodDb {
     /// What podman last saved for container `id` (its full id); `None` when the database
     /// has no such container.
     pub fn saved(&self, id: &str) -> Result<Option<Saved>, DbError> {
+        self.saved_with(id, || {})
+    }
+
+    /// [`Self::saved`], with `between` run after each read of the pages and before the
+    /// meta is read again (where the tests land a commit).
+    fn saved_with(&self, id: &str, mut between: impl FnMut()) -> Result<Option<Saved>, DbError> {
         let f = File::open(&self.path).map_err(|e| self.io(e))?;
-        for _ in 0..4 {
+        for _ in 0..READ_ATTEMPTS {
             let meta = self.meta(&f)?;
             let value = self.state_value(&f, &meta, id.as_bytes())?;
+            between();
             if self.meta(&f)?.txid != meta.txid {
                 continue; // a commit landed while the pages were read
             }

@@ -114,6 +114,11 @@ const C: &str = "9999cccc";
 /// Root → `ctr` (page 4, a branch) → leaves 5 (A, inline) and 6 (B on page 7, whose
 /// `config` overflows onto page 8; C inline).
 fn podman_like(meta_txids: (u64, u64)) -> Vec<Vec<u8>> {
+    podman_like_with(meta_txids, state(RUNNING, 4242))
+}
+
+/// [`podman_like`] with A's state `a`.
+fn podman_like_with(meta_txids: (u64, u64), a: Vec<u8>) -> Vec<Vec<u8>> {
     let root = leaf(
         3,
         &[
@@ -122,13 +127,7 @@ fn podman_like(meta_txids: (u64, u64)) -> Vec<Vec<u8>> {
             (0, b"zz-not-a-bucket", b"x".to_vec()),
         ],
     );
-    let ctr_a = leaf(
-        0,
-        &[
-            (0, b"config", b"{}".to_vec()),
-            (0, b"state", state(RUNNING, 4242)),
-        ],
-    );
+    let ctr_a = leaf(0, &[(0, b"config", b"{}".to_vec()), (0, b"state", a)]);
     let ctr_c = leaf(0, &[(0, b"state", state(STOPPING, 77))]);
     let big_config = vec![b'x'; PS + 100];
     let mut ctr_b = leaf(
@@ -266,4 +265,37 @@ fn a_state_that_is_not_podmans_json_is_an_error() {
     let e = db.saved(C).unwrap_err().to_string();
     assert!(e.contains(C), "{e}");
     assert!(db.saved(A).unwrap().is_some(), "the others still read");
+}
+
+#[test]
+fn a_commit_landing_while_it_reads_is_read_again_and_a_busy_file_is_an_error() {
+    // Before: meta 1 (txid 2) the newer, A running. The commit: A stopping, meta 0 now
+    // the newer (txid 3), written over the file the reader has open.
+    let (_d, db) = file(&podman_like((1, 2)));
+    let after = image(&podman_like_with((3, 2), state(STOPPING, 4242)));
+    let mut commits = 0;
+    let saved = db
+        .saved_with(A, || {
+            if commits == 0 {
+                std::fs::write(db.path(), &after).unwrap();
+            }
+            commits += 1;
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(commits, 2, "read once more after the commit");
+    assert_eq!(saved.state, STOPPING, "what the commit saved");
+    // A commit at every read: it gives up after its attempts, naming the file.
+    let mut txid = 3;
+    let mut reads = 0;
+    let e = db
+        .saved_with(A, || {
+            txid += 1;
+            reads += 1;
+            std::fs::write(db.path(), image(&podman_like((txid, 2)))).unwrap();
+        })
+        .unwrap_err();
+    assert_eq!(reads, READ_ATTEMPTS);
+    assert!(matches!(e, DbError::Busy { .. }), "{e}");
+    assert!(e.to_string().contains("bolt_state.db"), "{e}");
 }
