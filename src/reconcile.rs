@@ -689,7 +689,8 @@ pub async fn run_action_with<R: Runtime>(
                 Err(e) => Some(e),
             };
             if service_gone && error.is_none() {
-                remove_service_network(rt, us, &owner.service).await;
+                // A failure is logged; the sweep of the next pass that makes one tries again.
+                let _ = remove_service_network(rt, us, &owner.service).await;
             }
             Err(RemovalReport {
                 name,
@@ -868,49 +869,59 @@ async fn bring_up_report<R: Runtime>(
 /// After the last container of a service that is no longer wanted: its network
 /// `mcp-<service>`, if this agent made it and no container is on it. (Each container of
 /// the service tries after its own removal, so the last to go finds it unused.)
-async fn remove_service_network<R: Runtime>(rt: &R, us: &Us, service: &str) -> bool {
+async fn remove_service_network<R: Runtime>(
+    rt: &R,
+    us: &Us,
+    service: &str,
+) -> Result<bool, RuntimeError> {
     let name = crate::model::service_network(service);
     let labels = crate::container::network_labels(us, service, &name);
-    match rt.remove_network(&name, &labels).await {
-        Ok(true) => {
-            tracing::info!(network = %name, service, "removed the service's network");
-            true
-        }
-        Ok(false) => false,
+    let r = rt.remove_network(&name, &labels).await;
+    match &r {
+        Ok(true) => tracing::info!(network = %name, service, "removed the service's network"),
+        Ok(false) => {}
         Err(e) => {
-            tracing::warn!(network = %name, service, error = %e, "could not remove the service's network");
-            false
+            tracing::warn!(network = %name, service, error = %e, "could not remove the service's network")
         }
     }
+    r
 }
 
 /// The networks of services no longer wanted: each `mcp-<service>` this agent made for a
-/// service none of `wanted` is, removed unless a container is on it (podman refuses then,
-/// and the removal of that container takes the network after it). A service removed
-/// while its containers were already gone — podman lost them, or an operator removed
-/// them — has no container removal to take its network. Returns how many went, or why
-/// podman's networks could not be listed.
+/// service `wanted` does not name (asked again just before each removal: the desired
+/// state may change meanwhile), removed unless a container is on it (podman refuses then;
+/// once it is the agent's own that goes, its removal takes the network after it). A
+/// service removed while its containers were already gone — podman lost them, or an
+/// operator removed them — has no container removal to take its network. Returns how
+/// many went; an error when podman's networks could not be listed or one could not be
+/// removed (for another reason than its use), so that the sweep is made again.
 pub async fn sweep_service_networks<R: Runtime>(
     rt: &R,
     us: &Us,
-    wanted: &std::collections::HashSet<String>,
+    wanted: impl Fn(&str) -> bool,
 ) -> Result<usize, RuntimeError> {
     let ours = rt
         .networks(&crate::container::our_network_labels(us))
         .await?;
     let mut removed = 0;
+    let mut failed = None;
     for (name, labels) in ours {
         let Some(service) = labels.get(crate::container::LABEL_SERVICE) else {
             continue;
         };
-        if wanted.contains(service) || name != crate::model::service_network(service) {
+        if wanted(service) || name != crate::model::service_network(service) {
             continue;
         }
-        if remove_service_network(rt, us, service).await {
-            removed += 1;
+        match remove_service_network(rt, us, service).await {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => failed = Some(e),
         }
     }
-    Ok(removed)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
 }
 
 /// Create = image check → remove our stale container → network → create (freeing a

@@ -507,9 +507,22 @@ fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
             sh(WAIT)
         ),
     );
-    let r = agent.run(&["--once", "--timeout", "3s"]);
-    assert_eq!(r.code, 1, "{r}");
-    assert!(r.stdout.contains("failed hang/db"), "{r}");
+    let once = agent
+        .command(&["--once", "--timeout", "5s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn --once");
+    // The check is under way before the timeout (else this test proves nothing).
+    let seen = poll_until(Duration::from_secs(5), || {
+        !pids_running(&["sleep", &nap]).is_empty()
+    });
+    let out = once.wait_with_output().expect("--once");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(seen.is_some(), "the check never ran: {r}");
+    assert_eq!(out.status.code(), Some(1), "{r}");
+    assert!(stdout.contains("failed hang/db"), "{r}");
     let left = pids_running(&["sleep", &nap]);
     assert!(
         left.is_empty(),

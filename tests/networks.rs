@@ -423,25 +423,7 @@ fn a_service_removed_after_its_containers_were_gone_takes_its_network_too() {
         podman: &podman,
         names: nets.clone(),
     };
-    // c's network: labelled as the agent labels, by another node.
-    let node_label = "mcp.node=another-node".to_string();
-    let service_label = format!("mcp.service={c}");
-    podman.podman_ok(&[
-        "network",
-        "create",
-        "--label",
-        "mcp.managed=true",
-        "--label",
-        &node_label,
-        "--label",
-        &service_label,
-        &nets[2],
-    ]);
-    let agent = Agent::new(
-        &podman,
-        "[networks]
-",
-    );
+    let agent = Agent::new(&podman, "[networks]\n");
     for svc in [&a, &b] {
         agent.apply(
             &format!("{svc}.toml"),
@@ -456,6 +438,24 @@ fn a_service_removed_after_its_containers_were_gone_takes_its_network_too() {
         "recovered 2, already running 0, failed 0, skipped 0",
         "{r}"
     );
+    // c's network: labelled as the agent labels, for this registry, by another node.
+    let registry = network_inspect(&podman, &nets[0])["labels"]["mcp.registry"]
+        .as_str()
+        .expect("the agent's network names its registry")
+        .to_string();
+    podman.podman_ok(&[
+        "network",
+        "create",
+        "--label",
+        "mcp.managed=true",
+        "--label",
+        "mcp.node=another-node",
+        "--label",
+        &format!("mcp.registry={registry}"),
+        "--label",
+        &format!("mcp.service={c}"),
+        &nets[2],
+    ]);
     // Their containers go behind the agent's back; a neighbour joins b's network.
     podman.podman_ok(&[
         "rm",

@@ -517,6 +517,16 @@ impl<R: Runtime + 'static> Agent<R> {
                         .get_or_create(&[("action", "remove".into()), ("result", result.into())])
                         .inc();
                 }
+                // The last container of a service no longer wanted takes its network: if
+                // that failed, the next pass's list sweeps it again.
+                let gone = !self
+                    .wanted_now
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&r.owner.service);
+                if gone {
+                    self.networks_due += 1;
+                }
                 if self.mode == Mode::Once {
                     self.report.pass.removals.push(r);
                 }

@@ -234,6 +234,9 @@ pub struct Agent<R: Runtime + 'static> {
     /// the count its last sweep was for, is behind.
     networks_due: u64,
     networks_swept: u64,
+    /// [`Self::wanted_services`] as of now, for a sweep under way to ask before each
+    /// removal (the desired state may have changed since it began).
+    wanted_now: Arc<std::sync::Mutex<HashSet<String>>>,
     /// What the components' env files and secrets held at the last pass's read.
     files: reconcile::Files,
     book: Book,
@@ -393,6 +396,7 @@ impl<R: Runtime + 'static> Agent<R> {
             specs: HashMap::new(),
             networks_due: 1,
             networks_swept: 0,
+            wanted_now: Arc::default(),
             files: HashMap::new(),
             sched: Scheduler::default(),
             pending: HashMap::new(),
@@ -575,7 +579,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
             if let Some(e) = self.report.list_error.take() {
+                // What is under way is dropped (probes' execs killed, and waited for).
+                self.tasks.abort_all();
+                while self.tasks.join_next().await.is_some() {}
                 self.writer.close(WRITER_CLOSE).await;
+                self.ctx.runtime.settle().await;
                 return Err(unavailable(e));
             }
         }
@@ -731,7 +739,8 @@ impl<R: Runtime + 'static> Agent<R> {
         self.reduce_from_last_list();
     }
 
-    /// The services with a component wanted up (each one's network is wanted too).
+    /// The active services (those with desired components; each one's network is wanted
+    /// too).
     fn wanted_services(&self) -> HashSet<String> {
         self.desired.iter().map(|d| d.key.service.clone()).collect()
     }
@@ -748,6 +757,7 @@ impl<R: Runtime + 'static> Agent<R> {
         .unzip();
         self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
         self.desired = desired;
+        *self.wanted_now.lock().unwrap_or_else(|e| e.into_inner()) = self.wanted_services();
         self.checks.clear();
         self.restart_with.clear();
         self.depended_on.clear();

@@ -121,7 +121,9 @@ pub(super) struct Listed {
 struct Sweep {
     due: u64,
     us: Arc<Us>,
-    wanted: std::collections::HashSet<String>,
+    /// The agent's wanted services, as they are when each removal is about to be made
+    /// (a service applied again meanwhile keeps its network).
+    wanted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// What `--once` did, for `commands/recover.rs` to print.
@@ -229,7 +231,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 let sweep = (self.networks_swept < self.networks_due).then(|| Sweep {
                     due: self.networks_due,
                     us: Arc::clone(&self.us),
-                    wanted: self.wanted_services(),
+                    wanted: Arc::clone(&self.wanted_now),
                 });
                 self.pass_started = Some((now, self.pass_trigger.take().unwrap_or("timer")));
                 // A list podman does not answer soon makes the agent look at its health.
@@ -794,13 +796,21 @@ async fn list<R: Runtime>(
     };
     let swept = match sweep {
         None => None,
-        Some(sw) => match reconcile::sweep_service_networks(rt, &sw.us, &sw.wanted).await {
-            Ok(_) => Some(sw.due),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list networks to remove those of removed services");
-                None
+        Some(sw) => {
+            let wanted = |s: &str| {
+                sw.wanted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(s)
+            };
+            match reconcile::sweep_service_networks(rt, &sw.us, wanted).await {
+                Ok(_) => Some(sw.due),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the networks of removed services were not all swept; again at the next pass");
+                    None
+                }
             }
-        },
+        }
     };
     // Env files and secrets are read at every pass, off the loop (each one bounded).
     let files = if services

@@ -213,7 +213,21 @@ impl Deaths {
                 this.lock().watched.remove(&key);
                 // At once: a sync by anyone (podman's cleanup, the agent's list) makes a
                 // crash and a stop look the same.
-                let crashed = this.crashed(&key, pid);
+                let sqlite = this
+                    .db
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_some_and(|db| db.is_sqlite());
+                let crashed = if sqlite {
+                    // SQLite may wait (bounded) for podman's lock: not on the loop's thread.
+                    let (t, k) = (this.clone(), key.clone());
+                    tokio::task::spawn_blocking(move || t.crashed(&k, pid))
+                        .await
+                        .unwrap_or(false)
+                } else {
+                    this.crashed(&key, pid)
+                };
                 let _ = this.tx.send(Died { id: key, crashed });
             }
         });

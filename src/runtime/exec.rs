@@ -66,29 +66,50 @@ impl Session {
     }
 }
 
-/// The kills of abandoned execs under way ([`KillOnDrop`]'s tasks), and their end.
-static KILLING: AtomicUsize = AtomicUsize::new(0);
-static KILLED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Execs whose end nobody may be waiting for: each one's task ([`drive`]) while it runs,
+/// and the kill of one whose caller gave up ([`KillOnDrop`]). Counted by [`Pending`].
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+static SETTLED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// Waits, until `deadline`, for the kills of abandoned execs under way (an exec whose
-/// caller gave up — a probe aborted at `--once`'s timeout or at shutdown — is killed by a
-/// task of its own, which a process about to exit must wait for). True when none is left.
-pub async fn abandoned_killed(deadline: Instant) -> bool {
+/// One exec task or kill under way; counted until dropped (ended, cancelled or panicked).
+struct Pending;
+
+impl Pending {
+    fn new() -> Pending {
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        PENDING.fetch_sub(1, Ordering::SeqCst);
+        SETTLED.notify_waiters();
+    }
+}
+
+/// Waits, until `deadline`, for every exec's task and every kill of an abandoned exec to
+/// end: an exec whose caller gave up (a probe aborted at `--once`'s timeout or at
+/// shutdown) is killed by a task of its own, or by its task if its start was already
+/// asked for, and a process about to exit must wait for those. True when none is left.
+/// (Called once nothing waits for an exec any more: then every exec still counted is one
+/// given up.)
+pub async fn execs_settled(deadline: Instant) -> bool {
     loop {
-        let ended = KILLED.notified();
+        let ended = SETTLED.notified();
         tokio::pin!(ended);
         ended.as_mut().enable();
-        if KILLING.load(Ordering::SeqCst) == 0 {
+        if PENDING.load(Ordering::SeqCst) == 0 {
             return true;
         }
         if tokio::time::timeout_at(deadline, ended).await.is_err() {
-            return KILLING.load(Ordering::SeqCst) == 0;
+            return PENDING.load(Ordering::SeqCst) == 0;
         }
     }
 }
 
 /// When the caller's future is dropped before the exec ended, its process is killed all
-/// the same (by a task of its own: see [`abandoned_killed`]).
+/// the same (by a task of its own: see [`execs_settled`]).
 struct KillOnDrop {
     session: Arc<Session>,
     pool: Arc<Pool>,
@@ -109,13 +130,12 @@ impl Drop for KillOnDrop {
             return;
         };
         let pool = self.pool.clone();
-        KILLING.fetch_add(1, Ordering::SeqCst);
+        let pending = Pending::new();
         handle.spawn(async move {
+            let _pending = pending;
             if let Err(e) = kill(&pool, &id, Instant::now() + KILL_WAIT).await {
                 tracing::warn!(exec = %id, error = %e, "an abandoned exec could not be killed");
             }
-            KILLING.fetch_sub(1, Ordering::SeqCst);
-            KILLED.notify_waiters();
         });
     }
 }
@@ -141,6 +161,7 @@ pub(crate) async fn run(
         argv.to_vec(),
         session.clone(),
         timeout + KILL_WAIT + LINGER,
+        Pending::new(),
     ));
     let mut guard = KillOnDrop {
         session: session.clone(),
@@ -192,7 +213,9 @@ async fn drive(
     argv: Vec<String>,
     session: Arc<Session>,
     life: Duration,
+    pending: Pending,
 ) -> Result<Option<i64>> {
+    let _pending = pending;
     let work = async {
         let id = create(&pool, &container, argv).await?;
         let _ = session.id.set(id.clone());

@@ -18,6 +18,15 @@
 //! leaf pages, nested and inline buckets. It opens the file read-only, takes no lock, and
 //! retries when a commit happened while it read (the txid changed); anything unexpected
 //! is an error, and the caller falls back to what it did before (wait as for a stop).
+//!
+//! Podman 5 makes new databases with SQLite (`db.sql` in its static dir, by default
+//! `<graphRoot>/libpod/`; `<graphRoot>/db.sql` when the static dir was set): table
+//! `ContainerState`, column `JSON`, the same `ContainerState` JSON. That file is opened
+//! read-only through SQLite itself (a shared lock for the one query; a writer that holds
+//! the database longer than [`SQLITE_BUSY`] makes the read `Busy`). Where both files are
+//! there, podman uses the BoltDB one, and so does this reader. (Podman 4.3, the podman of
+//! the machines tested on, has no SQLite backend: that path is checked against files made
+//! with podman 5's schema, `libpod_db_tests.rs`, not against a podman 5.)
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -25,6 +34,11 @@ use std::path::{Path, PathBuf};
 
 /// The file under podman's graph root (`store.graphRoot` in `podman info`).
 pub const BOLT_FILE: &str = "libpod/bolt_state.db";
+/// Podman 5's SQLite database under its graph root: in the default static dir, or (the
+/// static dir set elsewhere) the graph root itself.
+pub const SQLITE_FILES: [&str; 2] = ["libpod/db.sql", "db.sql"];
+/// How long a read of the SQLite database waits for a writer's lock.
+pub const SQLITE_BUSY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// libpod's `ContainerStateRunning`.
 pub const RUNNING: i64 = 3;
@@ -67,16 +81,17 @@ pub enum DbError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a bbolt database podman wrote: {reason}")]
+    #[error("{path}: not a database podman wrote: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("{path}: written to at every read")]
     Busy { path: PathBuf },
 }
 
-/// Podman's BoltDB, read-only.
+/// Podman's database (BoltDB or SQLite), read-only.
 #[derive(Debug, Clone)]
 pub struct LibpodDb {
     path: PathBuf,
+    sqlite: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,14 +112,38 @@ enum Bucket {
 const READ_ATTEMPTS: usize = 4;
 
 impl LibpodDb {
+    /// A BoltDB file.
     pub fn new(path: impl Into<PathBuf>) -> LibpodDb {
-        LibpodDb { path: path.into() }
+        LibpodDb {
+            path: path.into(),
+            sqlite: false,
+        }
     }
 
-    /// The database under podman's graph root, if that file is there.
+    /// A SQLite file (podman 5).
+    pub fn sqlite(path: impl Into<PathBuf>) -> LibpodDb {
+        LibpodDb {
+            path: path.into(),
+            sqlite: true,
+        }
+    }
+
+    /// The database under podman's graph root, if one of its files is there: the BoltDB
+    /// one first (podman keeps using it where it exists), else SQLite's.
     pub fn under_graph_root(graph_root: &Path) -> Option<LibpodDb> {
-        let path = graph_root.join(BOLT_FILE);
-        path.is_file().then(|| LibpodDb::new(path))
+        let bolt = graph_root.join(BOLT_FILE);
+        if bolt.is_file() {
+            return Some(LibpodDb::new(bolt));
+        }
+        SQLITE_FILES
+            .iter()
+            .map(|f| graph_root.join(f))
+            .find(|p| p.is_file())
+            .map(LibpodDb::sqlite)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
     }
 
     pub fn path(&self) -> &Path {
@@ -114,7 +153,57 @@ impl LibpodDb {
     /// What podman last saved for container `id` (its full id); `None` when the database
     /// has no such container.
     pub fn saved(&self, id: &str) -> Result<Option<Saved>, DbError> {
+        if self.sqlite {
+            return self.saved_in_sqlite(id);
+        }
         self.saved_with(id, || {})
+    }
+
+    fn saved_in_sqlite(&self, id: &str) -> Result<Option<Saved>, DbError> {
+        use rusqlite::{ErrorCode, OpenFlags, OptionalExtension};
+        let sql_error = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DbError::Busy {
+                path: self.path.clone(),
+            },
+            Some(
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure,
+            ) => DbError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            _ => self.format(e.to_string()),
+        };
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_error)?;
+        conn.busy_timeout(SQLITE_BUSY).map_err(sql_error)?;
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT JSON FROM ContainerState WHERE ID = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql_error)?;
+        json.map(|j| self.parse_state(id, j.as_bytes())).transpose()
+    }
+
+    /// A `ContainerState` JSON, as both backends store it.
+    fn parse_state(&self, id: &str, value: &[u8]) -> Result<Saved, DbError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            state: i64,
+            #[serde(default)]
+            pid: i64,
+        }
+        let raw: Raw = serde_json::from_slice(value)
+            .map_err(|e| self.format(format!("the state of {id}: {e}")))?;
+        Ok(Saved {
+            state: raw.state,
+            pid: raw.pid,
+        })
     }
 
     /// [`Self::saved`], with `between` run after each read of the pages and before the
@@ -131,18 +220,7 @@ impl LibpodDb {
             let Some(value) = value else {
                 return Ok(None);
             };
-            #[derive(serde::Deserialize)]
-            struct Raw {
-                state: i64,
-                #[serde(default)]
-                pid: i64,
-            }
-            let raw: Raw = serde_json::from_slice(&value)
-                .map_err(|e| self.format(format!("the state of {id}: {e}")))?;
-            return Ok(Some(Saved {
-                state: raw.state,
-                pid: raw.pid,
-            }));
+            return self.parse_state(id, &value).map(Some);
         }
         Err(DbError::Busy {
             path: self.path.clone(),

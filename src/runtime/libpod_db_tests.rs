@@ -299,3 +299,127 @@ fn a_commit_landing_while_it_reads_is_read_again_and_a_busy_file_is_an_error() {
     assert!(matches!(e, DbError::Busy { .. }), "{e}");
     assert!(e.to_string().contains("bolt_state.db"), "{e}");
 }
+
+/// A database of podman 5's SQLite schema (its `ContainerState` table as
+/// `createSQLiteTables` makes it, with the tables it refers to), holding `rows`.
+fn sqlite_db(dir: &std::path::Path, rel: &str, rows: &[(&str, i64, String)]) -> PathBuf {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE ContainerConfig(ID TEXT PRIMARY KEY NOT NULL, Name TEXT UNIQUE NOT NULL,
+             PodID TEXT, JSON TEXT NOT NULL);
+         CREATE TABLE ContainerState(ID TEXT PRIMARY KEY NOT NULL, State INTEGER NOT NULL,
+             ExitCode INTEGER, JSON TEXT NOT NULL,
+             FOREIGN KEY (ID) REFERENCES ContainerConfig(ID) DEFERRABLE INITIALLY DEFERRED,
+             CHECK (ExitCode BETWEEN -1 AND 255));",
+    )
+    .unwrap();
+    for (id, st, json) in rows {
+        conn.execute(
+            "INSERT INTO ContainerConfig VALUES (?1, ?1, NULL, '{}')",
+            [id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO ContainerState VALUES (?1, ?2, 0, ?3)",
+            rusqlite::params![id, st, json],
+        )
+        .unwrap();
+    }
+    path
+}
+
+fn state_json(state: i64, pid: i64) -> String {
+    String::from_utf8(self::state(state, pid)).unwrap()
+}
+
+#[test]
+fn podman_5s_sqlite_database_is_found_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(LibpodDb::under_graph_root(dir.path()).is_none());
+    let path = sqlite_db(
+        dir.path(),
+        "libpod/db.sql",
+        &[
+            (A, RUNNING, state_json(RUNNING, 4242)),
+            (B, STOPPING, state_json(STOPPING, 77)),
+        ],
+    );
+    let db = LibpodDb::under_graph_root(dir.path()).expect("found");
+    assert!(db.is_sqlite());
+    assert_eq!(db.path(), path);
+    let a = db.saved(A).unwrap().unwrap();
+    assert!(a.crashed(4242), "{a:?}");
+    let b = db.saved(B).unwrap().unwrap();
+    assert_eq!(
+        b,
+        Saved {
+            state: STOPPING,
+            pid: 77
+        }
+    );
+    assert_eq!(db.saved(C).unwrap(), None);
+    // Read-only: nothing of the file changed, no journal left.
+    assert!(!dir.path().join("libpod/db.sql-journal").exists());
+    // Where the BoltDB file is there too, podman uses it, and so does the reader.
+    std::fs::write(dir.path().join(BOLT_FILE), image(&podman_like((1, 2)))).unwrap();
+    let db = LibpodDb::under_graph_root(dir.path()).unwrap();
+    assert!(!db.is_sqlite());
+    // The static dir set elsewhere: `db.sql` in the graph root itself.
+    let other = tempfile::tempdir().unwrap();
+    sqlite_db(
+        other.path(),
+        "db.sql",
+        &[(A, RUNNING, state_json(RUNNING, 1))],
+    );
+    let db = LibpodDb::under_graph_root(other.path()).unwrap();
+    assert!(db.is_sqlite());
+    assert_eq!(db.saved(A).unwrap().unwrap().pid, 1);
+}
+
+#[test]
+fn a_sqlite_database_that_is_not_podmans_or_is_locked_is_an_error_not_a_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a database at all.
+    let junk = dir.path().join("junk.sql");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    let e = LibpodDb::sqlite(&junk).saved(A).unwrap_err();
+    assert!(matches!(e, DbError::Format { .. }), "{e}");
+    assert!(e.to_string().contains("junk.sql"), "{e}");
+    // A database without podman's table.
+    let empty = dir.path().join("empty.sql");
+    rusqlite::Connection::open(&empty)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x);")
+        .unwrap();
+    let e = LibpodDb::sqlite(&empty).saved(A).unwrap_err();
+    assert!(e.to_string().contains("ContainerState"), "{e}");
+    // A state that is not podman's JSON.
+    let bad = sqlite_db(
+        dir.path(),
+        "bad.sql",
+        &[(A, RUNNING, "{\"pid\": 3}".into())],
+    );
+    let e = LibpodDb::sqlite(&bad).saved(A).unwrap_err();
+    assert!(e.to_string().contains("the state of"), "{e}");
+    // Missing: an I/O error naming it.
+    let e = LibpodDb::sqlite(dir.path().join("absent.sql"))
+        .saved(A)
+        .unwrap_err();
+    assert!(e.to_string().contains("absent.sql"), "{e}");
+    // Podman writing (an exclusive lock held past the busy timeout): Busy, in about that.
+    let held = sqlite_db(
+        dir.path(),
+        "held.sql",
+        &[(A, RUNNING, state_json(RUNNING, 5))],
+    );
+    let writer = rusqlite::Connection::open(&held).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let t = std::time::Instant::now();
+    let e = LibpodDb::sqlite(&held).saved(A).unwrap_err();
+    assert!(matches!(e, DbError::Busy { .. }), "{e}");
+    assert!(t.elapsed() < SQLITE_BUSY * 20, "{:?}", t.elapsed());
+    writer.execute_batch("ROLLBACK;").unwrap();
+    assert_eq!(LibpodDb::sqlite(&held).saved(A).unwrap().unwrap().pid, 5);
+}

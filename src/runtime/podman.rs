@@ -775,8 +775,8 @@ impl Runtime for Podman {
 
     async fn settle(&self) {
         let deadline = tokio::time::Instant::now() + 2 * super::exec::KILL_WAIT;
-        if !super::exec::abandoned_killed(deadline).await {
-            tracing::warn!("the kill of an abandoned exec was still under way at exit");
+        if !super::exec::execs_settled(deadline).await {
+            tracing::warn!("an abandoned exec was still being ended at exit");
         }
     }
 
