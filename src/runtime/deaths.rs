@@ -289,6 +289,46 @@ mod tests {
         assert!(!deaths.is_watched("c1"));
     }
 
+    /// Podman 5's SQLite database read at the death (off the runtime's threads): `running`
+    /// with the dead pid is a crash; `stopping` is not.
+    #[tokio::test]
+    async fn a_death_is_told_a_crash_from_podmans_sqlite_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libpod").join("db.sql");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE ContainerState(ID TEXT PRIMARY KEY NOT NULL, State INTEGER NOT NULL,
+                 ExitCode INTEGER, JSON TEXT NOT NULL);",
+        )
+        .unwrap();
+        let (deaths, mut rx) = Deaths::new();
+        let db = LibpodDb::under_graph_root(dir.path()).expect("found");
+        assert!(db.is_sqlite());
+        deaths.set_db(Some(db));
+        for (id, state) in [("crashed", 3), ("stopped", 8)] {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let json = format!(r#"{{"state":{state},"pid":{}}}"#, child.id());
+            conn.execute(
+                "INSERT INTO ContainerState VALUES (?1, ?2, 0, ?3)",
+                rusqlite::params![id, state, json],
+            )
+            .unwrap();
+            deaths.watch_pid(id.into(), child.id());
+            child.kill().unwrap();
+            let told = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("told within 5 s")
+                .expect("a death");
+            child.wait().unwrap();
+            assert_eq!(told.id, id);
+            assert_eq!(told.crashed, state == 3, "{id}");
+        }
+    }
+
     #[tokio::test]
     async fn a_process_gone_before_its_watch_is_told_at_once() {
         let (deaths, mut rx) = Deaths::new();
