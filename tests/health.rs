@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use agentkit::{events, Agent, PodmanEvent};
-use common::{free_port, http_get, poll_until, wait_for, PrivateCaddy, PrivatePodman};
+use common::{
+    free_port, http_get, pids_running, poll_until, wait_for, PrivateCaddy, PrivatePodman,
+};
 
 const IMAGE: &str = "localhost/busybox:latest";
 
@@ -477,27 +479,11 @@ fn once_waits_for_dependencies_and_fails_what_stays_unhealthy() {
     assert!(!podman.running("bad-app"));
 }
 
-/// Host pids of processes whose argv is exactly `want`.
-fn pids_running(want: &[&str]) -> Vec<u32> {
-    let want: Vec<u8> = want
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
-        .collect()
-}
-
-/// `--once` whose `--timeout` runs out while an exec check hangs: the check's process is
-/// killed before `--once` exits, not left running in the container.
-#[test]
-fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
-    let podman = podman();
-    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
-    // An argv of this test's own (its pid), so that no other test's process matches.
-    let nap = format!("7{}", std::process::id());
+/// Applies service `hang`: component `db`, whose check `sleep NAP` hangs (timeout 10 m,
+/// every second, inside a 1 m start period). NAP is `prefix` and this test process's
+/// pid, so that no other test's process has that argv; returns it.
+fn hanging_check(agent: &Agent, prefix: char) -> String {
+    let nap = format!("{prefix}{}", std::process::id());
     agent.apply(
         "hang.toml",
         &format!(
@@ -507,6 +493,16 @@ fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
             sh(WAIT)
         ),
     );
+    nap
+}
+
+/// `--once` whose `--timeout` runs out while an exec check hangs: the check's process is
+/// killed before `--once` exits, not left running in the container.
+#[test]
+fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
+    let podman = podman();
+    let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
+    let nap = hanging_check(&agent, '7');
     let once = agent
         .command(&["--once", "--timeout", "5s"])
         .stdout(std::process::Stdio::piped())
@@ -537,16 +533,7 @@ fn once_timing_out_during_a_hanging_exec_check_kills_it_before_exiting() {
 fn sigterm_during_a_hanging_exec_check_kills_it_and_does_not_wait_for_it() {
     let podman = podman();
     let agent = Agent::new(&podman, "[reconcile]\ninterval = \"1h\"\n");
-    let nap = format!("8{}", std::process::id());
-    agent.apply(
-        "hang.toml",
-        &format!(
-            "name = \"hang\"\n[[components]]\nname = \"db\"\nimage = \"{IMAGE}\"\ncmd = {}\n\
-             [components.health]\ntest = [\"CMD\", \"sleep\", \"{nap}\"]\ninterval = \"1s\"\n\
-             timeout = \"10m\"\nretries = 1\nstart_period = \"1m\"\n",
-            sh(WAIT)
-        ),
-    );
+    let nap = hanging_check(&agent, '8');
     let mut d = agent.start_daemon(&[]);
     wait_for("the hanging check to run", Duration::from_secs(30), || {
         !pids_running(&["sleep", &nap]).is_empty()

@@ -342,6 +342,23 @@ cmd = ["sleep", "1000"]
     );
 }
 
+/// A container not the agent's, `<service>-guest`, on `network`; its name.
+fn run_guest(podman: &PrivatePodman, service: &str, network: &str) -> String {
+    let guest = format!("{service}-guest");
+    podman.podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &guest,
+        "--network",
+        network,
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    guest
+}
+
 /// `remove SERVICE`: once its containers are gone, so is its network `mcp-<service>`, which
 /// the agent made (its labels say so). A service network another container still uses
 /// stays, and so does one the agent did not make.
@@ -379,18 +396,7 @@ fn a_removed_service_takes_its_own_network_with_it() {
     assert_eq!(labels["mcp.node"], agentkit::NODE, "{labels}");
     assert_eq!(labels["mcp.managed"], "true", "{labels}");
     // Another container on b's network.
-    let guest = format!("{b}-guest");
-    podman.podman_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &guest,
-        "--network",
-        &nets[1],
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let guest = run_guest(&podman, &b, &nets[1]);
     for svc in [&a, &b, &c] {
         agent.ok(&["remove", svc]);
     }
@@ -465,18 +471,7 @@ fn a_service_removed_after_its_containers_were_gone_takes_its_network_too() {
         &format!("{a}-c0"),
         &format!("{b}-c0"),
     ]);
-    let guest = format!("{b}-guest");
-    podman.podman_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &guest,
-        "--network",
-        &nets[1],
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let guest = run_guest(&podman, &b, &nets[1]);
     for svc in [&a, &b] {
         agent.ok(&["remove", svc]);
     }

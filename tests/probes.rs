@@ -82,14 +82,8 @@ fn processes(podman: &PrivatePodman, name: &str, want: &[&str]) -> Vec<u32> {
         .expect("its pid");
     let ns = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let theirs = ns(main).expect("its pid namespace");
-    let want: Vec<u8> = want
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+    common::pids_running(want)
+        .into_iter()
         .filter(|pid| ns(u64::from(*pid)).as_ref() == Some(&theirs))
         .collect()
 }

@@ -453,6 +453,21 @@ fn end_processes_naming(runroot: &Path) {
     );
 }
 
+/// Host pids of the processes whose argv is exactly `want`.
+pub fn pids_running(want: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = want
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
 /// Pids of conmon processes whose command line names a path under `dir`.
 fn conmons_under(dir: &Path) -> Vec<(u32, String)> {
     processes_naming(dir, |cmdline| cmdline.contains("conmon"))
