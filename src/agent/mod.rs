@@ -700,12 +700,7 @@ impl<R: Runtime + 'static> Agent<R> {
         self.wanted_routes = routes::desired(&services);
         self.wanted_certs = certs::wanted(&services);
         self.services = Arc::new(services);
-        let before = self.wanted_services();
         self.rebuild_specs();
-        let after = self.wanted_services();
-        if before.iter().any(|s| !after.contains(s)) {
-            self.networks_due += 1;
-        }
         let wanted: HashSet<ComponentKey> = self.desired.iter().map(|d| d.key.clone()).collect();
         self.backoffs.retain(|k| wanted.contains(k));
         self.book.retry_at.retain(|k, _| wanted.contains(k));
@@ -757,7 +752,13 @@ impl<R: Runtime + 'static> Agent<R> {
         .unzip();
         self.specs = desired.iter().map(|d| d.key.clone()).zip(specs).collect();
         self.desired = desired;
-        *self.wanted_now.lock().unwrap_or_else(|e| e.into_inner()) = self.wanted_services();
+        let after = self.wanted_services();
+        let mut now = self.wanted_now.lock().unwrap_or_else(|e| e.into_inner());
+        if now.iter().any(|s| !after.contains(s)) {
+            self.networks_due += 1;
+        }
+        *now = after;
+        drop(now);
         self.checks.clear();
         self.restart_with.clear();
         self.depended_on.clear();

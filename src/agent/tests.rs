@@ -559,3 +559,49 @@ async fn a_service_removed_after_podman_lost_its_containers_takes_its_network() 
     assert_eq!(h.rt.calls("networks"), sweeps);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_network_removal_that_fails_is_swept_again_at_the_next_pass() {
+    // Service w never had a container (its image is missing): its removal has no
+    // container removal behind it, only the sweep.
+    let h = start(
+        "name = \"s\"\n[[components]]\nname = \"ok\"\nimage = \"img\"\n",
+        FakeRuntime::with_images(&["img"]),
+    )
+    .await;
+    let mut other = Registry::open(&h.dir.path().join("registry.db")).unwrap();
+    other
+        .apply(&[parse_service(
+            std::path::Path::new("w.toml"),
+            "name = \"w\"\n[[components]]\nname = \"w\"\nimage = \"absent\"\n",
+        )
+        .unwrap()])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let mut st = h.rt.state.lock().unwrap();
+        let mut l = st.network_labels["mcp-s"].clone();
+        l.insert(crate::container::LABEL_SERVICE.into(), "w".into());
+        st.networks.insert("mcp-w".into());
+        st.network_labels.insert("mcp-w".into(), l);
+        st.failing_network_removals.insert("mcp-w".into());
+    }
+    let sweeps = h.rt.calls("networks");
+    other.remove("w").unwrap();
+    let t0 = Instant::now();
+    while h.rt.calls("remove_network") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no sweep");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.rt.calls("networks"), sweeps + 1);
+    assert!(h.rt.state.lock().unwrap().networks.contains("mcp-w"));
+    h.rt.state.lock().unwrap().failing_network_removals.clear();
+    h.triggers.send(Trigger::Connected).await.unwrap();
+    let t0 = Instant::now();
+    while h.rt.state.lock().unwrap().networks.contains("mcp-w") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "not swept again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.rt.state.lock().unwrap().networks.contains("mcp-s"));
+    h.stop().await;
+}

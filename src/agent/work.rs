@@ -790,27 +790,27 @@ async fn list<R: Runtime>(
     sweep: Option<Sweep>,
 ) -> (Option<Registry>, Result<Listed, RuntimeError>) {
     let asked = tokio::time::Instant::now();
-    let actual = match rt.list().await {
-        Ok(a) => a,
-        Err(e) => return (reg, Err(e)),
-    };
-    let swept = match sweep {
-        None => None,
-        Some(sw) => {
-            let wanted = |s: &str| {
-                sw.wanted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(s)
-            };
-            match reconcile::sweep_service_networks(rt, &sw.us, wanted).await {
-                Ok(_) => Some(sw.due),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the networks of removed services were not all swept; again at the next pass");
-                    None
-                }
+    // The sweep beside the list, not before the pass's plan (at start-up, the recovery).
+    let sweeping = async {
+        let sw = sweep?;
+        let wanted = |s: &str| {
+            sw.wanted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(s)
+        };
+        match reconcile::sweep_service_networks(rt, &sw.us, wanted).await {
+            Ok(_) => Some(sw.due),
+            Err(e) => {
+                tracing::warn!(error = %e, "the networks of removed services were not all swept; again at the next pass");
+                None
             }
         }
+    };
+    let (actual, swept) = tokio::join!(rt.list(), sweeping);
+    let actual = match actual {
+        Ok(a) => a,
+        Err(e) => return (reg, Err(e)),
     };
     // Env files and secrets are read at every pass, off the loop (each one bounded).
     let files = if services

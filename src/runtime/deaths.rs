@@ -97,10 +97,8 @@ impl Deaths {
         *self.db.lock().unwrap_or_else(|e| e.into_inner()) = db.map(Arc::new);
     }
 
-    /// Whether a crash of `pid` (container `id`) is what podman's database shows.
-    fn crashed(&self, id: &str, pid: u32) -> bool {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(db) = db else { return false };
+    /// Whether a crash of `pid` (container `id`) is what podman's database `db` shows.
+    fn crashed(&self, db: &LibpodDb, id: &str, pid: u32) -> bool {
         match db.saved(id) {
             Ok(Some(saved)) => saved.crashed(pid),
             Ok(None) => false,
@@ -213,20 +211,17 @@ impl Deaths {
                 this.lock().watched.remove(&key);
                 // At once: a sync by anyone (podman's cleanup, the agent's list) makes a
                 // crash and a stop look the same.
-                let sqlite = this
-                    .db
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .is_some_and(|db| db.is_sqlite());
-                let crashed = if sqlite {
+                let db = this.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let crashed = match db {
+                    None => false,
                     // SQLite may wait (bounded) for podman's lock: not on the loop's thread.
-                    let (t, k) = (this.clone(), key.clone());
-                    tokio::task::spawn_blocking(move || t.crashed(&k, pid))
-                        .await
-                        .unwrap_or(false)
-                } else {
-                    this.crashed(&key, pid)
+                    Some(db) if db.is_sqlite() => {
+                        let (t, k) = (this.clone(), key.clone());
+                        tokio::task::spawn_blocking(move || t.crashed(&db, &k, pid))
+                            .await
+                            .unwrap_or(false)
+                    }
+                    Some(db) => this.crashed(&db, &key, pid),
                 };
                 let _ = this.tx.send(Died { id: key, crashed });
             }
@@ -294,14 +289,8 @@ mod tests {
     #[tokio::test]
     async fn a_death_is_told_a_crash_from_podmans_sqlite_database() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("libpod").join("db.sql");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let path = crate::runtime::libpod_db::tests::sqlite_db(dir.path(), "libpod/db.sql", &[]);
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE ContainerState(ID TEXT PRIMARY KEY NOT NULL, State INTEGER NOT NULL,
-                 ExitCode INTEGER, JSON TEXT NOT NULL);",
-        )
-        .unwrap();
         let (deaths, mut rx) = Deaths::new();
         let db = LibpodDb::under_graph_root(dir.path()).expect("found");
         assert!(db.is_sqlite());
@@ -312,6 +301,11 @@ mod tests {
                 .spawn()
                 .unwrap();
             let json = format!(r#"{{"state":{state},"pid":{}}}"#, child.id());
+            conn.execute(
+                "INSERT INTO ContainerConfig VALUES (?1, ?1, NULL, '{}')",
+                [id],
+            )
+            .unwrap();
             conn.execute(
                 "INSERT INTO ContainerState VALUES (?1, ?2, 0, ?3)",
                 rusqlite::params![id, state, json],

@@ -37,6 +37,8 @@ pub struct FakeState {
     pub network_options: BTreeMap<String, crate::model::NetworkOptions>,
     /// The labels each network was made with.
     pub network_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Networks whose removal fails (an API error), while they are named here.
+    pub failing_network_removals: BTreeSet<String>,
     /// Names held by container storage, invisible to the API (podman's lost database).
     pub storage_names: BTreeSet<String>,
     pub unavailable: bool,
@@ -394,6 +396,11 @@ impl Runtime for FakeRuntime {
     async fn remove_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<bool> {
         self.gate().await;
         let mut s = self.enter("remove_network")?;
+        if s.failing_network_removals.contains(name) {
+            return Err(RuntimeError::Api(format!(
+                "500: removing network {name}: fails"
+            )));
+        }
         let ours = s
             .network_labels
             .get(name)

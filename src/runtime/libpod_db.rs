@@ -440,4 +440,4 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 #[path = "libpod_db_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -302,7 +302,7 @@ fn a_commit_landing_while_it_reads_is_read_again_and_a_busy_file_is_an_error() {
 
 /// A database of podman 5's SQLite schema (its `ContainerState` table as
 /// `createSQLiteTables` makes it, with the tables it refers to), holding `rows`.
-fn sqlite_db(dir: &std::path::Path, rel: &str, rows: &[(&str, i64, String)]) -> PathBuf {
+pub(crate) fn sqlite_db(dir: &std::path::Path, rel: &str, rows: &[(&str, i64, String)]) -> PathBuf {
     let path = dir.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
